@@ -1,0 +1,130 @@
+package engine
+
+// Sector bitmaps: bit i (MSB first) of a block's bitmap is set when the
+// image holds sector i of the block.
+
+func bitSet(bits []byte, i int64) bool { return bits[i/8]&(0x80>>(i%8)) != 0 }
+
+// setBits sets (or clears) bits [from, to).
+func setBits(bits []byte, from, to int64, on bool) {
+	for i := from; i < to; {
+		if i%8 == 0 && to-i >= 8 {
+			if on {
+				bits[i/8] = 0xff
+			} else {
+				bits[i/8] = 0
+			}
+			i += 8
+			continue
+		}
+		if on {
+			bits[i/8] |= 0x80 >> (i % 8)
+		} else {
+			bits[i/8] &^= 0x80 >> (i % 8)
+		}
+		i++
+	}
+}
+
+// allSet reports whether bits [0, n) are all set.
+func allSet(bits []byte, n int64) bool {
+	for i := int64(0); i < n/8; i++ {
+		if bits[i] != 0xff {
+			return false
+		}
+	}
+	for i := n / 8 * 8; i < n; i++ {
+		if !bitSet(bits, i) {
+			return false
+		}
+	}
+	return true
+}
+
+// anySet reports whether any of bits [from, to) is set.
+func anySet(bits []byte, from, to int64) bool {
+	for i := from; i < to; i++ {
+		if bitSet(bits, i) {
+			return true
+		}
+	}
+	return false
+}
+
+// loadBitmap returns block b's bitmap, reading it if it is not cached.
+// The caller holds b's stripe lock and e is b's current BAT entry.
+func (s *sparse) loadBitmap(b int64, e uint32) (*bitmap, error) {
+	s.metaMu.Lock()
+	bm := s.bitmaps[uint32(b)]
+	s.metaMu.Unlock()
+	if bm != nil && bm.entry == e {
+		return bm, nil
+	}
+	bm = &bitmap{bits: make([]byte, s.bitmapSize), entry: e}
+	if err := s.pread(bm.bits, int64(e)*SectorSize); err != nil {
+		return nil, err
+	}
+	if allSet(bm.bits, s.sectorsIn(b)) {
+		s.setFull(b, true)
+	}
+	s.metaMu.Lock()
+	s.bitmaps[uint32(b)] = bm
+	s.bitmapBytes += s.bitmapSize
+	if s.bitmapBytes > maxCachedBitmapBytes {
+		s.evictCleanLocked(uint32(b))
+	}
+	s.metaMu.Unlock()
+	return bm, nil
+}
+
+// evictCleanLocked drops clean cached bitmaps until the cache is half its
+// limit, keeping keep. Called with metaMu held. A clean bitmap may be
+// dropped without its stripe lock: its bits are on disk and it is only
+// ever re-read.
+func (s *sparse) evictCleanLocked(keep uint32) {
+	for b, bm := range s.bitmaps {
+		if s.bitmapBytes <= maxCachedBitmapBytes/2 {
+			return
+		}
+		if _, dirty := s.dirtyBitmaps[b]; dirty || b == keep {
+			continue
+		}
+		delete(s.bitmaps, b)
+		s.bitmapBytes -= int64(len(bm.bits))
+	}
+}
+
+// bitmapCopy returns a copy of block b's bitmap, for readers.
+func (s *sparse) bitmapCopy(b int64, e uint32) ([]byte, error) {
+	mu := s.stripe(b)
+	mu.Lock()
+	defer mu.Unlock()
+	bm, err := s.loadBitmap(b, e)
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte(nil), bm.bits...), nil
+}
+
+// markBitmapDirty queues block b's bitmap for the next flush and says
+// whether too many are queued. The caller holds b's stripe lock.
+func (s *sparse) markBitmapDirty(b int64) (tooMany bool) {
+	s.metaMu.Lock()
+	s.dirtyBitmaps[uint32(b)] = struct{}{}
+	tooMany = len(s.dirtyBitmaps) > maxDirtyBitmaps
+	s.metaMu.Unlock()
+	return tooMany
+}
+
+// dropBitmap forgets block b's bitmap (its block was deallocated). The
+// caller holds b's stripe lock.
+func (s *sparse) dropBitmap(b int64) {
+	s.metaMu.Lock()
+	if bm := s.bitmaps[uint32(b)]; bm != nil {
+		delete(s.bitmaps, uint32(b))
+		s.bitmapBytes -= int64(len(bm.bits))
+	}
+	delete(s.dirtyBitmaps, uint32(b))
+	s.metaMu.Unlock()
+	s.setFull(b, false)
+}

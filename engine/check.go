@@ -1,0 +1,269 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+)
+
+// Problem is one thing Check found wrong.
+type Problem struct {
+	// Fatal problems make the image unusable or unsafe to write; the
+	// others are departures from the format that readers tolerate.
+	Fatal bool `json:"fatal"`
+	// Fixable is set when Repair can fix the problem safely.
+	Fixable bool   `json:"fixable"`
+	Offset  int64  `json:"offset"`
+	Message string `json:"message"`
+}
+
+func (p Problem) String() string {
+	kind := "warning"
+	if p.Fatal {
+		kind = "error"
+	}
+	fix := ""
+	if p.Fixable {
+		fix = " (vhd repair fixes this)"
+	}
+	if p.Offset >= 0 {
+		return fmt.Sprintf("%s at %#x: %s%s", kind, p.Offset, p.Message, fix)
+	}
+	return fmt.Sprintf("%s: %s%s", kind, p.Message, fix)
+}
+
+// Report is the result of Check.
+type Report struct {
+	Type     string    `json:"type"`
+	Size     int64     `json:"virtual_size"`
+	FileSize int64     `json:"file_size"`
+	Blocks   int64     `json:"allocated_blocks"`
+	Problems []Problem `json:"problems"`
+}
+
+// OK reports whether the check found nothing wrong.
+func (r *Report) OK() bool { return len(r.Problems) == 0 }
+
+// CheckOptions select the slower checks.
+type CheckOptions struct {
+	// Bitmaps reads every allocated block and checks that sectors the
+	// bitmap marks absent hold zeros, as the format requires.
+	Bitmaps bool
+}
+
+// maxProblems bounds a report, so a wrecked BAT does not flood it.
+const maxProblems = 100
+
+// CheckPath checks the image at path without locking it for writing.
+func CheckPath(path string, opts CheckOptions) (*Report, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return Check(OSFile(f), opts)
+}
+
+// Check validates everything about an image file that vhd-util check
+// does, and a little more. It returns an error only when the file cannot
+// be read; damage goes in the report.
+func Check(f File, opts CheckOptions) (*Report, error) {
+	c := &checker{f: f, r: &Report{}}
+	size, err := f.Size()
+	if err != nil {
+		return nil, err
+	}
+	c.r.FileSize = size
+	if err := c.run(size, opts); err != nil {
+		return nil, err
+	}
+	return c.r, nil
+}
+
+type checker struct {
+	f File
+	r *Report
+}
+
+func (c *checker) add(fatal, fixable bool, err error) {
+	if len(c.r.Problems) >= maxProblems {
+		return
+	}
+	p := Problem{Fatal: fatal, Fixable: fixable, Offset: -1, Message: err.Error()}
+	var ce *CorruptError
+	if errors.As(err, &ce) {
+		p.Offset = ce.Offset
+		p.Message = ce.Struct
+		if ce.Field != "" {
+			p.Message += " " + ce.Field
+		}
+		p.Message += ": " + ce.Msg
+	}
+	c.r.Problems = append(c.r.Problems, p)
+}
+
+func (c *checker) problem(fatal, fixable bool, off int64, format string, args ...any) {
+	if len(c.r.Problems) >= maxProblems {
+		return
+	}
+	c.r.Problems = append(c.r.Problems, Problem{Fatal: fatal, Fixable: fixable, Offset: off, Message: fmt.Sprintf(format, args...)})
+}
+
+// isIO tells an I/O failure from damage: damage goes in the report.
+func isIO(err error) bool { return err != nil && !errors.Is(err, ErrCorrupt) }
+
+func (c *checker) run(size int64, opts CheckOptions) error {
+	img := &Image{f: c.f, readOnly: true, unlock: func() {}, log: slog.New(slog.DiscardHandler)}
+	if err := img.readFooter(size); err != nil {
+		if isIO(err) {
+			return err
+		}
+		c.add(true, false, err)
+		return nil
+	}
+	if img.footerFromCopy {
+		c.problem(true, true, size-FooterSize, "footer at end of file is damaged; the copy at offset 0 is intact")
+	}
+	ft := img.footer
+	c.r.Type = ft.DiskType.String()
+	c.r.Size = int64(ft.CurrentSize)
+	c.checkFooterFields(ft)
+	if ft.DiskType == TypeFixed {
+		return c.checkFixed(ft, size)
+	}
+	return c.checkSparse(img, size, opts)
+}
+
+func (c *checker) checkFooterFields(ft Footer) {
+	if ft.Features&featureReserved == 0 {
+		c.problem(false, false, offFooterFeatures, "footer features %#x lack the reserved bit 0x2", ft.Features)
+	}
+	if t := VHDTime(ft.Timestamp); t.After(time.Now().Add(24 * time.Hour)) {
+		c.problem(false, false, offFooterTimestamp, "footer timestamp %s is in the future", t.Format(time.RFC3339))
+	}
+	if g := ft.Geometry; g.Bytes() > int64(ft.CurrentSize) {
+		c.problem(false, false, offFooterGeometry, "geometry %s (%d bytes) is larger than the disk (%d bytes)", g, g.Bytes(), ft.CurrentSize)
+	}
+	if ft.SavedState != 0 {
+		c.problem(false, false, offFooterSavedState, "saved-state flag is set: a virtual machine saved its state with this disk; compacting or resizing it would break that state")
+	}
+}
+
+func (c *checker) checkFixed(ft Footer, size int64) error {
+	want := int64(ft.CurrentSize) + FooterSize
+	if ft.Short {
+		want--
+	}
+	switch {
+	case size < want:
+		c.problem(true, false, size, "file is %d bytes, too short for a fixed disk of %d bytes plus its footer", size, ft.CurrentSize)
+	case size > want:
+		c.problem(false, false, int64(ft.CurrentSize), "%d bytes between the disk's data and the footer belong to nothing", size-want)
+	}
+	return nil
+}
+
+func (c *checker) checkSparse(img *Image, size int64, opts CheckOptions) error {
+	if err := c.checkFooterCopy(img, size); err != nil {
+		return err
+	}
+	s, err := parseSparse(img, size)
+	if err != nil {
+		if isIO(err) {
+			return err
+		}
+		c.add(true, false, err)
+		return nil
+	}
+	c.checkHeaderFields(s)
+	for _, e := range batProblems(s.bat, s.tableOff, s.bitmapSize+s.blockSize, size-FooterSize, s.reserved, maxProblems) {
+		c.add(true, false, e)
+	}
+	c.r.Blocks = s.allocatedBlocks()
+	if end := s.dataEnd(); !img.footerFromCopy && end < size-FooterSize {
+		c.problem(false, true, end, "%d bytes after the last allocated block belong to nothing (blocks allocated but never flushed)", size-FooterSize-end)
+	}
+	if opts.Bitmaps && len(c.r.Problems) == 0 {
+		return c.checkBitmaps(s)
+	}
+	return nil
+}
+
+func (c *checker) checkFooterCopy(img *Image, size int64) error {
+	if img.footerFromCopy {
+		return nil
+	}
+	var buf [FooterSize]byte
+	if _, err := c.f.ReadAt(buf[:], 0); err != nil {
+		return ioError("read footer copy", 0, err)
+	}
+	cp, err := ParseFooter(buf[:], 0)
+	if err != nil {
+		c.problem(false, true, 0, "footer copy at offset 0 is damaged: %v", err)
+		return nil
+	}
+	ft := img.footer
+	if cp.Marshal() != ft.Marshal() {
+		c.problem(false, true, 0, "footer copy at offset 0 differs from the footer at the end")
+	}
+	return nil
+}
+
+func (c *checker) checkHeaderFields(s *sparse) {
+	h := s.hdr
+	if h.DataOffset != ^uint64(0) && h.DataOffset != 0xFFFFFFFF {
+		c.problem(false, false, s.hdrOff+offHdrDataOffset, "dynamic header data offset is %#x, want all ones", h.DataOffset)
+	}
+	if !s.differencing {
+		if !h.ParentUUID.IsZero() || h.ParentName != "" {
+			c.problem(false, false, s.hdrOff+offHdrParentUUID, "a dynamic disk has parent fields set (parent %q, %s)", h.ParentName, h.ParentUUID)
+		}
+		return
+	}
+	if h.ParentUUID.IsZero() {
+		c.problem(true, false, s.hdrOff+offHdrParentUUID, "differencing disk has no parent UUID")
+	}
+	seen := map[string]bool{}
+	n := 0
+	for _, l := range h.Locators {
+		if l.Empty() {
+			continue
+		}
+		n++
+		if seen[l.CodeString()] {
+			c.problem(false, false, l.at, "parent locator %q appears twice", l.CodeString())
+		}
+		seen[l.CodeString()] = true
+	}
+	if n == 0 && h.ParentName == "" {
+		c.problem(true, false, s.hdrOff+offHdrLocators, "differencing disk names no parent: no parent name and no locators")
+	}
+}
+
+// checkBitmaps reads each allocated block and checks that every sector
+// its bitmap marks absent is zero in the file.
+func (c *checker) checkBitmaps(s *sparse) error {
+	bits := make([]byte, s.bitmapSize)
+	data := make([]byte, s.blockSize)
+	for b := range s.bat {
+		e := s.entry(int64(b))
+		if e == batUnused {
+			continue
+		}
+		if _, err := c.f.ReadAt(bits, int64(e)*SectorSize); err != nil {
+			return ioError("read bitmap", int64(e)*SectorSize, err)
+		}
+		if _, err := c.f.ReadAt(data, s.dataOff(e)); err != nil {
+			return ioError("read block", s.dataOff(e), err)
+		}
+		for sec := int64(0); sec < s.sectorsIn(int64(b)); sec++ {
+			if !bitSet(bits, sec) && !isZero(data[sec*SectorSize:(sec+1)*SectorSize]) {
+				c.problem(false, true, s.dataOff(e)+sec*SectorSize, "block %d sector %d holds data but its bitmap bit is clear", b, sec)
+				break
+			}
+		}
+	}
+	return nil
+}

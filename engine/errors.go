@@ -1,0 +1,52 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrCorrupt is matched (errors.Is) by every error that means the image's
+// bytes are wrong, as opposed to the file being unreadable. A caller can
+// tell "this image is damaged, try vhd repair" from "the disk failed".
+var ErrCorrupt = errors.New("corrupt image")
+
+// Errors callers test for.
+var (
+	ErrReadOnly         = errors.New("vhd: image is open read-only")
+	ErrOutOfRange       = errors.New("vhd: request beyond the end of the disk")
+	ErrClosed           = errors.New("vhd: image is closed")
+	ErrLocked           = errors.New("vhd: image is in use")
+	ErrNoParent         = errors.New("vhd: differencing image opened without its parent")
+	ErrUnsupportedImage = errors.New("vhd: unsupported image")
+)
+
+// CorruptError says which field of which structure is wrong and where it
+// sits in the file.
+type CorruptError struct {
+	Struct string // "footer", "dynamic header", "BAT", "parent locator", ...
+	Field  string
+	Offset int64 // file offset of the field, -1 if unknown
+	Msg    string
+}
+
+func (e *CorruptError) Error() string {
+	where := ""
+	if e.Offset >= 0 {
+		where = fmt.Sprintf(" at offset %#x", e.Offset)
+	}
+	if e.Field == "" {
+		return fmt.Sprintf("vhd: %s%s: %s", e.Struct, where, e.Msg)
+	}
+	return fmt.Sprintf("vhd: %s %s%s: %s", e.Struct, e.Field, where, e.Msg)
+}
+
+func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
+
+func corrupt(structure, field string, off int64, format string, args ...any) error {
+	return &CorruptError{Struct: structure, Field: field, Offset: off, Msg: fmt.Sprintf(format, args...)}
+}
+
+// ioError wraps a failure of the underlying file with what was being done.
+func ioError(op string, off int64, err error) error {
+	return fmt.Errorf("vhd: %s at offset %#x: %w", op, off, err)
+}

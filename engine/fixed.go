@@ -1,0 +1,116 @@
+package engine
+
+import (
+	"errors"
+	"io"
+	"sync/atomic"
+)
+
+// fixed is the layout of a fixed image: the disk's bytes, then the footer.
+type fixed struct {
+	f    File
+	size int64
+	// dirty is set by every write and cleared by a flush, so a flush with
+	// nothing to do costs no sync.
+	dirty atomic.Bool
+}
+
+func openFixed(img *Image, fileSize int64) (*fixed, error) {
+	size := int64(img.footer.CurrentSize)
+	dataEnd := fileSize - FooterSize
+	if img.footer.Short {
+		dataEnd = fileSize - footerSize511
+	}
+	if dataEnd < size {
+		return nil, corrupt("file", "", fileSize, "is %d bytes, too short for a fixed disk of %d bytes plus its footer (truncated?)", fileSize, size)
+	}
+	return &fixed{f: img.f, size: size}, nil
+}
+
+func (x *fixed) readAt(p []byte, off int64) error {
+	if _, err := x.f.ReadAt(p, off); err != nil && !(errors.Is(err, io.EOF) && off+int64(len(p)) <= x.size) {
+		return ioError("read", off, err)
+	}
+	return nil
+}
+
+func (x *fixed) writeAt(p []byte, off int64) error {
+	x.dirty.Store(true)
+	if _, err := x.f.WriteAt(p, off); err != nil {
+		return ioError("write", off, err)
+	}
+	return nil
+}
+
+func (x *fixed) zero(off, n int64, mode ZeroMode) error {
+	if mode == ZeroMayDeallocate {
+		return x.trim(off, n)
+	}
+	return writeZeros(x.f, off, n, &x.dirty)
+}
+
+// trim punches a hole where the host can, else writes zeros: a fixed
+// disk's trimmed range must still read as zeros.
+func (x *fixed) trim(off, n int64) error {
+	x.dirty.Store(true)
+	err := x.f.PunchHole(off, n)
+	if errors.Is(err, ErrUnsupported) {
+		return writeZeros(x.f, off, n, &x.dirty)
+	}
+	return err
+}
+
+func (x *fixed) flush() error {
+	if !x.dirty.Swap(false) {
+		return nil
+	}
+	if err := x.f.Sync(); err != nil {
+		x.dirty.Store(true)
+		return ioError("sync", 0, err)
+	}
+	return nil
+}
+
+// extents reports the host file's holes as zero extents where the file
+// can tell them (SEEK_DATA), so a sparse fixed image converts sparsely.
+func (x *fixed) extents(off, n int64) ([]Extent, error) {
+	ds, ok := x.f.(dataSeeker)
+	if !ok {
+		return []Extent{{Off: off, Len: n, State: ExtentData}}, nil
+	}
+	var list []Extent
+	end := off + n
+	for pos := off; pos < end; {
+		start, dend, err := ds.NextData(pos)
+		if errors.Is(err, io.EOF) || err == nil && start >= end {
+			list = appendExtent(list, Extent{Off: pos, Len: end - pos, State: ExtentZero})
+			break
+		}
+		if err != nil {
+			return []Extent{{Off: off, Len: n, State: ExtentData}}, nil
+		}
+		if start > pos {
+			list = appendExtent(list, Extent{Off: pos, Len: start - pos, State: ExtentZero})
+		}
+		dend = min(dend, end)
+		list = appendExtent(list, Extent{Off: start, Len: dend - start, State: ExtentData})
+		pos = dend
+	}
+	return list, nil
+}
+
+// zeroBuf is a shared source of zeros for writes; never written to.
+var zeroBuf = make([]byte, 1<<20)
+
+func writeZeros(f File, off, n int64, dirty *atomic.Bool) error {
+	dirty.Store(true)
+	for n > 0 {
+		c := min(n, int64(len(zeroBuf)))
+		if _, err := f.WriteAt(zeroBuf[:c], off); err != nil {
+			return ioError("write zeros", off, err)
+		}
+		off += c
+		n -= c
+	}
+	return nil
+}

@@ -1,0 +1,159 @@
+package engine
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+)
+
+// Repair fixes what can be fixed without guessing at data: a damaged
+// footer at the end (rewritten from the copy at offset 0), a damaged or
+// stale copy at offset 0 (rewritten from the footer at the end), space
+// past the last allocated block (blocks whose allocation never reached a
+// flush: cut off), and sectors holding data their bitmap bit disowns (the
+// bit is set, so what readers saw stays what they see). It returns what
+// it did; it refuses, changing nothing, when the image has damage it
+// cannot fix.
+func Repair(path string, opts RepairOptions) ([]string, error) {
+	osf, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer osf.Close()
+	unlock, err := lockFile(osf, path, true)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	return RepairFile(OSFile(osf), path, opts)
+}
+
+// RepairOptions select the slower repairs.
+type RepairOptions struct {
+	// Bitmaps reads every allocated block to find sectors holding data
+	// their bitmap disowns.
+	Bitmaps bool
+}
+
+// RepairFile is Repair on an open file.
+func RepairFile(f File, name string, opts RepairOptions) ([]string, error) {
+	rep, err := Check(f, CheckOptions{})
+	if err != nil {
+		return nil, err
+	}
+	var unfixable []string
+	for _, p := range rep.Problems {
+		if p.Fatal && !p.Fixable {
+			unfixable = append(unfixable, p.String())
+		}
+	}
+	if len(unfixable) > 0 {
+		return nil, fmt.Errorf("%s: %w: cannot repair safely, nothing changed:\n  %s", name, ErrCorrupt, strings.Join(unfixable, "\n  "))
+	}
+	size, err := f.Size()
+	if err != nil {
+		return nil, err
+	}
+	img := &Image{f: f, name: name, unlock: func() {}, log: slog.New(slog.DiscardHandler)}
+	if err := img.readFooter(size); err != nil {
+		return nil, err
+	}
+	if img.footer.DiskType == TypeFixed {
+		return nil, nil
+	}
+	s, err := parseSparse(img, size)
+	if err != nil {
+		return nil, err
+	}
+	var did []string
+	if opts.Bitmaps {
+		fixed, err := s.repairBitmaps()
+		if err != nil {
+			return did, err
+		}
+		if fixed > 0 {
+			did = append(did, fmt.Sprintf("marked data present in %d block bitmaps that disowned it", fixed))
+		}
+	}
+	if end := s.dataEnd(); img.footerFromCopy || end != size-FooterSize {
+		if err := s.rewriteTail(); err != nil {
+			return did, err
+		}
+		if img.footerFromCopy {
+			did = append(did, fmt.Sprintf("rewrote the damaged footer at the end of the file (offset %#x) from the copy at offset 0", end))
+		}
+		if end < size-FooterSize {
+			did = append(did, fmt.Sprintf("cut %d bytes of unreferenced blocks from the end of the file", size-FooterSize-end))
+		}
+	}
+	if err := s.repairFooterCopy(); err != nil {
+		return did, err
+	} else if !img.footerFromCopy && hasProblem(rep, "footer copy") {
+		did = append(did, "rewrote the footer copy at offset 0 from the footer at the end")
+	}
+	return did, f.Sync()
+}
+
+func hasProblem(r *Report, prefix string) bool {
+	for _, p := range r.Problems {
+		if strings.HasPrefix(p.Message, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// repairFooterCopy writes the footer in use to offset 0.
+func (s *sparse) repairFooterCopy() error {
+	raw := s.img.footer.Marshal()
+	var cur [FooterSize]byte
+	if _, err := s.f.ReadAt(cur[:], 0); err != nil {
+		return ioError("read footer copy", 0, err)
+	}
+	if cur == raw {
+		return nil
+	}
+	if _, err := s.f.WriteAt(raw[:], 0); err != nil {
+		return ioError("write footer copy", 0, err)
+	}
+	return nil
+}
+
+// repairBitmaps sets the bitmap bits of sectors that hold data in a
+// dynamic image, and returns how many bitmaps it changed. (Dynamic images
+// are read without their bitmaps, so the data is what readers see.)
+func (s *sparse) repairBitmaps() (int, error) {
+	if s.differencing {
+		return 0, nil
+	}
+	bits := make([]byte, s.bitmapSize)
+	data := make([]byte, s.blockSize)
+	fixed := 0
+	for b := range s.bat {
+		e := s.entry(int64(b))
+		if e == batUnused {
+			continue
+		}
+		if err := s.pread(bits, int64(e)*SectorSize); err != nil {
+			return fixed, err
+		}
+		if err := s.pread(data, s.dataOff(e)); err != nil {
+			return fixed, err
+		}
+		changed := false
+		for sec := int64(0); sec < s.sectorsIn(int64(b)); sec++ {
+			if !bitSet(bits, sec) && !isZero(data[sec*SectorSize:(sec+1)*SectorSize]) {
+				setBits(bits, sec, sec+1, true)
+				changed = true
+			}
+		}
+		if changed {
+			if _, err := s.f.WriteAt(bits, int64(e)*SectorSize); err != nil {
+				return fixed, ioError("write bitmap", int64(e)*SectorSize, err)
+			}
+			fixed++
+		}
+	}
+	return fixed, nil
+}

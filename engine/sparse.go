@@ -1,0 +1,319 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+)
+
+// sparse is the layout of dynamic and differencing images: a BAT maps
+// each block of the disk to a bitmap and data in the file, or to nothing.
+type sparse struct {
+	img          *Image
+	f            File
+	hdr          DynamicHeader
+	hdrOff       int64
+	differencing bool
+	size         int64 // virtual size
+	blockSize    int64
+	blockShift   uint
+	bitmapSize   int64
+	tableOff     int64
+	reserved     []span // footer copy, header, BAT, parent locator data
+
+	// bat is the table in memory, read and written with sync/atomic so
+	// reads take no lock. Entries change only under the block's stripe
+	// lock.
+	bat []uint32
+	// full has a bit per block, set (atomically) once every sector of the
+	// block is known to be present, so writes to it need no bitmap work.
+	full []atomic.Uint64
+
+	// stripes serialize bitmap changes and allocation per block.
+	stripes [64]sync.Mutex
+
+	allocMu sync.Mutex
+	// footerOff is where the footer at the end of the file sits; new
+	// blocks go after it. Guarded by allocMu.
+	footerOff int64
+
+	metaMu sync.Mutex
+	// bitmaps caches sector bitmaps of allocated blocks; dirty ones stay
+	// until a flush writes them. Guarded by metaMu; an entry's bits are
+	// guarded by its block's stripe lock.
+	bitmaps     map[uint32]*bitmap
+	bitmapBytes int64
+	// dirtyBitmaps and dirtyBAT (BAT sectors) wait for the next flush.
+	// Guarded by metaMu.
+	dirtyBitmaps map[uint32]struct{}
+	dirtyBAT     map[int64]struct{}
+
+	// dataDirty is set by every write to the file, cleared by a flush.
+	dataDirty atomic.Bool
+	// flushMu lets one flush run at a time.
+	flushMu sync.Mutex
+	// failed holds the error that left the image unwritable: after a
+	// failed sync nothing is known about what reached the disk.
+	failed atomic.Pointer[error]
+
+	// parent reads the sectors a differencing image does not hold.
+	parent Disk
+}
+
+// bitmap is one block's sector bitmap: a set bit means the image holds
+// that sector. Fields are guarded by the block's stripe lock.
+type bitmap struct {
+	bits  []byte
+	entry uint32 // the BAT entry it was read for
+}
+
+const (
+	// maxCachedBitmapBytes bounds the clean bitmaps kept in memory.
+	maxCachedBitmapBytes = 8 << 20
+	// maxDirtyBitmaps bounds how many bitmaps wait for a flush; past it a
+	// write flushes first. 8192 bitmaps cover 16 GiB of 2 MiB blocks.
+	maxDirtyBitmaps = 8192
+	// dataAlign is the file alignment of new blocks' data, so guests'
+	// 4 KiB I/O lands on host pages.
+	dataAlign = 4096
+)
+
+func openSparse(img *Image, fileSize int64) (*sparse, error) {
+	s, err := parseSparse(img, fileSize)
+	if err != nil {
+		return nil, err
+	}
+	if errs := batProblems(s.bat, s.tableOff, s.bitmapSize+s.blockSize, fileSize-FooterSize, s.reserved, 1); len(errs) > 0 {
+		return nil, errs[0]
+	}
+	return s, nil
+}
+
+// parseSparse reads the dynamic header and the BAT, validating all but
+// where the blocks lie (see batProblems).
+func parseSparse(img *Image, fileSize int64) (*sparse, error) {
+	hdrOff := int64(img.footer.DataOffset)
+	if hdrOff > fileSize-FooterSize || fileSize-FooterSize-hdrOff < HeaderSize {
+		return nil, corrupt("footer", "data offset", offFooterDataOffset, "dynamic header at %#x does not fit in the file (%d bytes)", hdrOff, fileSize)
+	}
+	var raw [HeaderSize]byte
+	if _, err := img.f.ReadAt(raw[:], hdrOff); err != nil {
+		return nil, ioError("read dynamic header", hdrOff, err)
+	}
+	hdr, err := ParseDynamicHeader(raw[:], hdrOff)
+	if err != nil {
+		return nil, err
+	}
+	s := &sparse{
+		img: img, f: img.f, hdr: hdr, hdrOff: hdrOff,
+		differencing: img.footer.DiskType == TypeDifferencing,
+		size:         int64(img.footer.CurrentSize),
+		blockSize:    int64(hdr.BlockSize),
+		bitmapSize:   bitmapBytes(hdr.BlockSize),
+		tableOff:     int64(hdr.TableOffset),
+		footerOff:    fileSize - FooterSize,
+		bitmaps:      make(map[uint32]*bitmap),
+		dirtyBitmaps: make(map[uint32]struct{}),
+		dirtyBAT:     make(map[int64]struct{}),
+	}
+	for int64(1)<<s.blockShift < s.blockSize {
+		s.blockShift++
+	}
+	if err := s.loadBAT(fileSize); err != nil {
+		return nil, err
+	}
+	s.full = make([]atomic.Uint64, (len(s.bat)+63)/64)
+	return s, nil
+}
+
+// blocks is the number of blocks that cover the disk.
+func (s *sparse) blocks() int64 { return (s.size + s.blockSize - 1) >> s.blockShift }
+
+// reservedSpans lists the structures blocks must not overlap.
+func (s *sparse) reservedSpans(fileSize int64) ([]span, error) {
+	r := []span{
+		{0, FooterSize, "footer copy"},
+		{s.hdrOff, HeaderSize, "dynamic header"},
+		{s.tableOff, batBytes(s.hdr.MaxTableEntries), "BAT"},
+	}
+	for _, l := range s.hdr.Locators {
+		if l.Empty() {
+			continue
+		}
+		if err := l.validate(fileSize); err != nil {
+			return nil, err
+		}
+		r = append(r, span{int64(l.DataOffset), max(l.spaceBytes(), int64(l.DataLength)), "parent locator " + l.CodeString()})
+	}
+	return r, nil
+}
+
+// loadBAT reads and validates the entries that cover the disk. The
+// table's size comes from the header, so it is checked against the file
+// before anything is allocated: the memory used is bounded by the file.
+func (s *sparse) loadBAT(fileSize int64) error {
+	n := s.blocks()
+	if int64(s.hdr.MaxTableEntries) < n {
+		return corrupt("dynamic header", "max table entries", s.hdrOff+offHdrMaxEntries, "%d entries of %d bytes cannot cover a disk of %d bytes (%d needed)", s.hdr.MaxTableEntries, s.blockSize, s.size, n)
+	}
+	if s.tableOff > fileSize || 4*n > fileSize-s.tableOff {
+		return corrupt("dynamic header", "table offset", s.hdrOff+offHdrTableOffset, "BAT at %#x with %d entries runs past the end of the file (%d bytes)", s.tableOff, n, fileSize)
+	}
+	reserved, err := s.reservedSpans(fileSize)
+	if err != nil {
+		return err
+	}
+	s.reserved = reserved
+	s.bat = make([]uint32, n)
+	const chunk = 1 << 20
+	buf := make([]byte, min(4*n, chunk))
+	for i := int64(0); i < n; {
+		c := min(n-i, chunk/4)
+		if _, err := s.f.ReadAt(buf[:4*c], s.tableOff+4*i); err != nil {
+			return ioError("read BAT", s.tableOff+4*i, err)
+		}
+		decodeBAT(s.bat[i:i+c], buf)
+		i += c
+	}
+	return nil
+}
+
+func (s *sparse) entry(b int64) uint32 { return atomic.LoadUint32(&s.bat[b]) }
+
+func (s *sparse) isFull(b int64) bool {
+	return s.full[b/64].Load()&(1<<(b%64)) != 0
+}
+
+func (s *sparse) setFull(b int64, on bool) {
+	w := &s.full[b/64]
+	bit := uint64(1) << (b % 64)
+	for {
+		old := w.Load()
+		nw := old &^ bit
+		if on {
+			nw = old | bit
+		}
+		if old == nw || w.CompareAndSwap(old, nw) {
+			return
+		}
+	}
+}
+
+func (s *sparse) stripe(b int64) *sync.Mutex { return &s.stripes[b%int64(len(s.stripes))] }
+
+// dataOff is the file offset of the data of the block at BAT entry e.
+func (s *sparse) dataOff(e uint32) int64 { return int64(e)*SectorSize + s.bitmapSize }
+
+// sectorsIn is how many sectors of block b lie inside the disk.
+func (s *sparse) sectorsIn(b int64) int64 {
+	return min(s.blockSize, s.size-b<<s.blockShift) / SectorSize
+}
+
+func (s *sparse) allocatedBlocks() int64 {
+	var n int64
+	for i := range s.bat {
+		if s.entry(int64(i)) != batUnused {
+			n++
+		}
+	}
+	return n
+}
+
+// forBlocks splits [off, off+n) at block boundaries.
+func (s *sparse) forBlocks(off, n int64, fn func(b, inOff, l int64) error) error {
+	for n > 0 {
+		b := off >> s.blockShift
+		in := off & (s.blockSize - 1)
+		l := min(n, s.blockSize-in)
+		if err := fn(b, in, l); err != nil {
+			return err
+		}
+		off += l
+		n -= l
+	}
+	return nil
+}
+
+func (s *sparse) readAt(p []byte, off int64) error {
+	return s.forBlocks(off, int64(len(p)), func(b, in, l int64) error {
+		buf := p[:l]
+		p = p[l:]
+		e := s.entry(b)
+		switch {
+		case e == batUnused:
+			return s.readAbsent(buf, b<<s.blockShift+in)
+		case !s.differencing || s.isFull(b):
+			// A dynamic image's absent sectors are zeros in the file, so
+			// the data area reads right without the bitmap.
+			return s.pread(buf, s.dataOff(e)+in)
+		}
+		return s.readMixed(buf, b, e, in)
+	})
+}
+
+func (s *sparse) pread(p []byte, off int64) error {
+	if _, err := s.f.ReadAt(p, off); err != nil {
+		if errors.Is(err, io.EOF) {
+			return corrupt("file", "", off, "block data past the end of the file (truncated while open?)")
+		}
+		return ioError("read", off, err)
+	}
+	return nil
+}
+
+// readAbsent fills p with what the disk holds at off where this image
+// stores nothing: zeros, or the parent's data.
+func (s *sparse) readAbsent(p []byte, off int64) error {
+	if !s.differencing {
+		clear(p)
+		return nil
+	}
+	if s.parent == nil {
+		return fmt.Errorf("%s: %w", s.img.name, ErrNoParent)
+	}
+	_, err := s.parent.ReadAt(p, off)
+	if errors.Is(err, io.EOF) {
+		return corrupt("parent", "", -1, "parent is smaller than the child")
+	}
+	return err
+}
+
+// readMixed reads part of a differencing block sector run by sector run:
+// present runs from the file, absent runs from the parent.
+func (s *sparse) readMixed(p []byte, b int64, e uint32, in int64) error {
+	bits, err := s.bitmapCopy(b, e)
+	if err != nil {
+		return err
+	}
+	base := b << s.blockShift
+	for len(p) > 0 {
+		sec := in / SectorSize
+		present := bitSet(bits, sec)
+		run := in
+		for run < in+int64(len(p)) && bitSet(bits, run/SectorSize) == present {
+			run = (run/SectorSize + 1) * SectorSize
+		}
+		l := min(run-in, int64(len(p)))
+		if present {
+			err = s.pread(p[:l], s.dataOff(e)+in)
+		} else {
+			err = s.readAbsent(p[:l], base+in)
+		}
+		if err != nil {
+			return err
+		}
+		p = p[l:]
+		in += l
+	}
+	return nil
+}
+
+// SetParent gives a differencing image the disk its absent sectors are
+// read from. The chains package opens and validates the parent.
+func (img *Image) SetParent(d Disk) {
+	if img.sparse != nil {
+		img.sparse.parent = d
+	}
+}

@@ -1,0 +1,256 @@
+package engine
+
+import (
+	"bytes"
+	"errors"
+	"sync/atomic"
+)
+
+func (s *sparse) writeAt(p []byte, off int64) error {
+	if err := s.usable(); err != nil {
+		return err
+	}
+	return s.forBlocks(off, int64(len(p)), func(b, in, l int64) error {
+		buf := p[:l]
+		p = p[l:]
+		return s.writeBlock(b, in, buf, false)
+	})
+}
+
+// usable refuses writes once a flush has failed.
+func (s *sparse) usable() error {
+	if e := s.failed.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+// writeBlock writes whole sectors p at in inside block b. Zeros written
+// where a dynamic image holds nothing are dropped (zero-block elision)
+// unless keep asks for the space to be allocated.
+//
+// Order: the data is written first and the bitmap bits set after, so a
+// flush that collects a bit always finds its data already written, and
+// syncs it before the bit reaches the disk (sparse_flush.go).
+func (s *sparse) writeBlock(b, in int64, p []byte, keep bool) error {
+	for {
+		e := s.entry(b)
+		if e == batUnused {
+			if !keep && !s.differencing && isZero(p) {
+				return nil
+			}
+			var err error
+			if e, err = s.allocate(b); err != nil {
+				return err
+			}
+		}
+		s.dataDirty.Store(true)
+		if _, err := s.f.WriteAt(p, s.dataOff(e)+in); err != nil {
+			return ioError("write", s.dataOff(e)+in, err)
+		}
+		if s.isFull(b) {
+			return nil
+		}
+		done, err := s.markPresent(b, e, in/SectorSize, (in+int64(len(p)))/SectorSize)
+		if done || err != nil {
+			return err
+		}
+		// The block was deallocated or moved while we wrote: write again.
+	}
+}
+
+// markPresent sets bits [from, to) of block b, if b still sits at BAT
+// entry e; done is false when it does not.
+func (s *sparse) markPresent(b int64, e uint32, from, to int64) (done bool, err error) {
+	mu := s.stripe(b)
+	mu.Lock()
+	if s.entry(b) != e {
+		mu.Unlock()
+		return false, nil
+	}
+	bm, err := s.loadBitmap(b, e)
+	if err != nil {
+		mu.Unlock()
+		return false, err
+	}
+	tooMany := false
+	if !allSetRange(bm.bits, from, to) {
+		setBits(bm.bits, from, to, true)
+		if allSet(bm.bits, s.sectorsIn(b)) {
+			s.setFull(b, true)
+		}
+		tooMany = s.markBitmapDirty(b)
+	}
+	mu.Unlock()
+	if tooMany {
+		return true, s.flush()
+	}
+	return true, nil
+}
+
+func allSetRange(bits []byte, from, to int64) bool {
+	for i := from; i < to; i++ {
+		if !bitSet(bits, i) {
+			return false
+		}
+	}
+	return true
+}
+
+// allocate gives block b space at the end of the file and returns its
+// BAT entry.
+//
+// Order: the footer is written at the new end of the file first, past
+// the old footer, which stays where it was (in the gap before the new
+// bitmap) and is never overwritten. So at every moment the file ends in
+// a valid footer or, if power fails before the new one is durable, in
+// zeros, and the copy at offset 0 stands in. The bitmap area is zeros
+// (the file grew over it), so the block holds no sector until a flush
+// writes its bitmap. The BAT entry changes only in memory here; it
+// reaches the disk in a flush, after a sync that makes this footer and
+// the block's space durable.
+func (s *sparse) allocate(b int64) (uint32, error) {
+	mu := s.stripe(b)
+	mu.Lock()
+	defer mu.Unlock()
+	if e := s.entry(b); e != batUnused {
+		return e, nil
+	}
+	s.allocMu.Lock()
+	data := alignUp(s.footerOff+FooterSize+s.bitmapSize, dataAlign)
+	bitmapOff := data - s.bitmapSize
+	newFooter := data + s.blockSize
+	if bitmapOff/SectorSize >= batUnused {
+		s.allocMu.Unlock()
+		return 0, errors.New("vhd: file too large for another block")
+	}
+	raw := s.img.footer.Marshal()
+	s.dataDirty.Store(true)
+	if _, err := s.f.WriteAt(raw[:], newFooter); err != nil {
+		s.allocMu.Unlock()
+		return 0, ioError("write footer", newFooter, err)
+	}
+	s.footerOff = newFooter
+	s.allocMu.Unlock()
+
+	e := uint32(bitmapOff / SectorSize)
+	s.dropBitmap(b)
+	atomic.StoreUint32(&s.bat[b], e)
+	s.markBATDirty(b)
+	return e, nil
+}
+
+func (s *sparse) markBATDirty(b int64) {
+	s.metaMu.Lock()
+	s.dirtyBAT[b*4/SectorSize] = struct{}{}
+	s.metaMu.Unlock()
+}
+
+// zero makes whole sectors read as zeros. Whole blocks of a dynamic image
+// are deallocated when allowed; partial blocks get zeros written (which
+// allocates nothing where the block is absent).
+func (s *sparse) zero(off, n int64, mode ZeroMode) error {
+	if err := s.usable(); err != nil {
+		return err
+	}
+	return s.forBlocks(off, n, func(b, in, l int64) error {
+		whole := in == 0 && l == s.sectorsIn(b)*SectorSize
+		if whole && mode == ZeroMayDeallocate && !s.differencing {
+			return s.deallocate(b)
+		}
+		keep := mode == ZeroKeepAllocated
+		return s.writeZeroRange(b, in, l, keep)
+	})
+}
+
+// writeZeroRange writes zeros over [in, in+l) of block b.
+func (s *sparse) writeZeroRange(b, in, l int64, keep bool) error {
+	for l > 0 {
+		c := min(l, int64(len(zeroBuf)))
+		if err := s.writeBlock(b, in, zeroBuf[:c], keep); err != nil {
+			return err
+		}
+		in += c
+		l -= c
+	}
+	return nil
+}
+
+// trim: on a dynamic image, zeroing with deallocation. On a differencing
+// image whole blocks are dropped and partial ones lose their sectors, so
+// the parent's data shows through again, which TRIM allows.
+func (s *sparse) trim(off, n int64) error {
+	if !s.differencing {
+		return s.zero(off, n, ZeroMayDeallocate)
+	}
+	if err := s.usable(); err != nil {
+		return err
+	}
+	return s.forBlocks(off, n, func(b, in, l int64) error {
+		if in == 0 && l == s.sectorsIn(b)*SectorSize {
+			return s.deallocate(b)
+		}
+		return s.forget(b, in, l)
+	})
+}
+
+// forget clears the bits of [in, in+l) in block b and zeros their data,
+// since sectors whose bit is clear must be zero in the file.
+func (s *sparse) forget(b, in, l int64) error {
+	mu := s.stripe(b)
+	mu.Lock()
+	defer mu.Unlock()
+	e := s.entry(b)
+	if e == batUnused {
+		return nil
+	}
+	if err := writeZeros(s.f, s.dataOff(e)+in, l, &s.dataDirty); err != nil {
+		return err
+	}
+	bm, err := s.loadBitmap(b, e)
+	if err != nil {
+		return err
+	}
+	setBits(bm.bits, in/SectorSize, (in+l)/SectorSize, false)
+	s.setFull(b, false)
+	s.markBitmapDirty(b)
+	return nil
+}
+
+// deallocate frees block b: the BAT entry is cleared in memory (it
+// reaches the disk at the next flush) and the block's space is punched
+// out of the file at once. Until that flush the BAT on disk may still
+// point at the punched space; it reads as a block holding no sectors,
+// which is zeros (dynamic) or the parent (differencing, used only by trim
+// or where the parent holds zeros) either way. The space is never reused
+// for another block, so nothing else can appear there.
+func (s *sparse) deallocate(b int64) error {
+	mu := s.stripe(b)
+	mu.Lock()
+	defer mu.Unlock()
+	e := s.entry(b)
+	if e == batUnused {
+		return nil
+	}
+	atomic.StoreUint32(&s.bat[b], batUnused)
+	s.dropBitmap(b)
+	s.markBATDirty(b)
+	s.dataDirty.Store(true)
+	err := s.f.PunchHole(int64(e)*SectorSize, s.bitmapSize+s.blockSize)
+	if errors.Is(err, ErrUnsupported) {
+		return nil // the space stays used; the data no longer is
+	}
+	return err
+}
+
+// isZero reports whether p is all zero bytes.
+func isZero(p []byte) bool {
+	for len(p) > 0 {
+		c := min(len(p), len(zeroBuf))
+		if !bytes.Equal(p[:c], zeroBuf[:c]) {
+			return false
+		}
+		p = p[c:]
+	}
+	return true
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs the packages the
+# tests use, then go vet, go test -race (unit, interop with the real
+# peers, power-loss simulation, fuzz seeds), then a short fuzzing burst
+# per fuzz target. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+go version
+go vet ./...
+go test -race -count=1 -timeout 25m ./...
+
+# A short fuzzing burst per target (the seeds already ran above).
+fuzztime="${FUZZTIME:-10s}"
+for pkg in $(go list ./... ); do
+  for target in $(go test -list '^Fuzz' "$pkg" 2>/dev/null | grep '^Fuzz' || true); do
+    echo "fuzz $pkg $target for $fuzztime"
+    go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg"
+  done
+done
+echo "all tests passed"
