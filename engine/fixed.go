@@ -8,6 +8,7 @@ import (
 
 // fixed is the layout of a fixed image: the disk's bytes, then the footer.
 type fixed struct {
+	img  *Image
 	f    File
 	size int64
 	// dirty is set by every write and cleared by a flush, so a flush with
@@ -24,7 +25,7 @@ func openFixed(img *Image, fileSize int64) (*fixed, error) {
 	if dataEnd < size {
 		return nil, corrupt("file", "", fileSize, "is %d bytes, too short for a fixed disk of %d bytes plus its footer (truncated?)", fileSize, size)
 	}
-	return &fixed{f: img.f, size: size}, nil
+	return &fixed{img: img, f: img.f, size: size}, nil
 }
 
 func (x *fixed) readAt(p []byte, off int64) error {
@@ -63,6 +64,16 @@ func (x *fixed) trim(off, n int64) error {
 func (x *fixed) flush() error {
 	if !x.dirty.Swap(false) {
 		return nil
+	}
+	// The footer's modification stamp (see Image.stampFooter) goes in
+	// with the data it stamps. It is one sector-aligned sector, which
+	// storage writes whole, so the footer holds the old stamp or the new.
+	// (An old 511-byte footer is written back as a 512-byte one.)
+	if raw, ok := x.img.stampFooter(); ok {
+		if _, err := x.f.WriteAt(raw[:], x.size); err != nil {
+			x.dirty.Store(true)
+			return ioError("write footer", x.size, err)
+		}
 	}
 	if err := x.f.Sync(); err != nil {
 		x.dirty.Store(true)

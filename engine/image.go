@@ -16,10 +16,12 @@
 // first syncs the data (and the space of new blocks), then writes the
 // metadata that points at it (sector bitmaps, BAT), then syncs again. No
 // metadata is written between flushes, so a BAT entry or bitmap bit on
-// disk never claims data that was not yet durable. The footer does not
-// change while an image is written; a new block moves it to the new end
-// of the file, past the old one, and if power fails before that footer
-// is durable the copy at offset 0 stands in (see sparse_alloc.go).
+// disk never claims data that was not yet durable. The footer changes
+// only its timestamp, once, at the first flush that writes data (it says
+// when the image was last modified, which differencing children check).
+// A new block moves the footer to the new end of the file, past the old
+// one, and if power fails before that footer is durable the copy at
+// offset 0 stands in (see allocate in sparse_write.go).
 //
 // # Errors
 //
@@ -39,7 +41,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Options control how an image is opened.
@@ -62,7 +66,12 @@ type Image struct {
 	log      *slog.Logger
 	unlock   func()
 
-	footer Footer
+	// footerMu guards footer: its timestamp changes at the first flush
+	// that writes data (see stampFooter).
+	footerMu sync.Mutex
+	footer   Footer
+	// stamped is set once this open has stamped the footer.
+	stamped atomic.Bool
 	// footerFromCopy is set when the footer at the end of the file was
 	// unusable and the copy at offset 0 was used instead.
 	footerFromCopy bool
@@ -185,7 +194,34 @@ func (img *Image) readFooter(size int64) error {
 func (img *Image) Name() string { return img.name }
 
 // Footer returns the image's footer.
-func (img *Image) Footer() Footer { return img.footer }
+func (img *Image) Footer() Footer {
+	img.footerMu.Lock()
+	defer img.footerMu.Unlock()
+	return img.footer
+}
+
+// footerBytes encodes the footer as it stands.
+func (img *Image) footerBytes() [FooterSize]byte {
+	img.footerMu.Lock()
+	defer img.footerMu.Unlock()
+	return img.footer.Marshal()
+}
+
+// stampFooter sets the footer's timestamp to now (and at least one second
+// past the old one) the first time it is called on this open, and returns
+// the new footer to write; ok is false afterwards. A flush that writes
+// data calls it, so an image's timestamp says when it was last modified,
+// which is what a differencing child records of its parent: a parent
+// changed after its child was made no longer matches (see chains).
+func (img *Image) stampFooter() (raw [FooterSize]byte, ok bool) {
+	if img.stamped.Swap(true) {
+		return raw, false
+	}
+	img.footerMu.Lock()
+	defer img.footerMu.Unlock()
+	img.footer.Timestamp = max(TimestampOf(time.Now()), img.footer.Timestamp+1)
+	return img.footer.Marshal(), true
+}
 
 // Type is the disk type.
 func (img *Image) Type() DiskType { return img.footer.DiskType }

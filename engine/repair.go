@@ -106,7 +106,7 @@ func hasProblem(r *Report, prefix string) bool {
 
 // repairFooterCopy writes the footer in use to offset 0.
 func (s *sparse) repairFooterCopy() error {
-	raw := s.img.footer.Marshal()
+	raw := s.img.footerBytes()
 	var cur [FooterSize]byte
 	if _, err := s.f.ReadAt(cur[:], 0); err != nil {
 		return ioError("read footer copy", 0, err)

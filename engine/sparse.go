@@ -310,8 +310,44 @@ func (s *sparse) readMixed(p []byte, b int64, e uint32, in int64) error {
 	return nil
 }
 
+// readStored reads what this image itself stores: the data area of
+// allocated blocks (absent sectors there are zeros in the file) and zeros
+// for unallocated ones, never the parent. A chain that knows which layer
+// holds a sector reads it this way, at a cost that does not grow with the
+// chain's depth.
+func (s *sparse) readStored(p []byte, off int64) error {
+	return s.forBlocks(off, int64(len(p)), func(b, in, l int64) error {
+		buf := p[:l]
+		p = p[l:]
+		if e := s.entry(b); e != batUnused {
+			return s.pread(buf, s.dataOff(e)+in)
+		}
+		clear(buf)
+		return nil
+	})
+}
+
+// ReadStored reads [off, off+len(p)) from what the image itself stores,
+// never from a parent: zeros where it holds nothing. p must lie inside
+// the disk.
+func (img *Image) ReadStored(p []byte, off int64) error {
+	if img.closed.Load() {
+		return ErrClosed
+	}
+	if err := checkRange(off, int64(len(p)), img.Size()); err != nil {
+		return err
+	}
+	if img.sparse == nil {
+		return img.lay.readAt(p, off)
+	}
+	return img.sparse.readStored(p, off)
+}
+
 // SetParent gives a differencing image the disk its absent sectors are
-// read from. The chains package opens and validates the parent.
+// read from. The chains package opens and validates the parent. The
+// parent's Extents must describe the whole chain below (ExtentData where
+// any ancestor holds data): zero writes are elided, and whole zeroed
+// blocks freed, only where it reports none. Call before any I/O.
 func (img *Image) SetParent(d Disk) {
 	if img.sparse != nil {
 		img.sparse.parent = d

@@ -44,8 +44,31 @@ func (s *sparse) flush() error {
 			return s.fail(ioError("write BAT", w.off, err))
 		}
 	}
+	if err := s.writeStamp(); err != nil {
+		return s.fail(err)
+	}
 	if err := s.f.Sync(); err != nil {
 		return s.fail(ioError("sync", 0, err))
+	}
+	return nil
+}
+
+// writeStamp writes the footer with its modification stamp at the end
+// of the file and at offset 0, the first time a flush writes data. Each
+// copy is a whole valid footer whether it holds the old stamp or the new,
+// so a crash between the two leaves the copies differing (vhd check
+// warns, repair rewrites the copy), never a broken image.
+func (s *sparse) writeStamp() error {
+	raw, ok := s.img.stampFooter()
+	if !ok {
+		return nil
+	}
+	s.allocMu.Lock()
+	defer s.allocMu.Unlock()
+	for _, off := range []int64{s.footerOff, 0} {
+		if _, err := s.f.WriteAt(raw[:], off); err != nil {
+			return ioError("write footer", off, err)
+		}
 	}
 	return nil
 }
@@ -129,7 +152,7 @@ func (s *sparse) batSectorWrite(sec int64) pendingWrite {
 // never reached a flush, so nothing flushed is cut.
 func (s *sparse) rewriteTail() error {
 	end := s.dataEnd()
-	raw := s.img.footer.Marshal()
+	raw := s.img.footerBytes()
 	if _, err := s.f.WriteAt(raw[:], end); err != nil {
 		return ioError("write footer", end, err)
 	}

@@ -36,7 +36,7 @@ func (s *sparse) writeBlock(b, in int64, p []byte, keep bool) error {
 	for {
 		e := s.entry(b)
 		if e == batUnused {
-			if !keep && !s.differencing && isZero(p) {
+			if !keep && isZero(p) && s.absentReadsZero(b<<s.blockShift+in, int64(len(p))) {
 				return nil
 			}
 			var err error
@@ -124,7 +124,7 @@ func (s *sparse) allocate(b int64) (uint32, error) {
 		s.allocMu.Unlock()
 		return 0, errors.New("vhd: file too large for another block")
 	}
-	raw := s.img.footer.Marshal()
+	raw := s.img.footerBytes()
 	s.dataDirty.Store(true)
 	if _, err := s.f.WriteAt(raw[:], newFooter); err != nil {
 		s.allocMu.Unlock()
@@ -155,12 +155,35 @@ func (s *sparse) zero(off, n int64, mode ZeroMode) error {
 	}
 	return s.forBlocks(off, n, func(b, in, l int64) error {
 		whole := in == 0 && l == s.sectorsIn(b)*SectorSize
-		if whole && mode == ZeroMayDeallocate && !s.differencing {
+		if whole && mode == ZeroMayDeallocate && s.absentReadsZero(b<<s.blockShift, l) {
 			return s.deallocate(b)
 		}
 		keep := mode == ZeroKeepAllocated
 		return s.writeZeroRange(b, in, l, keep)
 	})
+}
+
+// absentReadsZero reports whether [off, off+n) reads as zeros where this
+// image holds nothing: always for a dynamic image; for a differencing one
+// only when no ancestor holds data there. Zeros may be elided, or a block
+// deallocated, only then. Unsure (no parent, an error) means no.
+func (s *sparse) absentReadsZero(off, n int64) bool {
+	if !s.differencing {
+		return true
+	}
+	if s.parent == nil {
+		return false
+	}
+	ext, err := s.parent.Extents(off, n)
+	if err != nil {
+		return false
+	}
+	for _, e := range ext {
+		if e.State == ExtentData {
+			return false
+		}
+	}
+	return true
 }
 
 // writeZeroRange writes zeros over [in, in+l) of block b.
