@@ -106,6 +106,15 @@ func Open(path string, opts Options) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
+	return OpenOS(osf, path, opts)
+}
+
+// OpenOS opens the image in an already open file (which the caller may
+// have checked first: the chains package opens parents this way, so the
+// file it vetted is the file it reads), taking the OS lock as Open does.
+// The image owns osf from then on; on error osf is closed.
+func OpenOS(osf *os.File, path string, opts Options) (*Image, error) {
+	var err error
 	unlock := func() {}
 	if !opts.NoLock {
 		if unlock, err = lockFile(osf, path, !opts.ReadOnly); err != nil {

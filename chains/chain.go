@@ -1,0 +1,242 @@
+package chains
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"vhdkit/engine"
+)
+
+// DefaultMaxDepth is how many layers a chain may have unless told
+// otherwise.
+const DefaultMaxDepth = 256
+
+// Options control how a chain is opened.
+type Options struct {
+	// ReadOnly opens the top layer read-only too.
+	ReadOnly bool
+	// ParentDirs confine parents to these folders (with their
+	// subfolders); with any set, a locator leading elsewhere is an
+	// error. ParentDirsFromEnv gives VHD_PARENT_PATH's.
+	ParentDirs []string
+	// MaxDepth bounds the number of layers; DefaultMaxDepth if 0.
+	MaxDepth int
+	// AcceptModifiedParent opens a child whose parent's timestamp no
+	// longer matches the one the child recorded.
+	AcceptModifiedParent bool
+	// NoLock skips OS locks (inspection only).
+	NoLock bool
+	Logger *slog.Logger
+}
+
+// Layer is one image of a chain.
+type Layer struct {
+	Image *engine.Image
+	// Path is where the image was found (symlinks resolved for parents).
+	Path string
+	// Found says how the parent was found ("W2ru locator", ...); empty
+	// for the top.
+	Found string
+}
+
+// Chain is a differencing chain opened as one disk: the top image and its
+// ancestors down to a fixed or dynamic base. Writes go to the top. It
+// implements engine.Disk.
+type Chain struct {
+	layers []Layer // top first
+	res    *resolver
+}
+
+var _ engine.Disk = (*Chain)(nil)
+
+// Open opens the image at path and, if it is a differencing image, every
+// ancestor, checking each link: the parent's UUID, its timestamp (unless
+// opts.AcceptModifiedParent), its size, the allowed folders, cycles and
+// depth. Parents open read-only.
+func Open(path string, opts Options) (*Chain, error) {
+	if opts.MaxDepth <= 0 {
+		opts.MaxDepth = DefaultMaxDepth
+	}
+	if err := checkNoMergeJournal(path); err != nil {
+		return nil, err
+	}
+	conf, err := newConfinement(opts.ParentDirs)
+	if err != nil {
+		return nil, err
+	}
+	top, err := engine.Open(path, engine.Options{ReadOnly: opts.ReadOnly, NoLock: opts.NoLock, Logger: opts.Logger})
+	if err != nil {
+		return nil, err
+	}
+	c := &Chain{layers: []Layer{{Image: top, Path: path}}}
+	seen := map[fileID]string{}
+	if id, err := idOf(path); err == nil {
+		seen[id] = path
+	}
+	for cur := c.layers[0]; cur.Image.Type() == engine.TypeDifferencing; cur = c.layers[len(c.layers)-1] {
+		if len(c.layers) >= opts.MaxDepth {
+			c.Close()
+			return nil, fmt.Errorf("%s: %w: more than %d layers (raise the limit with --max-depth)", path, ErrTooDeep, opts.MaxDepth)
+		}
+		parent, err := openParent(cur, conf, opts, seen)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.layers = append(c.layers, parent)
+	}
+	c.wire()
+	return c, nil
+}
+
+// wire gives each differencing layer its parent: the top gets a view of
+// the whole chain below it (its zero elision asks that view whether any
+// ancestor holds data), lower layers the next image.
+func (c *Chain) wire() {
+	for i := 0; i+1 < len(c.layers); i++ {
+		c.layers[i].Image.SetParent(below{c, i + 1})
+	}
+	c.res = newResolver(c)
+}
+
+// fileID identifies a file across paths, for cycle detection.
+type fileID struct{ dev, ino uint64 }
+
+func idOf(path string) (fileID, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fileID{}, err
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}, errors.New("no inode")
+	}
+	return fileID{uint64(sys.Dev), sys.Ino}, nil
+}
+
+// openParent finds, vets and opens the parent of child.
+func openParent(child Layer, conf *confinement, opts Options, seen map[fileID]string) (Layer, error) {
+	h := child.Image.Header()
+	cands, err := candidates(child.Path, child.Image, conf.dirs)
+	if err != nil {
+		return Layer{}, err
+	}
+	var tried []string
+	for _, cand := range cands {
+		real, err := conf.vet(cand)
+		if err != nil {
+			return Layer{}, fmt.Errorf("%s: %w", child.Path, err)
+		}
+		if real == "" {
+			tried = append(tried, fmt.Sprintf("%s %s: no such file", cand.from, cand.path))
+			continue
+		}
+		img, why, err := openCandidate(real, h.ParentUUID, opts)
+		if err != nil {
+			return Layer{}, fmt.Errorf("%s: parent via %s: %w", child.Path, cand.from, err)
+		}
+		if img == nil {
+			tried = append(tried, fmt.Sprintf("%s %s: %s", cand.from, real, why))
+			continue
+		}
+		p := Layer{Image: img, Path: real, Found: cand.from}
+		if err := checkLink(child, p, opts, seen); err != nil {
+			img.Close()
+			return Layer{}, err
+		}
+		return p, nil
+	}
+	if len(tried) == 0 {
+		tried = append(tried, "the child names no parent path that exists on this machine")
+	}
+	return Layer{}, fmt.Errorf("%s: %w (parent %q, UUID %s); tried:\n  %s\nre-link it with vhd set-parent %s PARENT", child.Path, ErrParentNotFound, h.ParentName, h.ParentUUID, strings.Join(tried, "\n  "), child.Path)
+}
+
+// openCandidate opens a vetted candidate read-only. A file that is not a
+// VHD, or not the one with the recorded UUID, is not used: img is nil and
+// why says what it was.
+func openCandidate(path string, want engine.UUID, opts Options) (img *engine.Image, why string, err error) {
+	f, err := openRegular(path)
+	if err != nil {
+		return nil, "", err
+	}
+	img, err = engine.OpenOS(f, path, engine.Options{ReadOnly: true, NoLock: opts.NoLock, Logger: opts.Logger})
+	if errors.Is(err, engine.ErrCorrupt) {
+		return nil, fmt.Sprintf("not a usable VHD (%v)", err), nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	if got := img.Footer().UUID; got != want {
+		img.Close()
+		return nil, fmt.Sprintf("UUID %s, the child expects %s", got, want), nil
+	}
+	return img, "", nil
+}
+
+// checkLink checks what a parent with the right UUID must also satisfy.
+func checkLink(child, parent Layer, opts Options, seen map[fileID]string) error {
+	id, err := idOf(parent.Path)
+	if err != nil {
+		return err
+	}
+	if prev, ok := seen[id]; ok {
+		return fmt.Errorf("%s: %w: its parent %s is already in the chain (as %s)", child.Path, ErrCycle, parent.Path, prev)
+	}
+	seen[id] = parent.Path
+	if cs, ps := child.Image.Size(), parent.Image.Size(); cs != ps {
+		return fmt.Errorf("%s: %w: the child is %d bytes, its parent %s is %d bytes", child.Path, ErrParentMismatch, cs, parent.Path, ps)
+	}
+	if !opts.AcceptModifiedParent && !timestampMatches(child, parent) {
+		want := child.Image.Header().ParentTimestamp
+		got := parent.Image.Footer().Timestamp
+		return fmt.Errorf("%s: %w: the child recorded parent time %s, %s now says %s; the child may no longer be valid — open with --accept-modified-parent to use it anyway",
+			child.Path, ErrParentModified, engine.VHDTime(want).Format("2006-01-02 15:04:05"), parent.Path, engine.VHDTime(got).Format("2006-01-02 15:04:05"))
+	}
+	return nil
+}
+
+// timestampMatches: the child's recorded parent timestamp is 0 (Windows
+// writes that), the parent's footer timestamp (vhdkit and Virtual PC), or
+// the parent file's modification time (blktap records that).
+func timestampMatches(child, parent Layer) bool {
+	want := child.Image.Header().ParentTimestamp
+	if want == 0 || want == parent.Image.Footer().Timestamp {
+		return true
+	}
+	st, err := os.Stat(parent.Path)
+	return err == nil && engine.TimestampOf(st.ModTime()) == want
+}
+
+// Layers lists the chain, top first.
+func (c *Chain) Layers() []Layer { return c.layers }
+
+// Top is the image writes go to.
+func (c *Chain) Top() *engine.Image { return c.layers[0].Image }
+
+// Depth is the number of layers.
+func (c *Chain) Depth() int { return len(c.layers) }
+
+// Close closes every layer.
+func (c *Chain) Close() error {
+	var first error
+	for _, l := range c.layers {
+		if err := l.Image.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// absPath is a best-effort absolute, clean path.
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return filepath.Clean(p)
+}

@@ -1,0 +1,170 @@
+package chains
+
+import (
+	"bytes"
+	"cmp"
+	"io"
+	"slices"
+
+	"vhdkit/engine"
+)
+
+// Size implements engine.Disk.
+func (c *Chain) Size() int64 { return c.Top().Size() }
+
+// ReadOnly implements engine.Disk.
+func (c *Chain) ReadOnly() bool { return c.Top().ReadOnly() }
+
+// ReadAt implements engine.Disk: each sector comes from the topmost layer
+// holding it, found through the resolver.
+func (c *Chain) ReadAt(p []byte, off int64) (int, error) {
+	size := c.Size()
+	if off < 0 {
+		return 0, engine.ErrOutOfRange
+	}
+	if off >= size {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		return 0, io.EOF
+	}
+	var eof error
+	if int64(len(p)) > size-off {
+		p, eof = p[:size-off], io.EOF
+	}
+	start := off
+	err := c.res.forRuns(off, int64(len(p)), func(o, n int64, w owner) error {
+		buf := p[o-start : o-start+n]
+		if w.layer < 0 || w.state == engine.ExtentZero {
+			clear(buf)
+			return nil
+		}
+		return c.layers[w.layer].Image.ReadStored(buf, o)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return len(p), eof
+}
+
+// WriteAt implements engine.Disk: writes go to the top layer.
+func (c *Chain) WriteAt(p []byte, off int64) (int, error) {
+	n, err := c.Top().WriteAt(p, off)
+	if n > 0 || err == nil {
+		if isZero(p[:n]) {
+			c.res.forget(off, int64(n)) // may have been elided
+		} else {
+			c.res.wroteTop(off, int64(n))
+		}
+	}
+	return n, err
+}
+
+// Zero implements engine.Disk.
+func (c *Chain) Zero(off, n int64, mode engine.ZeroMode) error {
+	defer c.res.forget(off, n)
+	return c.Top().Zero(off, n, mode)
+}
+
+// Trim implements engine.Disk: a trimmed range of the top may show an
+// ancestor's data again.
+func (c *Chain) Trim(off, n int64) error {
+	defer c.res.forget(off, n)
+	return c.Top().Trim(off, n)
+}
+
+// Flush implements engine.Disk. Only the top is ever written.
+func (c *Chain) Flush() error { return c.Top().Flush() }
+
+// Extents implements engine.Disk for the whole chain: data where any
+// layer holds data, holes where none holds anything.
+func (c *Chain) Extents(off, n int64) ([]engine.Extent, error) {
+	if off < 0 || n < 0 || off > c.Size() || n > c.Size()-off {
+		return nil, engine.ErrOutOfRange
+	}
+	var list []engine.Extent
+	err := c.res.forRuns(off, n, func(o, l int64, w owner) error {
+		list = appendExtent(list, engine.Extent{Off: o, Len: l, State: w.state})
+		return nil
+	})
+	return list, err
+}
+
+func appendExtent(list []engine.Extent, e engine.Extent) []engine.Extent {
+	if k := len(list); k > 0 && list[k-1].State == e.State && list[k-1].Off+list[k-1].Len == e.Off {
+		list[k-1].Len += e.Len
+		return list
+	}
+	return append(list, e)
+}
+
+// below is the chain seen from layer from down: what a differencing layer
+// reads where it holds nothing. It is read-only.
+type below struct {
+	c    *Chain
+	from int
+}
+
+func (b below) Size() int64    { return b.c.layers[b.from].Image.Size() }
+func (b below) ReadOnly() bool { return true }
+func (b below) Flush() error   { return nil }
+func (b below) Close() error   { return nil }
+
+func (b below) ReadAt(p []byte, off int64) (int, error) {
+	return b.c.layers[b.from].Image.ReadAt(p, off)
+}
+
+func (b below) WriteAt([]byte, int64) (int, error)       { return 0, engine.ErrReadOnly }
+func (b below) Zero(int64, int64, engine.ZeroMode) error { return engine.ErrReadOnly }
+func (b below) Trim(int64, int64) error                  { return engine.ErrReadOnly }
+
+// Extents merges the layers from b.from down: data where any holds data.
+func (b below) Extents(off, n int64) ([]engine.Extent, error) {
+	todo := []pending{{off, n}}
+	var found []engine.Extent
+	for _, l := range b.c.layers[b.from:] {
+		var next []pending
+		for _, p := range todo {
+			ext, err := l.Image.Extents(p.off, p.n)
+			if err != nil {
+				return nil, err
+			}
+			for _, e := range ext {
+				if e.State == engine.ExtentHole {
+					next = append(next, pending{e.Off, e.Len})
+				} else {
+					found = append(found, e)
+				}
+			}
+		}
+		if todo = next; len(todo) == 0 {
+			break
+		}
+	}
+	for _, p := range todo {
+		found = append(found, engine.Extent{Off: p.off, Len: p.n, State: engine.ExtentHole})
+	}
+	return sortExtents(found), nil
+}
+
+func sortExtents(list []engine.Extent) []engine.Extent {
+	slices.SortFunc(list, func(a, b engine.Extent) int { return cmp.Compare(a.Off, b.Off) })
+	var out []engine.Extent
+	for _, e := range list {
+		out = appendExtent(out, e)
+	}
+	return out
+}
+
+var zeros = make([]byte, 64<<10)
+
+func isZero(p []byte) bool {
+	for len(p) > 0 {
+		n := min(len(p), len(zeros))
+		if !bytes.Equal(p[:n], zeros[:n]) {
+			return false
+		}
+		p = p[n:]
+	}
+	return true
+}

@@ -1,0 +1,31 @@
+// Package chains opens differencing chains as one disk and changes them:
+// snapshots, merges, undo overlays, re-parenting, the chain tree of a
+// folder, compaction and resizing.
+//
+// # Opening a chain
+//
+// Open starts from the image named and follows each differencing image to
+// its parent: the W2ru locator (relative to the child's folder), then
+// W2ku and MacX, then the parent's file name in the child's folder and in
+// the allowed folders. A candidate is used only if it is a regular file
+// holding a VHD with the UUID the child recorded; its size must match,
+// and its timestamp must match the one the child recorded (0, the
+// parent's footer timestamp, or its file modification time) unless
+// Options.AcceptModifiedParent. Parents open read-only; only the top is
+// ever written.
+//
+// # Untrusted images
+//
+// With Options.ParentDirs (--parent-dir, VHD_PARENT_PATH) set, a locator
+// leading outside those folders, lexically or through a symlink, is an
+// error, not a silent read. Devices, FIFOs and sockets are never opened
+// (O_NONBLOCK, checked on the open descriptor). Cycles and chains deeper
+// than Options.MaxDepth are errors.
+//
+// # Reads
+//
+// A read finds the topmost layer holding each sector through a cache of
+// per-chunk owner runs (resolve_cache.go): after a chunk's first read the
+// cost does not grow with the chain's depth. Zero writes to the top are
+// elided only where no ancestor holds data.
+package chains
