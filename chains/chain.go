@@ -59,11 +59,16 @@ var _ engine.Disk = (*Chain)(nil)
 // opts.AcceptModifiedParent), its size, the allowed folders, cycles and
 // depth. Parents open read-only.
 func Open(path string, opts Options) (*Chain, error) {
-	if opts.MaxDepth <= 0 {
-		opts.MaxDepth = DefaultMaxDepth
-	}
 	if err := checkNoMergeJournal(path); err != nil {
 		return nil, err
+	}
+	return open(path, opts)
+}
+
+// open is Open without the merge journal check, for the merge itself.
+func open(path string, opts Options) (*Chain, error) {
+	if opts.MaxDepth <= 0 {
+		opts.MaxDepth = DefaultMaxDepth
 	}
 	conf, err := newConfinement(opts.ParentDirs)
 	if err != nil {
