@@ -137,4 +137,3 @@ func TestMergeInterruptedThenResumed(t *testing.T) {
 	openVerify(t, paths[1], model, Options{})
 	checkClean(t, paths[:2]...)
 }
-
