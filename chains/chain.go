@@ -207,12 +207,17 @@ func checkLink(child, parent Layer, opts Options, seen map[fileID]string) error 
 }
 
 // timestampMatches: the child's recorded parent timestamp is 0 (Windows
-// writes that), the parent's footer timestamp (vhdkit and Virtual PC), or
-// the parent file's modification time (blktap records that).
+// writes that) or the parent's footer timestamp (Virtual PC, vhdkit, which
+// stamps an image's footer when it first modifies it). A child made by
+// blktap ("tap" creator) records the parent file's modification time
+// instead, so for those that is accepted too.
 func timestampMatches(child, parent Layer) bool {
 	want := child.Image.Header().ParentTimestamp
 	if want == 0 || want == parent.Image.Footer().Timestamp {
 		return true
+	}
+	if child.Image.Footer().CreatorApp != [4]byte{'t', 'a', 'p', 0} {
+		return false
 	}
 	st, err := os.Stat(parent.Path)
 	return err == nil && engine.TimestampOf(st.ModTime()) == want
