@@ -131,23 +131,31 @@ func parseSparse(img *Image, fileSize int64) (*sparse, error) {
 // blocks is the number of blocks that cover the disk.
 func (s *sparse) blocks() int64 { return (s.size + s.blockSize - 1) >> s.blockShift }
 
-// reservedSpans lists the structures blocks must not overlap.
-func (s *sparse) reservedSpans(fileSize int64) ([]span, error) {
+// structSpans lists the structures blocks must not overlap: the footer
+// copy, the header, the BAT and the parent locators' data.
+func (s *sparse) structSpans() []span {
 	r := []span{
 		{0, FooterSize, "footer copy"},
 		{s.hdrOff, HeaderSize, "dynamic header"},
 		{s.tableOff, batBytes(s.hdr.MaxTableEntries), "BAT"},
 	}
 	for _, l := range s.hdr.Locators {
-		if l.Empty() {
-			continue
+		if !l.Empty() {
+			r = append(r, span{int64(l.DataOffset), max(l.spaceBytes(), int64(l.DataLength)), "parent locator " + l.CodeString()})
 		}
+	}
+	return r
+}
+
+// reservedSpans is structSpans, after checking each locator against the
+// file.
+func (s *sparse) reservedSpans(fileSize int64) ([]span, error) {
+	for _, l := range s.hdr.Locators {
 		if err := l.validate(fileSize); err != nil {
 			return nil, err
 		}
-		r = append(r, span{int64(l.DataOffset), max(l.spaceBytes(), int64(l.DataLength)), "parent locator " + l.CodeString()})
 	}
-	return r, nil
+	return s.structSpans(), nil
 }
 
 // loadBAT reads and validates the entries that cover the disk. The
