@@ -141,6 +141,11 @@ func openParent(child Layer, conf *confinement, opts Options, seen map[fileID]st
 			tried = append(tried, fmt.Sprintf("%s %s: no such file", cand.from, cand.path))
 			continue
 		}
+		if id, err := idOf(real); err == nil {
+			if prev, ok := seen[id]; ok {
+				return Layer{}, fmt.Errorf("%s: %w: its parent %s is already in the chain (as %s)", child.Path, ErrCycle, real, prev)
+			}
+		}
 		img, why, err := openCandidate(real, h.ParentUUID, opts)
 		if err != nil {
 			return Layer{}, fmt.Errorf("%s: parent via %s: %w", child.Path, cand.from, err)
@@ -189,9 +194,6 @@ func checkLink(child, parent Layer, opts Options, seen map[fileID]string) error 
 	id, err := idOf(parent.Path)
 	if err != nil {
 		return err
-	}
-	if prev, ok := seen[id]; ok {
-		return fmt.Errorf("%s: %w: its parent %s is already in the chain (as %s)", child.Path, ErrCycle, parent.Path, prev)
 	}
 	seen[id] = parent.Path
 	if cs, ps := child.Image.Size(), parent.Image.Size(); cs != ps {

@@ -21,6 +21,10 @@ type CreateOptions struct {
 	Time time.Time
 	// Parent describes a differencing image's parent.
 	Parent *ParentInfo
+	// KeepTimestamp keeps Time as the footer's timestamp even after the
+	// new image is written (see Image.stampFooter): a copy of an image
+	// that children depend on, like a compacted one, must keep it.
+	KeepTimestamp bool
 }
 
 // ParentInfo is what a differencing image records of its parent.
@@ -128,7 +132,11 @@ func CreateFile(f File, name string, opts CreateOptions) (*Image, error) {
 	if err := f.Sync(); err != nil {
 		return nil, ioError("sync", 0, err)
 	}
-	return OpenFile(f, name, Options{})
+	img, err := OpenFile(f, name, Options{})
+	if err == nil && opts.KeepTimestamp {
+		img.stamped.Store(true)
+	}
+	return img, err
 }
 
 func newFooter(opts CreateOptions) Footer {
