@@ -182,8 +182,8 @@ func (c *checker) checkSparse(img *Image, size int64, opts CheckOptions) error {
 		c.add(true, false, e)
 	}
 	c.r.Blocks = s.allocatedBlocks()
-	if end := s.dataEnd(); !img.footerFromCopy && end < size-FooterSize {
-		c.problem(false, true, end, "%d bytes after the last allocated block belong to nothing (blocks allocated but never flushed)", size-FooterSize-end)
+	if tail := s.orphanTail(size - FooterSize); !img.footerFromCopy && tail > 0 {
+		c.problem(false, true, size-FooterSize-tail, "%d bytes after the last allocated block belong to nothing (blocks allocated but never flushed)", tail)
 	}
 	if opts.Bitmaps && len(c.r.Problems) == 0 {
 		return c.checkBitmaps(s)
