@@ -128,7 +128,7 @@ func (c *checker) run(size int64, opts CheckOptions) error {
 	}
 	ft := img.footer
 	c.r.Type = ft.DiskType.String()
-	c.r.Size = int64(ft.CurrentSize)
+	c.r.Size = ft.DiskSize()
 	c.checkFooterFields(ft)
 	if ft.DiskType == TypeFixed {
 		return c.checkFixed(ft, size)

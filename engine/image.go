@@ -222,8 +222,11 @@ func (img *Image) AllocatedBytes() int64 {
 	return img.sparse.allocatedBlocks() * img.sparse.blockSize
 }
 
-// Size implements Disk.
-func (img *Image) Size() int64 { return int64(img.footer.CurrentSize) }
+// Size implements Disk. It is the footer's DiskSize: current size, or
+// the CHS size for Virtual PC and old QEMU images. The layouts keep
+// validating the BAT and file length against current size, which is
+// never smaller.
+func (img *Image) Size() int64 { return img.footer.DiskSize() }
 
 // ReadOnly implements Disk.
 func (img *Image) ReadOnly() bool { return img.readOnly }
