@@ -143,7 +143,10 @@ func (c *checker) checkFooterFields(ft Footer) {
 	if t := VHDTime(ft.Timestamp); t.After(time.Now().Add(24 * time.Hour)) {
 		c.problem(false, false, offFooterTimestamp, "footer timestamp %s is in the future", t.Format(time.RFC3339))
 	}
-	if g := ft.Geometry; g.Bytes() > int64(ft.CurrentSize) {
+	// The CHS maximum, 65535/16/255, is exempt: QEMU writes it on every
+	// image made with force_size=on as a marker meaning "go by current
+	// size" (block/vpc.c), so it is a convention, not damage.
+	if g := ft.Geometry; g.Bytes() > int64(ft.CurrentSize) && g.Bytes() != maxCHSSectors*SectorSize {
 		c.problem(false, false, offFooterGeometry, "geometry %s (%d bytes) is larger than the disk (%d bytes)", g, g.Bytes(), ft.CurrentSize)
 	}
 	if ft.SavedState != 0 {
