@@ -188,10 +188,7 @@ func TestForeignImagesWrite(t *testing.T) {
 			for k := 0; k < 12; k++ {
 				n := 1 + rng.Int64N(300000)
 				off := rng.Int64N(img.Size() - n)
-				p := make([]byte, n)
-				for j := range p {
-					p[j] = byte(rng.Uint32())
-				}
+				p := randomBytes(rng, n)
 				if _, err := img.WriteAt(p, off); err != nil {
 					t.Fatal(err)
 				}

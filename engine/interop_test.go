@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -118,7 +119,10 @@ func checkAfterWrites(t testing.TB, path string) {
 // randomBytes returns n bytes from rng, never all zero.
 func randomBytes(rng *rand.Rand, n int64) []byte {
 	p := make([]byte, n)
-	for i := range p {
+	for i := 0; i+8 <= len(p); i += 8 {
+		binary.LittleEndian.PutUint64(p[i:], rng.Uint64())
+	}
+	for i := len(p) / 8 * 8; i < len(p); i++ {
 		p[i] = byte(rng.Uint32())
 	}
 	p[0] |= 1

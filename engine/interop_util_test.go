@@ -101,6 +101,9 @@ func readDisk(t testing.TB, d Disk) []byte {
 
 // firstDiff is the offset of the first byte where a and b differ, or -1.
 func firstDiff(a, b []byte) int64 {
+	if bytes.Equal(a, b) {
+		return -1
+	}
 	n := min(len(a), len(b))
 	for i := 0; i < n; i++ {
 		if a[i] != b[i] {
