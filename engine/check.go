@@ -181,7 +181,7 @@ func (c *checker) checkSparse(img *Image, size int64, opts CheckOptions) error {
 		return nil
 	}
 	c.checkHeaderFields(s)
-	for _, e := range batProblems(s.bat, s.tableOff, s.bitmapSize+s.blockSize, size-FooterSize, s.reserved, maxProblems) {
+	for _, e := range batProblems(s.bat, s.tableOff, s.bitmapSize+s.blockSize, img.dataLimit(size), s.reserved, maxProblems) {
 		c.add(true, false, e)
 	}
 	c.r.Blocks = s.allocatedBlocks()

@@ -181,6 +181,20 @@ func (img *Image) readFooter(size int64) error {
 	return nil
 }
 
+// dataLimit is where the data area of an image file of fileSize bytes
+// ends: before the footer at the end, or at the end of the file when that
+// footer was unusable and the copy at offset 0 is in use. The footer is
+// the last thing in the file, so a file truncated by up to 512 bytes has
+// lost only its footer and still holds every block whole; counting the
+// footer's 512 bytes anyway made those blocks "run past the data area",
+// and an image the spec says to open from its footer copy was refused.
+func (img *Image) dataLimit(fileSize int64) int64 {
+	if img.footerFromCopy {
+		return fileSize
+	}
+	return fileSize - FooterSize
+}
+
 // Name is the name the image was opened under.
 func (img *Image) Name() string { return img.name }
 
