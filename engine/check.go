@@ -128,7 +128,7 @@ func (c *checker) run(size int64, opts CheckOptions) error {
 	}
 	ft := img.footer
 	c.r.Type = ft.DiskType.String()
-	c.r.Size = int64(ft.CurrentSize)
+	c.r.Size = ft.DiskSize()
 	c.checkFooterFields(ft)
 	if ft.DiskType == TypeFixed {
 		return c.checkFixed(ft, size)
@@ -143,7 +143,10 @@ func (c *checker) checkFooterFields(ft Footer) {
 	if t := VHDTime(ft.Timestamp); t.After(time.Now().Add(24 * time.Hour)) {
 		c.problem(false, false, offFooterTimestamp, "footer timestamp %s is in the future", t.Format(time.RFC3339))
 	}
-	if g := ft.Geometry; g.Bytes() > int64(ft.CurrentSize) {
+	// The CHS maximum, 65535/16/255, is exempt: QEMU writes it on every
+	// image made with force_size=on as a marker meaning "go by current
+	// size" (block/vpc.c), so it is a convention, not damage.
+	if g := ft.Geometry; g.Bytes() > int64(ft.CurrentSize) && g.Bytes() != maxCHSSectors*SectorSize {
 		c.problem(false, false, offFooterGeometry, "geometry %s (%d bytes) is larger than the disk (%d bytes)", g, g.Bytes(), ft.CurrentSize)
 	}
 	if ft.SavedState != 0 {
@@ -178,12 +181,12 @@ func (c *checker) checkSparse(img *Image, size int64, opts CheckOptions) error {
 		return nil
 	}
 	c.checkHeaderFields(s)
-	for _, e := range batProblems(s.bat, s.tableOff, s.bitmapSize+s.blockSize, size-FooterSize, s.reserved, maxProblems) {
+	for _, e := range batProblems(s.bat, s.tableOff, s.bitmapSize+s.blockSize, img.dataLimit(size), s.reserved, maxProblems) {
 		c.add(true, false, e)
 	}
 	c.r.Blocks = s.allocatedBlocks()
-	if end := s.dataEnd(); !img.footerFromCopy && end < size-FooterSize {
-		c.problem(false, true, end, "%d bytes after the last allocated block belong to nothing (blocks allocated but never flushed)", size-FooterSize-end)
+	if tail := s.orphanTail(size - FooterSize); !img.footerFromCopy && tail > 0 {
+		c.problem(false, true, size-FooterSize-tail, "%d bytes after the last allocated block belong to nothing (blocks allocated but never flushed)", tail)
 	}
 	if opts.Bitmaps && len(c.r.Problems) == 0 {
 		return c.checkBitmaps(s)

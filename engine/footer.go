@@ -210,6 +210,38 @@ func (f *Footer) Marshal() [FooterSize]byte {
 	return raw
 }
 
+// DiskSize is the size of the disk the footer describes: the current
+// size field, except for images whose creator is Virtual PC ("vpc ") or
+// QEMU ("qemu"; QEMU writes "qem2" instead when told to keep an exact
+// size, force_size=on). Those tools size a disk by its CHS geometry:
+// their guests see the CHS product, which is smaller than most sizes
+// asked for, while current size may still claim the size asked for.
+// QEMU reads these two creators at the CHS size (block/vpc.c, whose
+// comment says Virtual PC "relies on CHS geometry"), and
+// shared/reference/vhd-format.md ("Size and geometry") makes it the
+// rule for exactly these two creators; vhdkit follows it. (libvhdi uses
+// current size for every creator, so it sees such an image larger.)
+// Two guards keep the rule from doing harm: a geometry at the CHS
+// maximum, 65535/16/255, means the disk is larger than CHS can say, so
+// current size stands, as in QEMU; and the CHS product is used only when
+// it is smaller than current size, so the disk never reaches past what
+// the BAT or a fixed image's data covers. QEMU 7.2 makes images whose
+// current size is the CHS product, so for them the rule changes nothing.
+func (f *Footer) DiskSize() int64 {
+	cur := int64(f.CurrentSize)
+	switch string(f.CreatorApp[:]) {
+	case "vpc ", "qemu":
+	default:
+		return cur
+	}
+	g := f.Geometry
+	chs := g.Bytes()
+	if chs == 0 || chs >= cur || chs == maxCHSSectors*SectorSize {
+		return cur
+	}
+	return chs
+}
+
 // Creator returns the creator application as printable text.
 func (f *Footer) Creator() string { return printable(f.CreatorApp[:]) }
 

@@ -199,6 +199,20 @@ func (img *Image) readFooter(size int64) error {
 	return nil
 }
 
+// dataLimit is where the data area of an image file of fileSize bytes
+// ends: before the footer at the end, or at the end of the file when that
+// footer was unusable and the copy at offset 0 is in use. The footer is
+// the last thing in the file, so a file truncated by up to 512 bytes has
+// lost only its footer and still holds every block whole; counting the
+// footer's 512 bytes anyway made those blocks "run past the data area",
+// and an image the spec says to open from its footer copy was refused.
+func (img *Image) dataLimit(fileSize int64) int64 {
+	if img.footerFromCopy {
+		return fileSize
+	}
+	return fileSize - FooterSize
+}
+
 // Name is the name the image was opened under.
 func (img *Image) Name() string { return img.name }
 
@@ -267,8 +281,11 @@ func (img *Image) AllocatedBytes() int64 {
 	return img.sparse.allocatedBlocks() * img.sparse.blockSize
 }
 
-// Size implements Disk.
-func (img *Image) Size() int64 { return int64(img.footer.CurrentSize) }
+// Size implements Disk. It is the footer's DiskSize: current size, or
+// the CHS size for Virtual PC and old QEMU images. The layouts keep
+// validating the BAT and file length against current size, which is
+// never smaller.
+func (img *Image) Size() int64 { return img.footer.DiskSize() }
 
 // ReadOnly implements Disk.
 func (img *Image) ReadOnly() bool { return img.readOnly }

@@ -47,8 +47,7 @@ func (s *sparse) relocate(ch metaChange) error {
 	newSize := s.size
 	if ch.size != 0 {
 		newSize = ch.size
-		ft.CurrentSize = uint64(ch.size)
-		ft.Geometry = GeometryFor(ch.size)
+		setSize(&ft, ch.size)
 	}
 	entries := (newSize + s.blockSize - 1) >> s.blockShift
 	if entries > int64(batUnused) {

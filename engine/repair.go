@@ -76,15 +76,15 @@ func RepairFile(f File, name string, opts RepairOptions) ([]string, error) {
 			did = append(did, fmt.Sprintf("marked data present in %d block bitmaps that disowned it", fixed))
 		}
 	}
-	if end := s.dataEnd(); img.footerFromCopy || end != size-FooterSize {
+	if tail := s.orphanTail(size - FooterSize); img.footerFromCopy || tail > 0 {
 		if err := s.rewriteTail(); err != nil {
 			return did, err
 		}
 		if img.footerFromCopy {
-			did = append(did, fmt.Sprintf("rewrote the damaged footer at the end of the file (offset %#x) from the copy at offset 0", end))
+			did = append(did, fmt.Sprintf("rewrote the damaged footer at the end of the file (offset %#x) from the copy at offset 0", s.footerOff))
 		}
-		if end < size-FooterSize {
-			did = append(did, fmt.Sprintf("cut %d bytes of unreferenced blocks from the end of the file", size-FooterSize-end))
+		if tail > 0 {
+			did = append(did, fmt.Sprintf("cut %d bytes of unreferenced blocks from the end of the file", tail))
 		}
 	}
 	if err := s.repairFooterCopy(); err != nil {

@@ -78,6 +78,15 @@ func (img *Image) tailIsZero(from int64) error {
 	return nil
 }
 
+// setSize gives a footer a new size. The creator becomes vhdkit's (see
+// creatorApp): a "vpc " or "qemu" creator would make readers size the
+// disk by its geometry, not by the size asked for.
+func setSize(ft *Footer, size int64) {
+	ft.CurrentSize = uint64(size)
+	ft.Geometry = GeometryFor(size)
+	ft.CreatorApp, ft.CreatorVersion, ft.CreatorHostOS = creatorApp, creatorVersion, creatorHostOS
+}
+
 // resizeFixed moves a fixed image's only footer.
 //
 // Growing: the new footer is written at the new end and synced first (the
@@ -93,8 +102,7 @@ func (img *Image) resizeFixed(newSize int64) error {
 	x := img.lay.(*fixed)
 	ft := img.Footer()
 	oldSize := int64(ft.CurrentSize)
-	ft.CurrentSize = uint64(newSize)
-	ft.Geometry = GeometryFor(newSize)
+	setSize(&ft, newSize)
 	raw := ft.Marshal()
 	if _, err := img.f.WriteAt(raw[:], newSize); err != nil {
 		return ioError("write footer", newSize, err)

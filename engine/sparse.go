@@ -85,7 +85,7 @@ func openSparse(img *Image, fileSize int64) (*sparse, error) {
 	if err != nil {
 		return nil, err
 	}
-	if errs := batProblems(s.bat, s.tableOff, s.bitmapSize+s.blockSize, fileSize-FooterSize, s.reserved, 1); len(errs) > 0 {
+	if errs := batProblems(s.bat, s.tableOff, s.bitmapSize+s.blockSize, img.dataLimit(fileSize), s.reserved, 1); len(errs) > 0 {
 		return nil, errs[0]
 	}
 	return s, nil
@@ -95,7 +95,11 @@ func openSparse(img *Image, fileSize int64) (*sparse, error) {
 // where the blocks lie (see batProblems).
 func parseSparse(img *Image, fileSize int64) (*sparse, error) {
 	hdrOff := int64(img.footer.DataOffset)
-	if hdrOff > fileSize-FooterSize || fileSize-FooterSize-hdrOff < HeaderSize {
+	// Compared unsigned, as read: a data offset of 2^63 or more is
+	// negative as an int64 and used to pass, so the header was read at a
+	// negative offset and the damage surfaced as an I/O error (and Check
+	// failed instead of reporting it).
+	if limit := img.dataLimit(fileSize); img.footer.DataOffset > uint64(limit) || limit-hdrOff < HeaderSize {
 		return nil, corrupt("footer", "data offset", offFooterDataOffset, "dynamic header at %#x does not fit in the file (%d bytes)", hdrOff, fileSize)
 	}
 	var raw [HeaderSize]byte

@@ -149,9 +149,13 @@ func (s *sparse) batSectorWrite(sec int64) pendingWrite {
 // rewriteTail writes the footer back at the end of the data and cuts the
 // file there: used when the footer at the end was damaged. Everything
 // past the last block referenced by the BAT is a block whose allocation
-// never reached a flush, so nothing flushed is cut.
+// never reached a flush, so nothing flushed is cut. Slack too small to
+// be such a block is kept, footer and all (see orphanTail).
 func (s *sparse) rewriteTail() error {
 	end := s.dataEnd()
+	if s.footerOff > end && s.orphanTail(s.footerOff) == 0 {
+		end = s.footerOff
+	}
 	raw := s.img.footerBytes()
 	if _, err := s.f.WriteAt(raw[:], end); err != nil {
 		return ioError("write footer", end, err)
@@ -166,6 +170,23 @@ func (s *sparse) rewriteTail() error {
 	s.footerOff = end
 	s.allocMu.Unlock()
 	return nil
+}
+
+// orphanTail is how many bytes before a footer at footerOff are space of
+// blocks whose allocation never reached a flush: the gap after the last
+// structure the image uses, or 0 when the gap is smaller than one block
+// (bitmap and data), since every allocation adds at least that much.
+// Other writers leave smaller gaps on purpose: Windows pads so that the
+// first block's data lands 4 KiB aligned, and blktap keeps its batmap
+// (which the header does not declare) right after the BAT. Calling those
+// orphans made Check warn on every Windows and XenServer image, and
+// Repair cut a XenServer image's batmap off.
+func (s *sparse) orphanTail(footerOff int64) int64 {
+	gap := footerOff - s.dataEnd()
+	if gap < s.bitmapSize+s.blockSize {
+		return 0
+	}
+	return gap
 }
 
 // dataEnd is the end of the last structure the image uses: the end of the
