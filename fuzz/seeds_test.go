@@ -24,6 +24,9 @@ var seedImages = sync.OnceValue(func() [][]byte {
 		func() ([]byte, error) { return makeImage(engine.TypeDynamic, 64<<10, 4096, nil, writeSome) },
 		func() ([]byte, error) { return makeImage(engine.TypeDynamic, 1<<20+512*3, 512, nil, writeSome) },
 		func() ([]byte, error) { return makeImage(engine.TypeDynamic, 32<<20, 0, nil, nil) },
+		// The largest block size in a file of a few KiB: Check once
+		// allocated a whole block (256 MiB) for it.
+		func() ([]byte, error) { return makeImage(engine.TypeDynamic, 1<<20, engine.MaxBlockSize, nil, nil) },
 		func() ([]byte, error) {
 			return makeImage(engine.TypeDifferencing, 64<<10, 4096, seedParent(), writeSome)
 		},
