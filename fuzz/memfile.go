@@ -50,6 +50,18 @@ func NewMemFile(b []byte, limit int64) *MemFile {
 	return m
 }
 
+// Clone returns a copy of the file, sharing nothing with it.
+func (m *MemFile) Clone() *MemFile {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	c := &MemFile{pages: make(map[int64]*[pageSize]byte, len(m.pages)), size: m.size, limit: m.limit}
+	for pg, page := range m.pages {
+		cp := *page
+		c.pages[pg] = &cp
+	}
+	return c
+}
+
 // Bytes returns a copy of the whole file.
 func (m *MemFile) Bytes() []byte {
 	m.mu.RLock()

@@ -78,8 +78,10 @@ func FuzzWrite(f *testing.F) {
 			t.Fatalf("close: %v", err)
 		}
 
-		after := mf.Bytes()
-		rep, err := engine.Check(NewMemFile(after, 0), engine.CheckOptions{Bitmaps: true})
+		// The file is not copied out whole: a 256 MiB block makes it big,
+		// if sparse. Reading every block's data (Check's bitmap pass)
+		// is left to images of small blocks for the same reason.
+		rep, err := engine.Check(mf.Clone(), engine.CheckOptions{Bitmaps: img.BlockSize() <= 4<<20})
 		if err != nil {
 			t.Fatalf("Check after writing: %v", err)
 		}
@@ -90,7 +92,7 @@ func FuzzWrite(f *testing.F) {
 				}
 			}
 		}
-		img2, err := engine.OpenFile(NewMemFile(after, 0), "fuzz.vhd", engine.Options{ReadOnly: true})
+		img2, err := engine.OpenFile(mf.Clone(), "fuzz.vhd", engine.Options{ReadOnly: true})
 		if err != nil {
 			t.Fatalf("reopen after writes: %v", err)
 		}
