@@ -30,6 +30,17 @@ var seedImages = sync.OnceValue(func() [][]byte {
 		func() ([]byte, error) {
 			return makeImage(engine.TypeDifferencing, 64<<10, 4096, seedParent(), writeSome)
 		},
+		func() ([]byte, error) {
+			// A locator whose data space (1 MiB) runs past the end of the
+			// file: the first block allocated used to land inside it,
+			// after which the image no longer opened.
+			b, err := makeImage(engine.TypeDifferencing, 64<<10, 4096, seedParent(), nil)
+			if err != nil {
+				return nil, err
+			}
+			binary.BigEndian.PutUint32(b[512+576+4:], 1<<20)
+			return fixChecksums(b), nil
+		},
 		func() ([]byte, error) { // the 511-byte footer of pre-2004 Virtual PC
 			b, err := makeImage(engine.TypeFixed, 8<<10, 0, nil, writeSome)
 			if err != nil {
