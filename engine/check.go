@@ -249,11 +249,17 @@ func (c *checker) checkHeaderFields(s *sparse) {
 // its bitmap marks absent is zero in the file.
 func (c *checker) checkBitmaps(s *sparse) error {
 	bits := make([]byte, s.bitmapSize)
-	data := make([]byte, s.blockSize)
+	// The block buffer (up to 256 MiB, by the header's say-so) is made
+	// only once a block is known to lie inside the file, so the memory
+	// used is bounded by the file's size.
+	var data []byte
 	for b := range s.bat {
 		e := s.entry(int64(b))
 		if e == batUnused {
 			continue
+		}
+		if data == nil {
+			data = make([]byte, s.blockSize)
 		}
 		if _, err := c.f.ReadAt(bits, int64(e)*SectorSize); err != nil {
 			return ioError("read bitmap", int64(e)*SectorSize, err)

@@ -128,12 +128,15 @@ func (s *sparse) repairBitmaps() (int, error) {
 		return 0, nil
 	}
 	bits := make([]byte, s.bitmapSize)
-	data := make([]byte, s.blockSize)
+	var data []byte // made at the first block, as in checkBitmaps
 	fixed := 0
 	for b := range s.bat {
 		e := s.entry(int64(b))
 		if e == batUnused {
 			continue
+		}
+		if data == nil {
+			data = make([]byte, s.blockSize)
 		}
 		if err := s.pread(bits, int64(e)*SectorSize); err != nil {
 			return fixed, err

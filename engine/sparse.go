@@ -22,6 +22,10 @@ type sparse struct {
 	bitmapSize   int64
 	tableOff     int64
 	reserved     []span // footer copy, header, BAT, parent locator data
+	// reservedEnd is where the furthest reserved span ends. A locator's
+	// data space may run past the end of the file; new blocks go after
+	// it, never into it.
+	reservedEnd int64
 
 	// bat is the table in memory, read and written with sync/atomic so
 	// reads take no lock. Entries change only under the block's stripe
@@ -178,6 +182,9 @@ func (s *sparse) loadBAT(fileSize int64) error {
 		return err
 	}
 	s.reserved = reserved
+	for _, r := range reserved {
+		s.reservedEnd = max(s.reservedEnd, r.end())
+	}
 	s.bat = make([]uint32, n)
 	const chunk = 1 << 20
 	buf := make([]byte, min(4*n, chunk))

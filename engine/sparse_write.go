@@ -97,8 +97,9 @@ func allSetRange(bits []byte, from, to int64) bool {
 	return true
 }
 
-// allocate gives block b space at the end of the file and returns its
-// BAT entry.
+// allocate gives block b space at the end of the file (past every
+// reserved span: a parent locator's data space may reach beyond the end
+// of the file) and returns its BAT entry.
 //
 // Order: the footer is written at the new end of the file first, past
 // the old footer, which stays where it was (in the gap before the new
@@ -117,7 +118,7 @@ func (s *sparse) allocate(b int64) (uint32, error) {
 		return e, nil
 	}
 	s.allocMu.Lock()
-	data := alignUp(s.footerOff+FooterSize+s.bitmapSize, dataAlign)
+	data := alignUp(max(s.footerOff+FooterSize, s.reservedEnd)+s.bitmapSize, dataAlign)
 	bitmapOff := data - s.bitmapSize
 	newFooter := data + s.blockSize
 	if bitmapOff/SectorSize >= batUnused {
