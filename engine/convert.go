@@ -276,14 +276,19 @@ func writeTemp(dst string, create func(*os.File, string) (Disk, error), fill fun
 		if err == nil {
 			return
 		}
+		// Remove first: the data is garbage, so nothing needs syncing.
+		os.Remove(tmp)
 		switch {
 		case closed:
 		case d != nil:
-			d.Close()
+			if dd, ok := d.(interface{ Discard() error }); ok {
+				dd.Discard()
+			} else {
+				d.Close()
+			}
 		default:
 			f.Close()
 		}
-		os.Remove(tmp)
 	}()
 	if err = f.Chmod(perm); err != nil {
 		return st, err
