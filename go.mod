@@ -2,4 +2,8 @@ module vhdkit
 
 go 1.26.0
 
-require golang.org/x/sys v0.49.0
+require (
+	github.com/dustin/go-humanize v1.1.0
+	github.com/spf13/pflag v1.0.10
+	golang.org/x/sys v0.49.0
+)

@@ -1,0 +1,326 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// Format names an image format Convert reads or writes.
+type Format string
+
+// Formats. FormatAuto and FormatVHD are for sources only; FormatFixed and
+// FormatDynamic for destinations; FormatRaw for both.
+const (
+	FormatAuto    Format = ""        // detect by the footer cookie
+	FormatVHD     Format = "vhd"     // any VHD the engine opens
+	FormatRaw     Format = "raw"     // a raw image file or a block device
+	FormatFixed   Format = "fixed"   // a fixed VHD
+	FormatDynamic Format = "dynamic" // a dynamic VHD
+)
+
+// IsVHD reports whether the file or device at path carries a VHD footer
+// cookie ("conectix"): in its last 512 bytes, in its last 511 (pre-2004
+// Virtual PC), or at offset 0 (the footer copy of a dynamic image whose
+// end is damaged). It says nothing about whether the VHD is intact.
+func IsVHD(path string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return false, err
+	}
+	if size < FooterSize {
+		return false, nil
+	}
+	var buf [FooterSize]byte
+	if _, err := f.ReadAt(buf[:], size-FooterSize); err != nil {
+		return false, err
+	}
+	if string(buf[:8]) == footerCookie || string(buf[1:9]) == footerCookie {
+		return true, nil
+	}
+	if _, err := f.ReadAt(buf[:8], 0); err != nil {
+		return false, err
+	}
+	return string(buf[:8]) == footerCookie, nil
+}
+
+// OpenAny opens path as a VHD (Open) if it carries a footer cookie, and
+// as a raw image or block device (OpenRaw) otherwise. opts.NoLock and
+// opts.Logger apply to VHDs only.
+func OpenAny(path string, opts Options) (Disk, error) {
+	vhd, err := IsVHD(path)
+	if err != nil {
+		return nil, err
+	}
+	if vhd {
+		return Open(path, opts)
+	}
+	return OpenRaw(path, opts.ReadOnly)
+}
+
+// ConvertOptions describe a conversion.
+type ConvertOptions struct {
+	// From is the source's format: FormatAuto (the default) detects a
+	// VHD by its footer cookie; FormatRaw takes the file as a raw image
+	// even so.
+	From Format
+	// To is the destination's format: FormatRaw, FormatFixed or
+	// FormatDynamic.
+	To Format
+	// BlockSize of a dynamic destination; DefaultBlockSize if 0.
+	BlockSize int64
+	// Align, if set, rounds the destination's size up to a whole
+	// multiple of it (Azure wants fixed VHDs of whole MiB). A VHD's size
+	// is always rounded up to a whole sector.
+	Align int64
+	// Force replaces an existing destination file (never a device).
+	Force bool
+	// Progress is handed to Copy.
+	Progress func(done, total int64)
+}
+
+// ConvertResult says what Convert did.
+type ConvertResult struct {
+	// Source describes the source: "dynamic VHD", "raw image", ...
+	Source  string
+	SrcSize int64
+	// Size is the destination disk's size: SrcSize rounded up to a
+	// sector (VHD) and to Align.
+	Size int64
+	// Replaced is set when an existing destination was replaced.
+	Replaced bool
+	Stats    CopyStats
+}
+
+// ErrDestinationExists is returned when Convert's destination exists and
+// ConvertOptions.Force is not set.
+var ErrDestinationExists = errors.New("destination exists")
+
+// Convert copies the disk at src into a new image at dst. The new image
+// is written to a temporary file in dst's folder (".NAME.tmp-*"), synced,
+// renamed to dst and the folder synced: dst never names a half-written
+// image, and on any error (or when ctx is done) the temporary file is
+// removed and an existing dst is left as it was. Only the source's data
+// is read and written: its holes stay holes.
+//
+// A differencing source is refused: its parent's data would be missing.
+func Convert(ctx context.Context, src, dst string, opts ConvertOptions) (*ConvertResult, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	old, replaced, err := claimDestination(src, dst, opts.Force)
+	if err != nil {
+		return nil, err
+	}
+	if old != nil {
+		// Hold the old destination's lock until it is replaced, so no one
+		// opens it for writing meanwhile.
+		defer old.Close()
+	}
+	in, desc, err := openSource(src, opts.From)
+	if err != nil {
+		return nil, err
+	}
+	defer in.Close()
+	res := &ConvertResult{Source: desc, SrcSize: in.Size(), Replaced: replaced}
+	res.Size = in.Size()
+	if opts.To != FormatRaw {
+		res.Size = alignUp(res.Size, SectorSize)
+	}
+	if opts.Align > 0 {
+		res.Size = alignUp(res.Size, opts.Align)
+	}
+	if opts.To != FormatRaw {
+		if err := ValidateSize(res.Size); err != nil {
+			return nil, fmt.Errorf("%s: cannot be a VHD: %w", src, err)
+		}
+	}
+	res.Stats, err = writeTemp(dst, func(f *os.File, name string) (Disk, error) {
+		return newDestination(f, name, res.Size, opts)
+	}, func(out Disk) (CopyStats, error) {
+		return Copy(ctx, out, in, CopyOptions{DstZeroed: true, Progress: opts.Progress})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func (o *ConvertOptions) validate() error {
+	switch o.From {
+	case FormatAuto, FormatVHD, FormatRaw:
+	default:
+		return fmt.Errorf("vhd: convert: source format %q: want raw or vhd", o.From)
+	}
+	switch o.To {
+	case FormatRaw, FormatFixed, FormatDynamic:
+	default:
+		return fmt.Errorf("vhd: convert: destination format %q: want raw, fixed or dynamic", o.To)
+	}
+	if o.BlockSize != 0 && o.To != FormatDynamic {
+		return fmt.Errorf("vhd: convert: a block size applies only to a dynamic destination")
+	}
+	if o.Align < 0 || o.Align > 0 && o.To != FormatRaw && o.Align%SectorSize != 0 {
+		return fmt.Errorf("vhd: convert: alignment %d is not a whole number of 512-byte sectors", o.Align)
+	}
+	return nil
+}
+
+// claimDestination refuses a destination that exists, unless force is
+// set and it is a regular file no one has open for writing; then it
+// returns that file, locked, to be closed once replaced.
+func claimDestination(src, dst string, force bool) (*os.File, bool, error) {
+	st, err := os.Stat(dst)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	if sst, err := os.Stat(src); err == nil && os.SameFile(st, sst) {
+		return nil, false, fmt.Errorf("%s: source and destination are the same file; convert to a new name, then rename it", dst)
+	}
+	if !force {
+		return nil, false, fmt.Errorf("%s: %w; pass --force to replace it, or choose another name", dst, ErrDestinationExists)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, false, fmt.Errorf("%s: %w and is not a regular file; convert writes image files, never over a device or folder", dst, ErrDestinationExists)
+	}
+	f, err := os.Open(dst)
+	if err != nil {
+		return nil, false, err
+	}
+	if _, err := lockFile(f, dst, true); err != nil {
+		f.Close()
+		return nil, false, err
+	}
+	return f, true, nil
+}
+
+// openSource opens src read-only and describes it.
+func openSource(src string, from Format) (Disk, string, error) {
+	if from == FormatAuto {
+		vhd, err := IsVHD(src)
+		if err != nil {
+			return nil, "", err
+		}
+		from = FormatRaw
+		if vhd {
+			from = FormatVHD
+		}
+	}
+	if from == FormatRaw {
+		d, err := OpenRaw(src, true)
+		if err != nil {
+			return nil, "", err
+		}
+		if d.IsDevice() {
+			return d, "block device", nil
+		}
+		return d, "raw image", nil
+	}
+	img, err := Open(src, Options{ReadOnly: true})
+	if err != nil {
+		return nil, "", err
+	}
+	if img.Type() == TypeDifferencing {
+		img.Close()
+		return nil, "", fmt.Errorf("%s: %w: a differencing image holds only changes to its parent, and convert does not open parents yet; convert the parent chain once merged", src, ErrUnsupportedImage)
+	}
+	return img, img.Type().String() + " VHD", nil
+}
+
+// newDestination makes the new, empty destination disk in f.
+func newDestination(f *os.File, name string, size int64, opts ConvertOptions) (Disk, error) {
+	switch opts.To {
+	case FormatRaw:
+		return NewRawFile(f, name, size)
+	case FormatFixed:
+		return CreateFile(OSFile(f), name, CreateOptions{Type: TypeFixed, Size: size})
+	}
+	return CreateFile(OSFile(f), name, CreateOptions{Type: TypeDynamic, Size: size, BlockSize: opts.BlockSize})
+}
+
+// writeTemp makes a temporary file in dst's folder, has create make a
+// Disk in it and fill fill it, closes (flushing) the disk, renames the
+// file to dst and syncs the folder. On any failure the temporary file is
+// removed.
+func writeTemp(dst string, create func(*os.File, string) (Disk, error), fill func(Disk) (CopyStats, error)) (st CopyStats, err error) {
+	dir, base := filepath.Split(dst)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return st, fmt.Errorf("create a temporary file next to %s: %w", dst, err)
+	}
+	tmp := f.Name()
+	// CreateTemp makes the file private (0600); give it the mode a new
+	// image gets (as Create makes it), or the mode of the file it replaces.
+	perm := fs.FileMode(0o644)
+	if old, err := os.Stat(dst); err == nil {
+		perm = old.Mode().Perm()
+	}
+	var d Disk
+	closed := false
+	defer func() {
+		if err == nil {
+			return
+		}
+		// Remove first: the data is garbage, so nothing needs syncing.
+		os.Remove(tmp)
+		switch {
+		case closed:
+		case d != nil:
+			if dd, ok := d.(interface{ Discard() error }); ok {
+				dd.Discard()
+			} else {
+				d.Close()
+			}
+		default:
+			f.Close()
+		}
+	}()
+	if err = f.Chmod(perm); err != nil {
+		return st, err
+	}
+	if d, err = create(f, tmp); err != nil {
+		d = nil
+		return st, err
+	}
+	if st, err = fill(d); err != nil {
+		return st, err
+	}
+	// Close flushes: data and metadata are durable before the rename
+	// makes the file visible under dst's name.
+	closed = true
+	if err = d.Close(); err != nil {
+		return st, err
+	}
+	if err = os.Rename(tmp, dst); err != nil {
+		return st, err
+	}
+	// The rename is durable once the folder is.
+	return st, syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync folder %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"vhdkit/engine"
+)
+
+// flipByte inverts one byte of the file at off (negative: from the end).
+func flipByte(t *testing.T, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if off < 0 {
+		st, _ := f.Stat()
+		off += st.Size()
+	}
+	b := make([]byte, 1)
+	f.ReadAt(b, off)
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeSome puts a recognizable pattern into an image and returns it.
+func writeSome(t *testing.T, path string) []byte {
+	t.Helper()
+	img, err := engine.Open(path, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("vhdkit check "), 100000)
+	if _, err := img.WriteAt(data, 3<<20+512); err != nil {
+		t.Fatal(err)
+	}
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func readBack(t *testing.T, path string, off int64, n int) []byte {
+	t.Helper()
+	img, err := engine.Open(path, engine.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	b := make([]byte, n)
+	if _, err := img.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestCheckAndRepairFooterCopy(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "disk.vhd")
+	vhdOK(t, "create", "--size", "50M", path)
+	data := writeSome(t, path)
+	r := vhdOK(t, "check", path)
+	if !strings.Contains(r.stdout, "no problems found") {
+		t.Errorf("check on a clean image:\n%s", r)
+	}
+
+	flipByte(t, path, 30) // the creator field of the footer copy at offset 0
+	r = vhdCode(t, 3, "check", path)
+	if !strings.Contains(r.stdout, "footer copy") || !strings.Contains(r.stdout, "vhd repair "+path) {
+		t.Errorf("check on a damaged footer copy:\n%s", r)
+	}
+	var rep struct {
+		OK       bool `json:"ok"`
+		Problems []struct {
+			Fatal, Fixable bool
+			Offset         int64
+			Message        string
+		} `json:"problems"`
+	}
+	r = vhdCode(t, 3, "check", "--json", path)
+	if err := jsonUnmarshal(r.stdout, &rep); err != nil || rep.OK || len(rep.Problems) != 1 || !rep.Problems[0].Fixable || rep.Problems[0].Offset != 0 {
+		t.Errorf("check --json: %+v (%v)\n%s", rep, err, r.stdout)
+	}
+
+	r = vhdOK(t, "repair", path)
+	if !strings.Contains(r.stdout, "rewrote the footer copy") {
+		t.Errorf("repair:\n%s", r)
+	}
+	checkOK(t, path)
+	r = vhdOK(t, "repair", path)
+	if !strings.Contains(r.stdout, "nothing to repair") {
+		t.Errorf("second repair:\n%s", r)
+	}
+	if !bytes.Equal(readBack(t, path, 3<<20+512, len(data)), data) {
+		t.Error("repair changed the data")
+	}
+	checkOK(t, path)
+}
+
+func TestCheckAndRepairEndFooter(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "disk.vhd")
+	vhdOK(t, "create", "--size", "50M", path)
+	data := writeSome(t, path)
+	flipByte(t, path, -512+60) // disk type of the footer at the end
+	r := vhdCode(t, 3, "check", path)
+	if !strings.Contains(r.stdout, "error") || !strings.Contains(r.stdout, "copy at offset 0 is intact") {
+		t.Errorf("check on a damaged end footer:\n%s", r)
+	}
+	// info still opens it (read-only, from the copy) and says so.
+	r = vhdOK(t, "info", path)
+	if !strings.Contains(r.stdout, "footer at the end of the file is damaged") {
+		t.Errorf("info on a damaged end footer:\n%s", r)
+	}
+	r = vhdOK(t, "repair", path)
+	if !strings.Contains(r.stdout, "rewrote the damaged footer") {
+		t.Errorf("repair:\n%s", r)
+	}
+	if !bytes.Equal(readBack(t, path, 3<<20+512, len(data)), data) {
+		t.Error("repair changed the data")
+	}
+	checkOK(t, path)
+}
+
+func TestRepairRefusesUnfixable(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "disk.vhd")
+	vhdOK(t, "create", "--size", "50M", path)
+	flipByte(t, path, 512) // the dynamic header's cookie
+	before, _ := os.ReadFile(path)
+	r := vhdCode(t, 3, "check", path)
+	if !strings.Contains(r.stdout, "dynamic header") {
+		t.Errorf("check:\n%s", r)
+	}
+	r = vhdCode(t, 1, "repair", path)
+	if !strings.Contains(r.stderr, "cannot repair safely") || !strings.Contains(r.stderr, "vhd convert") {
+		t.Errorf("repair of an unfixable image:\n%s", r)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+		t.Error("a refused repair changed the file")
+	}
+	r = vhdCode(t, 1, "info", path)
+	if !strings.Contains(r.stderr, "vhd check") {
+		t.Errorf("info on a damaged image does not say what to do:\n%s", r)
+	}
+
+	vhdCode(t, 1, "check", filepath.Join(dir, "missing.vhd"))
+	vhdCode(t, 1, "repair", filepath.Join(dir, "missing.vhd"))
+
+	fixed := filepath.Join(dir, "fixed.vhd")
+	vhdOK(t, "create", "--type", "fixed", "--size", "5M", fixed)
+	r = vhdOK(t, "repair", fixed)
+	if !strings.Contains(r.stdout, "nothing to repair") {
+		t.Errorf("repair of a clean fixed image:\n%s", r)
+	}
+	checkOK(t, fixed)
+}

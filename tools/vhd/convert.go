@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/pflag"
+
+	"vhdkit/engine"
+)
+
+var convertCmd = &command{
+	name:    "convert",
+	args:    "--to raw|fixed|dynamic [flags] SRC DST",
+	summary: "copy a disk into a new raw image, fixed VHD or dynamic VHD",
+	doc: `SRC is a VHD (fixed or dynamic; detected by its footer cookie), a raw
+disk image, or a block device such as a physical disk (opened
+read-only). A differencing VHD is refused: its parent's data would be
+missing.
+
+Only SRC's data is copied: its holes, unallocated blocks and runs of
+zeros are skipped, so a raw DST is sparse and a dynamic DST allocates no
+block that would hold only zeros. A VHD's size is rounded up to a whole
+512-byte sector; --align rounds it further (Azure wants fixed VHDs of a
+whole number of MiB: --align 1M), and the output says so.
+
+DST is written as a temporary file next to it (.DST.tmp-*), synced, and
+renamed into place, so DST never names a half-written image; on an error
+or an interrupt (Ctrl-C) the temporary file is removed. An existing DST
+is refused unless --force (and never replaced if it is a device, or in
+use by another vhd process).
+
+` + sizeHelp,
+	setup: func(fs *pflag.FlagSet) runFunc {
+		to := fs.StringP("to", "O", "", "output format: raw, fixed or dynamic (required)")
+		from := fs.StringP("from", "f", "auto", "input format: auto (a VHD if it has a VHD footer, else raw), vhd or raw")
+		var bs, align sizeFlag
+		fs.Var(&bs, "block-size", "block size of a dynamic DST (default 2M)")
+		fs.Var(&align, "align", "round DST's size up to a whole multiple of SIZE, e.g. 1M")
+		force := fs.Bool("force", false, "replace DST if it exists")
+		fs.Bool("progress", true, "show a progress bar on stderr when it is a terminal")
+		noProgress := fs.Bool("no-progress", false, "never show a progress bar")
+		asJSON := fs.Bool("json", false, "print {source, source_type, source_size, destination, format, virtual_size, data_written, zeros_skipped, replaced} as JSON")
+		return func(ctx context.Context, e *env, args []string) error {
+			if err := wantArgs(args, "SRC", "DST"); err != nil {
+				return err
+			}
+			opts := engine.ConvertOptions{To: engine.Format(*to), BlockSize: bs.n, Align: align.n, Force: *force}
+			switch *to {
+			case "raw", "fixed", "dynamic":
+			case "":
+				return usageErr("--to is required: raw, fixed or dynamic")
+			default:
+				return usageErr("--to %q: want raw, fixed or dynamic", *to)
+			}
+			switch *from {
+			case "auto":
+			case "raw", "vhd":
+				opts.From = engine.Format(*from)
+			default:
+				return usageErr("--from %q: want auto, vhd or raw", *from)
+			}
+			if bs.set && *to != "dynamic" {
+				return usageErr("--block-size applies only to --to dynamic")
+			}
+			if align.set && (align.n <= 0 || *to != "raw" && align.n%engine.SectorSize != 0) {
+				return usageErr("--align %d: want a positive whole number of 512-byte sectors, e.g. 1M", align.n)
+			}
+			var bar *progressBar
+			if e.stderrTerm && !*noProgress {
+				bar = newProgressBar(e)
+				opts.Progress = bar.update
+			}
+			res, err := engine.Convert(ctx, args[0], args[1], opts)
+			if bar != nil {
+				bar.finish()
+			}
+			if err != nil {
+				return err
+			}
+			if *asJSON {
+				return writeJSON(e, map[string]any{
+					"source": args[0], "source_type": res.Source, "source_size": res.SrcSize,
+					"destination": args[1], "format": *to, "virtual_size": res.Size,
+					"data_written": res.Stats.Written, "zeros_skipped": res.Stats.Zeroed, "replaced": res.Replaced,
+				})
+			}
+			fmt.Fprintf(e.stdout, "converted %s (%s, %s) to %s (%s, %s)\n", args[0], res.Source, human(res.SrcSize), args[1], kind(*to), human(res.Size))
+			if res.Size != res.SrcSize {
+				why := "a whole number of 512-byte sectors"
+				if align.set {
+					why = fmt.Sprintf("a whole multiple of %s (--align)", human(align.n))
+				}
+				fmt.Fprintf(e.stdout, "size rounded up by %d bytes, from %d to %d bytes, to be %s; the added bytes read as zeros\n", res.Size-res.SrcSize, res.SrcSize, res.Size, why)
+			}
+			fmt.Fprintf(e.stdout, "wrote %s of data; skipped %s of holes and zeros\n", human(res.Stats.Written), human(res.Stats.Zeroed))
+			if res.Replaced {
+				fmt.Fprintf(e.stdout, "replaced the previous %s\n", args[1])
+			}
+			return nil
+		}
+	},
+}
+
+func kind(to string) string {
+	if to == "raw" {
+		return "raw image"
+	}
+	return to + " VHD"
+}

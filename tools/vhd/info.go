@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"vhdkit/engine"
+)
+
+var infoCmd = &command{
+	name:    "info",
+	args:    "[--json] [-U] IMAGE",
+	summary: "show what a VHD is: type, size, creator, geometry, parent",
+	doc: `Reads the footer and dynamic header of IMAGE and prints them. A
+differencing image is shown on its own: its parent need not be there.
+
+JSON keys: file, type ("fixed", "dynamic", "differencing"), virtual_size,
+block_size (0 for fixed), allocated_bytes, file_size, uuid, timestamp
+(RFC 3339), creator {app, version, host_os}, geometry {cylinders, heads,
+sectors_per_track, bytes}, saved_state, footer_from_copy, and parent:
+null, or for a differencing image {name, uuid, timestamp, locators:
+[{code, path}]} (a locator that cannot be decoded has "error" instead of
+"path"). Sizes are bytes.`,
+	setup: func(fs *pflag.FlagSet) runFunc {
+		asJSON := fs.Bool("json", false, "print the information as JSON (keys above)")
+		share := fs.BoolP("force-share", "U", false, "open without a lock, even if another process has the image open for writing (what it shows may then be inconsistent)")
+		return func(ctx context.Context, e *env, args []string) error {
+			if err := wantArgs(args, "IMAGE"); err != nil {
+				return err
+			}
+			in, err := readInfo(args[0], *share)
+			if err != nil {
+				return err
+			}
+			if *asJSON {
+				return writeJSON(e, in)
+			}
+			printInfo(e, in)
+			return nil
+		}
+	},
+}
+
+type infoJSON struct {
+	File           string       `json:"file"`
+	Type           string       `json:"type"`
+	VirtualSize    int64        `json:"virtual_size"`
+	BlockSize      int64        `json:"block_size"`
+	AllocatedBytes int64        `json:"allocated_bytes"`
+	FileSize       int64        `json:"file_size"`
+	UUID           string       `json:"uuid"`
+	Timestamp      string       `json:"timestamp"`
+	Creator        creatorJSON  `json:"creator"`
+	Geometry       geometryJSON `json:"geometry"`
+	SavedState     bool         `json:"saved_state"`
+	FooterFromCopy bool         `json:"footer_from_copy"`
+	Parent         *parentJSON  `json:"parent"`
+}
+
+type creatorJSON struct {
+	App     string `json:"app"`
+	Version string `json:"version"`
+	HostOS  string `json:"host_os"`
+}
+
+type geometryJSON struct {
+	Cylinders       int   `json:"cylinders"`
+	Heads           int   `json:"heads"`
+	SectorsPerTrack int   `json:"sectors_per_track"`
+	Bytes           int64 `json:"bytes"`
+}
+
+type parentJSON struct {
+	Name      string        `json:"name"`
+	UUID      string        `json:"uuid"`
+	Timestamp string        `json:"timestamp"`
+	Locators  []locatorJSON `json:"locators"`
+}
+
+type locatorJSON struct {
+	Code  string `json:"code"`
+	Path  string `json:"path,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+func readInfo(path string, share bool) (*infoJSON, error) {
+	img, err := engine.Open(path, engine.Options{ReadOnly: true, NoLock: share})
+	if err != nil {
+		return nil, err
+	}
+	defer img.Close()
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	ft := img.Footer()
+	g := ft.Geometry
+	in := &infoJSON{
+		File:           path,
+		Type:           ft.DiskType.String(),
+		VirtualSize:    img.Size(),
+		BlockSize:      img.BlockSize(),
+		AllocatedBytes: img.AllocatedBytes(),
+		FileSize:       st.Size(),
+		UUID:           ft.UUID.String(),
+		Timestamp:      vhdTime(ft.Timestamp),
+		Creator: creatorJSON{
+			App:     trimSpace(ft.Creator()),
+			Version: fmt.Sprintf("%d.%d", ft.CreatorVersion>>16, ft.CreatorVersion&0xffff),
+			HostOS:  trimSpace(ft.HostOS()),
+		},
+		Geometry:       geometryJSON{int(g.Cylinders), int(g.Heads), int(g.SectorsPerTrack), g.Bytes()},
+		SavedState:     ft.SavedState != 0,
+		FooterFromCopy: img.FooterFromCopy(),
+	}
+	if h := img.Header(); h != nil && ft.DiskType == engine.TypeDifferencing {
+		p := &parentJSON{Name: h.ParentName, UUID: h.ParentUUID.String(), Timestamp: vhdTime(h.ParentTimestamp), Locators: []locatorJSON{}}
+		locs, err := img.ParentLocators()
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range locs {
+			lj := locatorJSON{Code: l.Code, Path: l.Path}
+			if l.Err != nil {
+				lj.Error = l.Err.Error()
+			}
+			p.Locators = append(p.Locators, lj)
+		}
+		in.Parent = p
+	}
+	return in, nil
+}
+
+func vhdTime(ts uint32) string { return engine.VHDTime(ts).Format(time.RFC3339) }
+
+func trimSpace(s string) string {
+	for len(s) > 0 && s[len(s)-1] == ' ' {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+func printInfo(e *env, in *infoJSON) {
+	w := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	row := func(k, format string, args ...any) { fmt.Fprintf(w, "%s:\t"+format+"\n", append([]any{k}, args...)...) }
+	row("file", "%s", in.File)
+	row("type", "%s", in.Type)
+	row("virtual size", "%s", human(in.VirtualSize))
+	if in.BlockSize > 0 {
+		row("block size", "%s", human(in.BlockSize))
+	}
+	row("allocated", "%s", human(in.AllocatedBytes))
+	row("file size", "%s", human(in.FileSize))
+	c := in.Creator
+	row("creator", "%q version %s on %q", c.App, c.Version, c.HostOS)
+	g := in.Geometry
+	row("geometry (CHS)", "%d/%d/%d (%s)", g.Cylinders, g.Heads, g.SectorsPerTrack, human(g.Bytes))
+	row("uuid", "%s", in.UUID)
+	row("timestamp", "%s", in.Timestamp)
+	row("saved state", "%s", yesNo(in.SavedState))
+	if p := in.Parent; p != nil {
+		row("parent name", "%s", p.Name)
+		row("parent uuid", "%s", p.UUID)
+		row("parent timestamp", "%s", p.Timestamp)
+		for _, l := range p.Locators {
+			if l.Error != "" {
+				row("parent locator "+l.Code, "(cannot decode: %s)", l.Error)
+			} else {
+				row("parent locator "+l.Code, "%s", l.Path)
+			}
+		}
+	}
+	w.Flush()
+	if in.FooterFromCopy {
+		fmt.Fprintf(e.stdout, "notice: the footer at the end of the file is damaged; this was read from the copy at offset 0 ('vhd repair %s' writes it back)\n", in.File)
+	}
+	if in.SavedState {
+		fmt.Fprintf(e.stdout, "notice: a virtual machine saved its state with this disk; do not compact or resize it\n")
+	}
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}

@@ -1,0 +1,113 @@
+// Command vhd is the one program users run to work with VHD images:
+// info, create, check, repair, convert, and more as the library grows.
+// It is thin: each subcommand lives in its own file, parses its flags
+// and calls the engine.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/pflag"
+)
+
+// commands is every subcommand, in the order `vhd help` lists them. A new
+// subcommand is a new file with a *command and a line here. (Set in init:
+// help refers to the table.)
+var commands []*command
+
+func init() {
+	commands = []*command{
+		infoCmd,
+		createCmd,
+		checkCmd,
+		repairCmd,
+		convertCmd,
+		versionCmd,
+		helpCmd,
+	}
+}
+
+func main() {
+	// SIGINT and SIGTERM cancel ctx, so a long operation stops cleanly
+	// (convert removes its temporary file) instead of dying mid-write.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, newEnv(), os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+// run dispatches args to a subcommand and returns the exit status.
+func run(ctx context.Context, e *env, args []string) int {
+	if len(args) == 0 {
+		printUsage(e.stderr)
+		return exitUsage
+	}
+	name := args[0]
+	switch name {
+	case "-h", "--help":
+		name, args = "help", args[:1]
+	case "-V", "--version":
+		name = "version"
+	}
+	cmd := lookup(name)
+	if cmd == nil {
+		fmt.Fprintf(e.stderr, "vhd: %q is not a vhd command; run 'vhd help' for the list\n", name)
+		return exitUsage
+	}
+	fs := newFlagSet(cmd)
+	help := fs.BoolP("help", "h", false, "show this help and exit")
+	runCmd := cmd.setup(fs)
+	if err := fs.Parse(args[1:]); err != nil {
+		return report(ctx, e, cmd, usageErr("%v", err))
+	}
+	if *help {
+		printCommandHelp(e.stdout, cmd)
+		return exitOK
+	}
+	return report(ctx, e, cmd, runCmd(ctx, e, fs.Args()))
+}
+
+func newFlagSet(cmd *command) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("vhd "+cmd.name, pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.SortFlags = false
+	return fs
+}
+
+func lookup(name string) *command {
+	for _, c := range commands {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// report prints err the way a user needs it and returns the exit status.
+func report(ctx context.Context, e *env, cmd *command, err error) int {
+	var ue *usageError
+	var st exitStatus
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &st):
+		return int(st)
+	case errors.As(err, &ue):
+		fmt.Fprintf(e.stderr, "vhd %s: %s\nUsage: vhd %s %s\nRun 'vhd help %s' for the flags.\n", cmd.name, ue.msg, cmd.name, cmd.args, cmd.name)
+		return exitUsage
+	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+		fmt.Fprintf(e.stderr, "vhd %s: interrupted; nothing was left half-done\n", cmd.name)
+		return exitFailed
+	}
+	fmt.Fprintf(e.stderr, "vhd %s: %v\n", cmd.name, err)
+	if h := hint(cmd, err); h != "" {
+		fmt.Fprintf(e.stderr, "  %s\n", h)
+	}
+	return exitFailed
+}
