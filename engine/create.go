@@ -90,25 +90,12 @@ func Create(path string, opts CreateOptions) (*Image, error) {
 		return nil, err
 	}
 	img.unlock = unlock
-	if err := syncDir(path); err != nil {
+	if err := syncDir(filepath.Dir(path)); err != nil {
 		img.Close()
 		os.Remove(path)
 		return nil, err
 	}
 	return img, nil
-}
-
-// syncDir makes a new directory entry in path's folder durable.
-func syncDir(path string) error {
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync folder of %s: %w", path, err)
-	}
-	return nil
 }
 
 // CreateFile writes a new image into the empty file f and opens it.

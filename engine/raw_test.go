@@ -148,15 +148,3 @@ func TestIsVHD(t *testing.T) {
 		t.Errorf("8-byte file: IsVHD = %v, %v", ok, err)
 	}
 }
-
-func equalExtents(a, b []Extent) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
