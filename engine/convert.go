@@ -86,6 +86,10 @@ type ConvertOptions struct {
 	Force bool
 	// Progress is handed to Copy.
 	Progress func(done, total int64)
+	// OpenVHD, if set, opens a VHD source, so a differencing image can
+	// be read with its parents (chains.Open). Without it a differencing
+	// source is refused.
+	OpenVHD func(path string) (Disk, error)
 }
 
 // ConvertResult says what Convert did.
@@ -112,7 +116,7 @@ var ErrDestinationExists = errors.New("destination exists")
 // removed and an existing dst is left as it was. Only the source's data
 // is read and written: its holes stay holes.
 //
-// A differencing source is refused: its parent's data would be missing.
+// A differencing source is refused unless opts.OpenVHD opens its chain.
 func Convert(ctx context.Context, src, dst string, opts ConvertOptions) (*ConvertResult, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
@@ -126,7 +130,7 @@ func Convert(ctx context.Context, src, dst string, opts ConvertOptions) (*Conver
 		// opens it for writing meanwhile.
 		defer old.Close()
 	}
-	in, desc, err := openSource(src, opts.From)
+	in, desc, err := openSource(src, opts.From, opts.OpenVHD)
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +211,7 @@ func claimDestination(src, dst string, force bool) (*os.File, bool, error) {
 }
 
 // openSource opens src read-only and describes it.
-func openSource(src string, from Format) (Disk, string, error) {
+func openSource(src string, from Format, openVHD func(string) (Disk, error)) (Disk, string, error) {
 	if from == FormatAuto {
 		vhd, err := IsVHD(src)
 		if err != nil {
@@ -228,13 +232,20 @@ func openSource(src string, from Format) (Disk, string, error) {
 		}
 		return d, "raw image", nil
 	}
+	if openVHD != nil {
+		d, err := openVHD(src)
+		if err != nil {
+			return nil, "", err
+		}
+		return d, "VHD", nil
+	}
 	img, err := Open(src, Options{ReadOnly: true})
 	if err != nil {
 		return nil, "", err
 	}
 	if img.Type() == TypeDifferencing {
 		img.Close()
-		return nil, "", fmt.Errorf("%s: %w: a differencing image holds only changes to its parent, and convert does not open parents yet; convert the parent chain once merged", src, ErrUnsupportedImage)
+		return nil, "", fmt.Errorf("%s: %w: a differencing image holds only changes to its parent, and this caller opens no parents", src, ErrUnsupportedImage)
 	}
 	return img, img.Type().String() + " VHD", nil
 }
