@@ -107,6 +107,13 @@ func (l Locator) validate(fileSize int64) error {
 	if l.DataOffset > uint64(fileSize) || end > uint64(fileSize) {
 		return corrupt("parent locator", "data offset", l.at+16, "%#x+%d runs past the end of the file (%#x)", l.DataOffset, l.DataLength, fileSize)
 	}
+	// The space the entry reserves must lie inside the file too: it is
+	// a span blocks must not overlap, and a lying data space (up to 2
+	// TiB read as sectors) made every block "overlap the parent
+	// locator" instead of naming the field at fault.
+	if space := uint64(l.spaceBytes()); l.DataOffset+space > uint64(fileSize) {
+		return corrupt("parent locator", "data space", l.at+4, "%#x+%d runs past the end of the file (%#x)", l.DataOffset, space, fileSize)
+	}
 	if l.DataOffset < FooterSize {
 		return corrupt("parent locator", "data offset", l.at+16, "%#x overlaps the footer copy", l.DataOffset)
 	}

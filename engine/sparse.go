@@ -174,8 +174,20 @@ func (s *sparse) loadBAT(fileSize int64) error {
 	if int64(s.hdr.MaxTableEntries) < n {
 		return corrupt("dynamic header", "max table entries", s.hdrOff+offHdrMaxEntries, "%d entries of %d bytes cannot cover a disk of %d bytes (%d needed)", s.hdr.MaxTableEntries, s.blockSize, s.size, n)
 	}
-	if s.tableOff > fileSize || 4*n > fileSize-s.tableOff {
-		return corrupt("dynamic header", "table offset", s.hdrOff+offHdrTableOffset, "BAT at %#x with %d entries runs past the end of the file (%d bytes)", s.tableOff, n, fileSize)
+	// The table must end before the footer, and all of it, as long as
+	// max table entries makes it: that space is reserved, blocks must
+	// not overlap it. Checking only the entries the disk needs, against
+	// the whole file, let a table offset in the footer's sector pass
+	// (the footer's bytes became BAT entries), and a huge entry count
+	// pass too: every block then "overlapped the BAT", and with no block
+	// allocated the image opened with a BAT span of up to 16 GiB, which
+	// a tail repair would have written its footer past.
+	limit := s.img.dataLimit(fileSize)
+	if s.tableOff > limit || 4*n > limit-s.tableOff {
+		return corrupt("dynamic header", "table offset", s.hdrOff+offHdrTableOffset, "BAT at %#x with %d entries runs past the end of the data area (%#x)", s.tableOff, n, limit)
+	}
+	if batBytes(s.hdr.MaxTableEntries) > limit-s.tableOff {
+		return corrupt("dynamic header", "max table entries", s.hdrOff+offHdrMaxEntries, "a BAT of %d entries at %#x runs past the end of the data area (%#x)", s.hdr.MaxTableEntries, s.tableOff, limit)
 	}
 	reserved, err := s.reservedSpans(fileSize)
 	if err != nil {
