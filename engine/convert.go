@@ -86,10 +86,10 @@ type ConvertOptions struct {
 	Force bool
 	// Progress is handed to Copy.
 	Progress func(done, total int64)
-	// OpenVHD, if set, opens a VHD source, so a differencing image can
-	// be read with its parents (chains.Open). Without it a differencing
-	// source is refused.
-	OpenVHD func(path string) (Disk, error)
+	// OpenVHD, if set, opens a VHD source and describes it, so a
+	// differencing image can be read with its parents (chains.Open).
+	// Without it a differencing source is refused.
+	OpenVHD func(path string) (Disk, string, error)
 }
 
 // ConvertResult says what Convert did.
@@ -211,7 +211,7 @@ func claimDestination(src, dst string, force bool) (*os.File, bool, error) {
 }
 
 // openSource opens src read-only and describes it.
-func openSource(src string, from Format, openVHD func(string) (Disk, error)) (Disk, string, error) {
+func openSource(src string, from Format, openVHD func(string) (Disk, string, error)) (Disk, string, error) {
 	if from == FormatAuto {
 		vhd, err := IsVHD(src)
 		if err != nil {
@@ -233,11 +233,7 @@ func openSource(src string, from Format, openVHD func(string) (Disk, error)) (Di
 		return d, "raw image", nil
 	}
 	if openVHD != nil {
-		d, err := openVHD(src)
-		if err != nil {
-			return nil, "", err
-		}
-		return d, "VHD", nil
+		return openVHD(src)
 	}
 	img, err := Open(src, Options{ReadOnly: true})
 	if err != nil {

@@ -13,10 +13,9 @@ var convertCmd = &command{
 	name:    "convert",
 	args:    "--to raw|fixed|dynamic [flags] SRC DST",
 	summary: "copy a disk into a new raw image, fixed VHD or dynamic VHD",
-	doc: `SRC is a VHD (fixed or dynamic; detected by its footer cookie), a raw
-disk image, or a block device such as a physical disk (opened
-read-only). A differencing VHD is refused: its parent's data would be
-missing.
+	doc: `SRC is a VHD (fixed, dynamic, or differencing with its chain of
+parents; detected by its footer cookie), a raw disk image, or a block
+device such as a physical disk (opened read-only).
 
 Only SRC's data is copied: its holes, unallocated blocks and runs of
 zeros are skipped, so a raw DST is sparse and a dynamic DST allocates no
@@ -30,7 +29,7 @@ or an interrupt (Ctrl-C) the temporary file is removed. An existing DST
 is refused unless --force (and never replaced if it is a device, or in
 use by another vhd process).
 
-` + sizeHelp,
+` + sizeHelp + "\n\n" + chainHelp,
 	setup: func(fs *pflag.FlagSet) runFunc {
 		to := fs.StringP("to", "O", "", "output format: raw, fixed or dynamic (required)")
 		from := fs.StringP("from", "f", "auto", "input format: auto (a VHD if it has a VHD footer, else raw), vhd or raw")
@@ -41,11 +40,12 @@ use by another vhd process).
 		fs.Bool("progress", true, "show a progress bar on stderr when it is a terminal")
 		noProgress := fs.Bool("no-progress", false, "never show a progress bar")
 		asJSON := fs.Bool("json", false, "print {source, source_type, source_size, destination, format, virtual_size, data_written, zeros_skipped, replaced} as JSON")
+		cf := addChainFlags(fs)
 		return func(ctx context.Context, e *env, args []string) error {
 			if err := wantArgs(args, "SRC", "DST"); err != nil {
 				return err
 			}
-			opts := engine.ConvertOptions{To: engine.Format(*to), BlockSize: bs.n, Align: align.n, Force: *force}
+			opts := engine.ConvertOptions{To: engine.Format(*to), BlockSize: bs.n, Align: align.n, Force: *force, OpenVHD: chainOpener(cf)}
 			switch *to {
 			case "raw", "fixed", "dynamic":
 			case "":

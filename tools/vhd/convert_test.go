@@ -279,16 +279,15 @@ func TestConvertRefusesExisting(t *testing.T) {
 	}
 }
 
-func TestConvertRefusesDifferencing(t *testing.T) {
+func TestConvertDifferencingNeedsItsParent(t *testing.T) {
 	dir := t.TempDir()
 	child := filepath.Join(dir, "child.vhd")
 	qemuImg(t, "create", "-f", "vpc", filepath.Join(dir, "base.vhd"), "8M")
-	// qemu-img cannot make a differencing VHD; build one with the engine
-	// through the info test's helper.
+	// The child records a parent UUID base.vhd does not have.
 	makeChild(t, child)
 	r := vhdCode(t, 1, "convert", "--to", "raw", child, filepath.Join(dir, "out.raw"))
-	if !strings.Contains(r.stderr, "differencing") {
-		t.Errorf("convert of a differencing image:\n%s", r)
+	if !strings.Contains(r.stderr, "parent not found") || !strings.Contains(r.stderr, "set-parent") {
+		t.Errorf("convert of a child whose parent is missing:\n%s", r)
 	}
 	if names := strings.Join(entries(t, dir), " "); names != "base.vhd child.vhd" {
 		t.Errorf("folder holds %s", names)

@@ -6,12 +6,13 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"vhdkit/chains"
 	"vhdkit/engine"
 )
 
 var createCmd = &command{
 	name:    "create",
-	args:    "[--type fixed|dynamic] --size SIZE [--block-size SIZE] FILE",
+	args:    "[--type fixed|dynamic] --size SIZE [--block-size SIZE] FILE | --type differencing --parent PARENT FILE",
 	summary: "make a new, empty VHD",
 	doc: `Creates FILE, which must not exist, as an empty VHD of the given size:
 a fixed image (the whole disk, followed by the footer; the host file is
@@ -20,16 +21,30 @@ write). The size must be a whole number of 512-byte sectors, at most
 2040 GiB. New images carry Hyper-V's creator ("win "), so Windows, QEMU
 and libvhdi all see the size asked for.
 
+--type differencing makes a child of PARENT (its size is PARENT's):
+writes go to FILE, everything else is read from PARENT's chain. FILE
+records PARENT's UUID and timestamp, its name and W2ku, W2ru (relative)
+and MacX locators. PARENT must not be written afterwards ('vhd snapshot'
+also makes it read-only).
+
 ` + sizeHelp,
 	setup: func(fs *pflag.FlagSet) runFunc {
-		typ := fs.StringP("type", "t", "dynamic", "image type: fixed or dynamic")
+		typ := fs.StringP("type", "t", "dynamic", "image type: fixed, dynamic or differencing")
 		var size, bs sizeFlag
 		fs.VarP(&size, "size", "s", "virtual size of the disk (required)")
 		fs.Var(&bs, "block-size", "block size of a dynamic image: a power of two from 512 bytes to 256M (default 2M)")
 		asJSON := fs.Bool("json", false, "print {file, type, virtual_size, block_size, uuid} as JSON")
+		parent := fs.String("parent", "", "with --type differencing: the parent image")
+		cf := addChainFlags(fs)
 		return func(ctx context.Context, e *env, args []string) error {
 			if err := wantArgs(args, "FILE"); err != nil {
 				return err
+			}
+			if *typ == "differencing" || *parent != "" {
+				if *typ != "differencing" || *parent == "" || size.set {
+					return usageErr("a differencing image takes --type differencing --parent PARENT and no --size")
+				}
+				return createChild(e, *parent, args[0], bs.n, cf, *asJSON)
 			}
 			opts := engine.CreateOptions{Size: size.n, BlockSize: bs.n}
 			switch *typ {
@@ -41,7 +56,7 @@ and libvhdi all see the size asked for.
 			case "dynamic":
 				opts.Type = engine.TypeDynamic
 			default:
-				return usageErr("--type %q: want fixed or dynamic", *typ)
+				return usageErr("--type %q: want fixed, dynamic or differencing", *typ)
 			}
 			if !size.set {
 				return usageErr("--size is required (for example --size 10G)")
@@ -68,4 +83,22 @@ and libvhdi all see the size asked for.
 			return nil
 		}
 	},
+}
+
+// createChild makes a differencing image over parent.
+func createChild(e *env, parent, file string, bs int64, cf *chainFlags, asJSON bool) error {
+	c, err := chains.CreateChild(parent, file, chains.CreateOptions{BlockSize: bs, Open: cf.options(true)})
+	if err != nil {
+		return err
+	}
+	top := c.Top()
+	id, size, bsize, depth := top.Footer().UUID, top.Size(), top.BlockSize(), c.Depth()
+	if err := c.Close(); err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSON(e, map[string]any{"file": file, "type": "differencing", "virtual_size": size, "block_size": bsize, "uuid": id.String(), "parent": parent})
+	}
+	fmt.Fprintf(e.stdout, "created %s: differencing VHD over %s (a chain of %d layers), virtual size %s, block size %s, uuid %s\n", file, parent, depth, human(size), human(bsize), id)
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"vhdkit/chains"
 	"vhdkit/engine"
 )
 
@@ -25,9 +26,13 @@ block_size (0 for fixed), allocated_bytes, file_size, uuid, timestamp
 sectors_per_track, bytes}, saved_state, footer_from_copy, and parent:
 null, or for a differencing image {name, uuid, timestamp, locators:
 [{code, path}]} (a locator that cannot be decoded has "error" instead of
-"path"). Sizes are bytes.`,
+"path"); for a differencing image also chain: [{file, type, uuid,
+found_via}] top to base, or chain_error. Sizes are bytes.
+
+` + chainHelp,
 	setup: func(fs *pflag.FlagSet) runFunc {
 		asJSON := fs.Bool("json", false, "print the information as JSON (keys above)")
+		cf := addChainFlags(fs)
 		share := fs.BoolP("force-share", "U", false, "open without a lock, even if another process has the image open for writing (what it shows may then be inconsistent)")
 		return func(ctx context.Context, e *env, args []string) error {
 			if err := wantArgs(args, "IMAGE"); err != nil {
@@ -36,6 +41,9 @@ null, or for a differencing image {name, uuid, timestamp, locators:
 			in, err := readInfo(args[0], *share)
 			if err != nil {
 				return err
+			}
+			if in.Parent != nil {
+				addChain(in, cf.options(true), *share)
 			}
 			if *asJSON {
 				return writeJSON(e, in)
@@ -60,6 +68,17 @@ type infoJSON struct {
 	SavedState     bool         `json:"saved_state"`
 	FooterFromCopy bool         `json:"footer_from_copy"`
 	Parent         *parentJSON  `json:"parent"`
+	// Chain lists a differencing image's chain, top to base, when its
+	// parents open; ChainError says why they do not.
+	Chain      []layerJSON `json:"chain,omitempty"`
+	ChainError string      `json:"chain_error,omitempty"`
+}
+
+type layerJSON struct {
+	File  string `json:"file"`
+	Type  string `json:"type"`
+	UUID  string `json:"uuid"`
+	Found string `json:"found_via,omitempty"`
 }
 
 type creatorJSON struct {
@@ -136,6 +155,21 @@ func readInfo(path string, share bool) (*infoJSON, error) {
 	return in, nil
 }
 
+// addChain opens a differencing image's chain to list its layers.
+func addChain(in *infoJSON, opts chains.Options, share bool) {
+	opts.NoLock = share
+	c, err := chains.Open(in.File, opts)
+	if err != nil {
+		in.ChainError = err.Error()
+		return
+	}
+	defer c.Close()
+	for _, l := range c.Layers() {
+		ft := l.Image.Footer()
+		in.Chain = append(in.Chain, layerJSON{File: l.Path, Type: ft.DiskType.String(), UUID: ft.UUID.String(), Found: l.Found})
+	}
+}
+
 func vhdTime(ts uint32) string { return engine.VHDTime(ts).Format(time.RFC3339) }
 
 func trimSpace(s string) string {
@@ -174,6 +208,16 @@ func printInfo(e *env, in *infoJSON) {
 				row("parent locator "+l.Code, "%s", l.Path)
 			}
 		}
+	}
+	for i, l := range in.Chain {
+		via := ""
+		if l.Found != "" {
+			via = ", found via " + l.Found
+		}
+		row(fmt.Sprintf("chain layer %d", i), "%s (%s%s)", l.File, l.Type, via)
+	}
+	if in.ChainError != "" {
+		row("chain", "cannot open the parents: %s", in.ChainError)
 	}
 	w.Flush()
 	if in.FooterFromCopy {

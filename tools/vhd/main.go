@@ -28,6 +28,13 @@ func init() {
 		checkCmd,
 		repairCmd,
 		convertCmd,
+		snapshotCmd,
+		mergeCmd,
+		setParentCmd,
+		treeCmd,
+		undoCmd,
+		compactCmd,
+		resizeCmd,
 		versionCmd,
 		helpCmd,
 	}

@@ -23,7 +23,11 @@ func newProgressBar(e *env) *progressBar {
 }
 
 // update is a Progress callback (engine.CopyOptions).
+// A nil bar draws nothing, so commands pass bar.update unconditionally.
 func (p *progressBar) update(done, total int64) {
+	if p == nil {
+		return
+	}
 	now := time.Now()
 	if done < total && now.Sub(p.last) < 100*time.Millisecond {
 		return
@@ -61,10 +65,11 @@ func (p *progressBar) update(done, total int64) {
 	fmt.Fprintf(p.e.stderr, "\r%s\x1b[K", line)
 }
 
-// finish ends the bar's line.
+// finish ends the bar's line; calling it again does nothing.
 func (p *progressBar) finish() {
-	if p.drawn {
+	if p != nil && p.drawn {
 		fmt.Fprintln(p.e.stderr)
+		p.drawn = false
 	}
 }
 

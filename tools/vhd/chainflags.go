@@ -1,0 +1,40 @@
+package main
+
+import (
+	"github.com/spf13/pflag"
+
+	"vhdkit/chains"
+)
+
+// chainFlags are the flags of every command that opens a differencing
+// chain: where parents may be, how deep a chain may go, and whether a
+// modified parent is acceptable.
+type chainFlags struct {
+	parentDirs     []string
+	maxDepth       int
+	acceptModified bool
+}
+
+const chainHelp = `Parents of differencing images are found through their locators (W2ru,
+W2ku, MacX) and by name in the child's folder. --parent-dir (repeatable)
+and the environment variable VHD_PARENT_PATH (folders separated by ':')
+confine parents to those folders: a locator leading elsewhere is then an
+error, never a silent read.`
+
+func addChainFlags(fs *pflag.FlagSet) *chainFlags {
+	c := &chainFlags{}
+	fs.StringArrayVar(&c.parentDirs, "parent-dir", nil, "allow parents only inside this folder (repeatable; adds to VHD_PARENT_PATH)")
+	fs.IntVar(&c.maxDepth, "max-depth", chains.DefaultMaxDepth, "refuse chains with more layers than this")
+	fs.BoolVar(&c.acceptModified, "accept-modified-parent", false, "use a parent even though it changed after the child was made (the child's data may then be wrong)")
+	return c
+}
+
+// options are the chains.Options the flags and environment ask for.
+func (c *chainFlags) options(readOnly bool) chains.Options {
+	return chains.Options{
+		ReadOnly:             readOnly,
+		ParentDirs:           append(chains.ParentDirsFromEnv(), c.parentDirs...),
+		MaxDepth:             c.maxDepth,
+		AcceptModifiedParent: c.acceptModified,
+	}
+}

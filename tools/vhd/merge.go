@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/spf13/pflag"
+
+	"vhdkit/chains"
+	"vhdkit/engine"
+)
+
+var mergeCmd = &command{
+	name:    "merge",
+	args:    "[--into ANCESTOR] [--force] CHILD | --to NEW --type fixed|dynamic CHILD",
+	summary: "merge a differencing image into its parent, or flatten its chain into a new image",
+	doc: `Without --to: copies CHILD's data (and that of every layer between it
+and ANCESTOR) into its parent (or ANCESTOR, further up), then deletes
+CHILD (and those layers): the parent then reads as CHILD did. Other
+differencing images of the target found beside it (its folder and
+subfolders) and in the allowed parent folders would be invalidated, so
+merge refuses and names them unless --force. A crash at any moment
+leaves CHILD's data intact; run the same merge again to finish it.
+
+With --to: writes the whole chain as one new fixed or dynamic image,
+NEW, leaving the chain as it is (like 'vhd convert').
+
+` + chainHelp,
+	setup: func(fs *pflag.FlagSet) runFunc {
+		cf := addChainFlags(fs)
+		into := fs.String("into", "", "merge into this ancestor instead of the parent")
+		force := fs.Bool("force", false, "merge although other differencing images depend on the target")
+		to := fs.String("to", "", "flatten the chain into this new image instead")
+		typ := fs.String("type", "dynamic", "with --to: fixed or dynamic")
+		noProgress := fs.Bool("no-progress", false, "never show a progress bar")
+		asJSON := fs.Bool("json", false, "print {target, removed, bytes_copied} as JSON")
+		return func(ctx context.Context, e *env, args []string) error {
+			if err := wantArgs(args, "CHILD"); err != nil {
+				return err
+			}
+			bar := maybeBar(e, *noProgress)
+			defer bar.finish()
+			if *to != "" {
+				if *into != "" {
+					return usageErr("--to and --into do not go together")
+				}
+				return flatten(ctx, e, cf, args[0], *to, *typ, bar)
+			}
+			res, err := chains.Merge(ctx, args[0], chains.MergeOptions{Into: *into, Force: *force, Open: cf.options(false), Progress: bar.update})
+			bar.finish()
+			if errors.Is(err, chains.ErrHasChildren) {
+				return fmt.Errorf("%w\n  (merging changes the target under them; merge them first, or delete them)", err)
+			}
+			if err != nil {
+				return err
+			}
+			if *asJSON {
+				return writeJSON(e, res)
+			}
+			fmt.Fprintf(e.stdout, "merged %s of data into %s; removed %v\n", human(res.Copied), res.Target, res.Removed)
+			return nil
+		}
+	},
+}
+
+// flatten writes the whole chain of child as a new image.
+func flatten(ctx context.Context, e *env, cf *chainFlags, child, dst, typ string, bar *progressBar) error {
+	if typ != "fixed" && typ != "dynamic" {
+		return usageErr("--type %q: want fixed or dynamic", typ)
+	}
+	res, err := engine.Convert(ctx, child, dst, engine.ConvertOptions{To: engine.Format(typ), Progress: bar.update, OpenVHD: chainOpener(cf)})
+	bar.finish()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "flattened the chain of %s into %s (%s VHD, %s); wrote %s of data\n", child, dst, typ, human(res.Size), human(res.Stats.Written))
+	return nil
+}
+
+// chainOpener opens a VHD with its parents, read-only, and describes it.
+func chainOpener(cf *chainFlags) func(string) (engine.Disk, string, error) {
+	return func(path string) (engine.Disk, string, error) {
+		c, err := chains.Open(path, cf.options(true))
+		if err != nil {
+			return nil, "", err
+		}
+		desc := c.Top().Type().String() + " VHD"
+		if c.Depth() > 1 {
+			desc += fmt.Sprintf(", a chain of %d layers", c.Depth())
+		}
+		return c, desc, nil
+	}
+}
+
+// maybeBar returns a progress bar when stderr is a terminal, else a bar
+// that draws nothing.
+func maybeBar(e *env, off bool) *progressBar {
+	if e.stderrTerm && !off {
+		return newProgressBar(e)
+	}
+	return nil
+}

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/pflag"
+
+	"vhdkit/chains"
+	"vhdkit/engine"
+)
+
+var resizeCmd = &command{
+	name:    "resize",
+	args:    "--size SIZE [--shrink] [--force] IMAGE",
+	summary: "grow (or, when asked, shrink) a fixed or dynamic image",
+	doc: `Sets IMAGE's virtual size. Growing is crash-safe: a dynamic image's new
+metadata (a bigger block table when needed) is written past its end and
+committed by the footer; a fixed image's footer moves. Shrinking needs
+--shrink and is refused if the part cut off holds any data. The
+partitions and file systems inside are not touched: grow them from the
+guest. Differencing images take their parent's size, and an image other
+differencing images depend on is refused unless --force.
+
+` + sizeHelp,
+	setup: func(fs *pflag.FlagSet) runFunc {
+		cf := addChainFlags(fs)
+		var size sizeFlag
+		fs.VarP(&size, "size", "s", "the new virtual size (required)")
+		shrink := fs.Bool("shrink", false, "allow a smaller size (only if the part cut off is empty)")
+		force := fs.Bool("force", false, "resize although differencing images depend on IMAGE (they stop opening)")
+		return func(ctx context.Context, e *env, args []string) error {
+			if err := wantArgs(args, "IMAGE"); err != nil {
+				return err
+			}
+			if !size.set {
+				return usageErr("--size is required (for example --size 20G)")
+			}
+			if err := engine.ValidateSize(size.n); err != nil {
+				return usageErr("--size: %v", err)
+			}
+			if err := chains.Resize(args[0], size.n, chains.ResizeOptions{Shrink: *shrink, Force: *force, Open: cf.options(false)}); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "%s is now %s (%d bytes)\n", args[0], human(size.n), size.n)
+			return nil
+		}
+	},
+}

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/pflag"
+
+	"vhdkit/chains"
+)
+
+var snapshotCmd = &command{
+	name:    "snapshot",
+	args:    "[flags] IMAGE NEWTOP",
+	summary: "freeze IMAGE as a read-only parent and start a new differencing image on it",
+	doc: `Creates NEWTOP, a differencing image whose parent is IMAGE (with W2ku,
+W2ru and MacX locators), and removes IMAGE's write permission: from now
+on writes go to NEWTOP, and IMAGE must not change (a parent modified
+after its child was made is refused when the child is opened).
+
+` + chainHelp,
+	setup: func(fs *pflag.FlagSet) runFunc {
+		cf := addChainFlags(fs)
+		var bs sizeFlag
+		fs.Var(&bs, "block-size", "block size of NEWTOP (default: IMAGE's, or 2M)")
+		return func(ctx context.Context, e *env, args []string) error {
+			if err := wantArgs(args, "IMAGE", "NEWTOP"); err != nil {
+				return err
+			}
+			c, err := chains.Snapshot(args[0], args[1], chains.CreateOptions{BlockSize: bs.n, Open: cf.options(true)})
+			if err != nil {
+				return err
+			}
+			depth := c.Depth()
+			if err := c.Close(); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "%s is now read-only; writes go to %s (a chain of %d layers)\n", args[0], args[1], depth)
+			return nil
+		}
+	},
+}

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"vhdkit/chains"
+)
+
+var treeCmd = &command{
+	name:    "tree",
+	args:    "[--json] [flags] FOLDER...",
+	summary: "show every image under folders as a forest of parents and children",
+	doc: `Finds every .vhd, .vud and .avhd file under the folders (subfolders
+included) and links each differencing image to its parent with the
+rules 'vhd' uses to open it. Broken links are marked: parent missing,
+UUID, size or timestamp mismatch, outside the allowed folders. A child
+whose link is broken is shown as a root, with the reason.
+
+JSON: a list of nodes {path, type, uuid, virtual_size, parent,
+parent_uuid, parent_name, broken, error, children: [...]}.
+
+` + chainHelp,
+	setup: func(fs *pflag.FlagSet) runFunc {
+		cf := addChainFlags(fs)
+		asJSON := fs.Bool("json", false, "print the forest as JSON")
+		return func(ctx context.Context, e *env, args []string) error {
+			if len(args) == 0 {
+				return usageErr("missing FOLDER")
+			}
+			roots, err := chains.Scan(args, cf.options(true))
+			if err != nil {
+				return err
+			}
+			if *asJSON {
+				if roots == nil {
+					roots = []*chains.Node{}
+				}
+				return writeJSON(e, roots)
+			}
+			if len(roots) == 0 {
+				fmt.Fprintf(e.stdout, "no images under %s\n", strings.Join(args, ", "))
+			}
+			for _, r := range roots {
+				printNode(e, r, "", "")
+			}
+			return nil
+		}
+	},
+}
+
+func printNode(e *env, n *chains.Node, first, rest string) {
+	desc := fmt.Sprintf("%s (%s, %s)", n.Path, n.Type, human(n.Size))
+	switch {
+	case n.Error != "":
+		desc = fmt.Sprintf("%s (cannot open: %s)", n.Path, n.Error)
+	case n.Broken != "":
+		desc += fmt.Sprintf(" [BROKEN: %s]", n.Broken)
+	}
+	fmt.Fprintf(e.stdout, "%s%s\n", first, desc)
+	for i, c := range n.Children {
+		if i == len(n.Children)-1 {
+			printNode(e, c, rest+"└── ", rest+"    ")
+		} else {
+			printNode(e, c, rest+"├── ", rest+"│   ")
+		}
+	}
+}

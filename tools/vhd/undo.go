@@ -1,0 +1,65 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/pflag"
+
+	"vhdkit/chains"
+)
+
+var undoCmd = &command{
+	name:    "undo",
+	args:    "status|commit|discard [flags] IMAGE",
+	summary: "keep, commit or discard an image's undo disk (.vud)",
+	doc: `An undo disk (IMAGE's name with .vud, beside it) is a differencing image
+that takes every write made to IMAGE through 'vhd mount' or 'vhd serve'
+while IMAGE itself stays unchanged. Keeping it is the default.
+
+  status   whether IMAGE has an undo disk and how much it holds
+  commit   merge the undo disk into IMAGE and delete it
+  discard  delete the undo disk: IMAGE stays exactly as it was
+
+` + chainHelp,
+	setup: func(fs *pflag.FlagSet) runFunc {
+		cf := addChainFlags(fs)
+		force := fs.Bool("force", false, "commit although other differencing images depend on IMAGE")
+		asJSON := fs.Bool("json", false, "status as JSON: {image, undo_disk, exists, changed_bytes, file_bytes}")
+		return func(ctx context.Context, e *env, args []string) error {
+			if err := wantArgs(args, "status|commit|discard", "IMAGE"); err != nil {
+				return err
+			}
+			image := args[1]
+			switch args[0] {
+			case "status":
+				st, err := chains.Status(image, cf.options(true))
+				if err != nil {
+					return err
+				}
+				if *asJSON {
+					return writeJSON(e, st)
+				}
+				if !st.Exists {
+					fmt.Fprintf(e.stdout, "%s has no undo disk\n", image)
+					return nil
+				}
+				fmt.Fprintf(e.stdout, "%s has an undo disk, %s, holding %s of changes ('vhd undo commit' keeps them in the image, 'vhd undo discard' drops them)\n", image, st.UndoDisk, human(st.Changed))
+			case "commit":
+				res, err := chains.Commit(ctx, image, chains.MergeOptions{Force: *force, Open: cf.options(false)})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "committed %s of changes into %s; removed %s\n", human(res.Copied), image, chains.UndoPath(image))
+			case "discard":
+				if err := chains.Discard(image); err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "discarded %s; %s is as it was\n", chains.UndoPath(image), image)
+			default:
+				return usageErr("%q: want status, commit or discard", args[0])
+			}
+			return nil
+		}
+	},
+}
