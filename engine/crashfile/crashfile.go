@@ -226,9 +226,11 @@ func (f *File) Sync() error {
 	if err := f.lock(); err != nil {
 		return err
 	}
-	// Rebuilt from the log rather than copied from cur: a failed Sync
-	// may have dropped operations reads still see.
-	f.s.durable = f.s.replayLocked()
+	// The log is applied rather than cur copied: a failed Sync may have
+	// dropped operations reads still see.
+	for _, o := range f.s.log {
+		f.s.durable = o.apply(f.s.durable)
+	}
 	f.s.log = nil
 	f.s.mu.Unlock()
 	if f.AfterSync != nil {
@@ -360,7 +362,7 @@ func (o op) apply(b []byte) []byte {
 		return writeInto(b, o.data, o.off)
 	case OpTruncate:
 		if o.off <= int64(len(b)) {
-			return b[:o.off:o.off]
+			return b[:o.off]
 		}
 		return grow(b, o.off)
 	case OpPunch:
