@@ -13,7 +13,7 @@ import (
 
 // pattern fills a model disk: random data, zero runs inside data, and
 // untouched holes, at sizes and offsets that straddle chunks and blocks.
-func pattern(size int64) []byte {
+func patternOf(size int64) []byte {
 	m := make([]byte, size)
 	rng := rand.New(rand.NewPCG(7, 8))
 	fill := func(off, n int64) {
@@ -62,7 +62,7 @@ func readAll(t *testing.T, d Disk) []byte {
 func TestCopyRawToDynamicAndBack(t *testing.T) {
 	dir := t.TempDir()
 	const size = 40<<20 + 3*512
-	model := pattern(size)
+	model := patternOf(size)
 	src := filepath.Join(dir, "src.raw")
 	rawFrom(t, src, model)
 
@@ -129,7 +129,7 @@ func TestCopyRawToDynamicAndBack(t *testing.T) {
 
 func TestCopyToLargerDisk(t *testing.T) {
 	dir := t.TempDir()
-	model := pattern(8 << 20)
+	model := patternOf(8 << 20)
 	src := filepath.Join(dir, "src.raw")
 	rawFrom(t, src, model)
 	in, _ := OpenRaw(src, true)
@@ -200,7 +200,7 @@ func TestCopyStopsOnErrorAndCancel(t *testing.T) {
 func TestConvert(t *testing.T) {
 	dir := t.TempDir()
 	const size = 20<<20 + 1000 // odd: a VHD rounds it up to a sector
-	model := pattern(size)
+	model := patternOf(size)
 	src := filepath.Join(dir, "src.raw")
 	rawFrom(t, src, model)
 	ctx := context.Background()

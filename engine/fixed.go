@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"io"
+	"sync"
 	"sync/atomic"
 )
 
@@ -11,9 +12,14 @@ type fixed struct {
 	img  *Image
 	f    File
 	size int64
-	// dirty is set by every write and cleared by a flush, so a flush with
-	// nothing to do costs no sync.
+	// dirty is set after every write returns and cleared by a flush
+	// before it syncs, so a flush with nothing to do costs no sync. Set
+	// before the write, a flush running meanwhile could clear it and sync
+	// without the write, and the next flush would skip its sync.
 	dirty atomic.Bool
+	// flushMu lets one flush run at a time: a flush that finds dirty
+	// clear must not return while another's sync is still under way.
+	flushMu sync.Mutex
 }
 
 func openFixed(img *Image, fileSize int64) (*fixed, error) {
@@ -36,8 +42,9 @@ func (x *fixed) readAt(p []byte, off int64) error {
 }
 
 func (x *fixed) writeAt(p []byte, off int64) error {
+	_, err := x.f.WriteAt(p, off)
 	x.dirty.Store(true)
-	if _, err := x.f.WriteAt(p, off); err != nil {
+	if err != nil {
 		return ioError("write", off, err)
 	}
 	return nil
@@ -53,15 +60,17 @@ func (x *fixed) zero(off, n int64, mode ZeroMode) error {
 // trim punches a hole where the host can, else writes zeros: a fixed
 // disk's trimmed range must still read as zeros.
 func (x *fixed) trim(off, n int64) error {
-	x.dirty.Store(true)
 	err := x.f.PunchHole(off, n)
 	if errors.Is(err, ErrUnsupported) {
 		return writeZeros(x.f, off, n, &x.dirty)
 	}
+	x.dirty.Store(true)
 	return err
 }
 
 func (x *fixed) flush() error {
+	x.flushMu.Lock()
+	defer x.flushMu.Unlock()
 	if !x.dirty.Swap(false) {
 		return nil
 	}
@@ -113,11 +122,14 @@ func (x *fixed) extents(off, n int64) ([]Extent, error) {
 // zeroBuf is a shared source of zeros for writes; never written to.
 var zeroBuf = make([]byte, 1<<20)
 
+// writeZeros writes zeros over [off, off+n) and sets dirty after each
+// write (not before: see fixed.dirty).
 func writeZeros(f File, off, n int64, dirty *atomic.Bool) error {
-	dirty.Store(true)
 	for n > 0 {
 		c := min(n, int64(len(zeroBuf)))
-		if _, err := f.WriteAt(zeroBuf[:c], off); err != nil {
+		_, err := f.WriteAt(zeroBuf[:c], off)
+		dirty.Store(true)
+		if err != nil {
 			return ioError("write zeros", off, err)
 		}
 		off += c

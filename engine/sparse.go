@@ -54,7 +54,9 @@ type sparse struct {
 	dirtyBitmaps map[uint32]struct{}
 	dirtyBAT     map[int64]struct{}
 
-	// dataDirty is set by every write to the file, cleared by a flush.
+	// dataDirty is set after every write to the file returns, and
+	// cleared by a flush before it syncs. Never set before the write: see
+	// writeBlock.
 	dataDirty atomic.Bool
 	// flushMu lets one flush run at a time.
 	flushMu sync.Mutex

@@ -44,8 +44,14 @@ func (s *sparse) writeBlock(b, in int64, p []byte, keep bool) error {
 				return err
 			}
 		}
+		_, err := s.f.WriteAt(p, s.dataOff(e)+in)
+		// The flag is set once the data is in the file, not before: a
+		// flush clears it before its sync, so a flush that cleared it
+		// while this write was still on its way would sync without it,
+		// and the next flush, finding the flag clear and (in a full
+		// block) no bitmap to write, would return without any sync.
 		s.dataDirty.Store(true)
-		if _, err := s.f.WriteAt(p, s.dataOff(e)+in); err != nil {
+		if err != nil {
 			return ioError("write", s.dataOff(e)+in, err)
 		}
 		if s.isFull(b) {
@@ -126,8 +132,9 @@ func (s *sparse) allocate(b int64) (uint32, error) {
 		return 0, errors.New("vhd: file too large for another block")
 	}
 	raw := s.img.footerBytes()
-	s.dataDirty.Store(true)
-	if _, err := s.f.WriteAt(raw[:], newFooter); err != nil {
+	_, err := s.f.WriteAt(raw[:], newFooter)
+	s.dataDirty.Store(true) // after the write: see writeBlock
+	if err != nil {
 		s.allocMu.Unlock()
 		return 0, ioError("write footer", newFooter, err)
 	}
@@ -259,8 +266,8 @@ func (s *sparse) deallocate(b int64) error {
 	atomic.StoreUint32(&s.bat[b], batUnused)
 	s.dropBitmap(b)
 	s.markBATDirty(b)
-	s.dataDirty.Store(true)
 	err := s.f.PunchHole(int64(e)*SectorSize, s.bitmapSize+s.blockSize)
+	s.dataDirty.Store(true) // after the punch: see writeBlock
 	if errors.Is(err, ErrUnsupported) {
 		return nil // the space stays used; the data no longer is
 	}

@@ -1,0 +1,349 @@
+package engine
+
+// Power-loss tests: a workload runs on an image held by a crashfile.File,
+// and at chosen points (every Sync, every WriteAt, random ones) the file
+// is crashed: durable contents plus a random subset of the unsynced
+// operations, reordered and torn. Each crashed file must repair (at most
+// the fixable problems Check names), pass Check with bitmaps, and hold
+// every write flushed before the crash (see crashModel).
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"vhdkit/engine/crashfile"
+)
+
+// crashScale multiplies the number of seeds the power-loss tests run,
+// for long runs: go test -run TestCrash -crash.scale 50 ./engine
+var crashScale = flag.Int("crash.scale", 1, "multiply the seeds of the power-loss tests by this")
+
+type crashConfig struct {
+	name      string
+	typ       DiskType
+	size      int64
+	blockSize int64
+	noPunch   bool // the host cannot punch holes
+	// seeds is how many workloads TestCrashRandomPoints runs: more where
+	// the file is small and a crash cheap.
+	seeds int
+}
+
+// Small disks, so a crash (a copy of the file) is cheap; sizes leave the
+// last block partial.
+var crashConfigs = []crashConfig{
+	{name: "fixed", typ: TypeFixed, size: 512<<10 + 5*SectorSize, seeds: 4},
+	{name: "fixed-nopunch", typ: TypeFixed, size: 256<<10 + 3*SectorSize, noPunch: true, seeds: 2},
+	{name: "dyn4k", typ: TypeDynamic, size: 40*4096 + 3*SectorSize, blockSize: 4096, seeds: 8},
+	{name: "dyn64k", typ: TypeDynamic, size: 6*64<<10 + 11*SectorSize, blockSize: 64 << 10, seeds: 6},
+	{name: "dyn512k", typ: TypeDynamic, size: 2*512<<10 + 256<<10 + 7*SectorSize, blockSize: 512 << 10, seeds: 2},
+	{name: "dyn512k-nopunch", typ: TypeDynamic, size: 512<<10 + 9*SectorSize, blockSize: 512 << 10, noPunch: true, seeds: 1},
+	{name: "dyn2m", typ: TypeDynamic, size: 2<<20 + 1<<20 + 9*SectorSize, blockSize: 2 << 20, seeds: 1},
+}
+
+func (c crashConfig) params(flushRate int) workloadParams {
+	unit := c.blockSize
+	if unit == 0 {
+		unit = 64 << 10
+	}
+	return workloadParams{size: c.size, unit: unit, maxWrite: min(unit*3/2, 320<<10), flushRate: flushRate, reopen: true}
+}
+
+// crashRun is one workload on one image, with its model.
+type crashRun struct {
+	t    testing.TB
+	cfg  crashConfig
+	seed uint64
+	rng  *rand.Rand // crash outcomes; the workload has its own
+	f    *crashfile.File
+	img  *Image
+	m    *crashModel
+	done []workOp // ops run so far, for failure messages
+	cur  string   // the op running
+	// crashes counts crashed files checked.
+	crashes int
+}
+
+func newCrashRun(t testing.TB, cfg crashConfig, seed uint64) *crashRun {
+	r := &crashRun{t: t, cfg: cfg, seed: seed, rng: rand.New(rand.NewPCG(seed, 1)), f: crashfile.New(), m: newCrashModel(cfg.size)}
+	if cfg.noPunch {
+		r.f.PunchErr = ErrUnsupported
+	}
+	img, err := CreateFile(r.f, cfg.name, CreateOptions{Type: cfg.typ, Size: cfg.size, BlockSize: cfg.blockSize, UUID: UUID{1}, Time: time.Unix(1e9, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.img = img
+	return r
+}
+
+func (r *crashRun) fatalf(format string, args ...any) {
+	r.t.Helper()
+	var hist strings.Builder
+	from := max(0, len(r.done)-15)
+	for i, o := range r.done[from:] {
+		fmt.Fprintf(&hist, "\n  %3d %s", from+i, o)
+	}
+	r.t.Fatalf("%s seed %d, during %s: %s\nlast ops:%s", r.cfg.name, r.seed, r.cur, fmt.Sprintf(format, args...), hist.String())
+}
+
+// run performs ops, updating the model before each (a crash may show an
+// operation from the moment it starts) and after each flush.
+func (r *crashRun) run(ops []workOp) {
+	r.t.Helper()
+	for _, o := range ops {
+		r.cur = o.String()
+		if err := r.do(o); err != nil {
+			r.fatalf("%v", err)
+		}
+		r.done = append(r.done, o)
+	}
+	r.cur = "end of workload"
+}
+
+func (r *crashRun) do(o workOp) error {
+	switch o.kind {
+	case opWrite:
+		p := o.data()
+		r.m.write(p, o.off)
+		_, err := r.img.WriteAt(p, o.off)
+		return err
+	case opZero:
+		r.m.zero(o.off, o.n)
+		return r.img.Zero(o.off, o.n, o.mode)
+	case opTrim:
+		r.m.zero(o.off, o.n)
+		return r.img.Trim(o.off, o.n)
+	case opFlush:
+		if err := r.img.Flush(); err != nil {
+			return err
+		}
+		r.m.flush()
+	case opReopen:
+		if err := r.img.Close(); err != nil {
+			return err
+		}
+		r.m.flush()
+		r.f = r.f.Reopen()
+		img, err := OpenFile(r.f, r.cfg.name, Options{})
+		if err != nil {
+			return fmt.Errorf("reopen: %w", err)
+		}
+		r.img = img
+	case opRead:
+		got := make([]byte, o.n)
+		if _, err := r.img.ReadAt(got, o.off); err != nil {
+			return err
+		}
+		return r.m.checkCurrent(got, o.off)
+	}
+	return nil
+}
+
+// finish closes the image and checks the file as it is and crashed.
+func (r *crashRun) finish() {
+	r.t.Helper()
+	r.cur = "close"
+	if err := r.img.Close(); err != nil {
+		r.fatalf("close: %v", err)
+	}
+	r.m.flush()
+	r.cur = "after close"
+	r.crash("after close")
+	r.verify(r.f.CrashKeepAll(), "after close, nothing lost")
+}
+
+// crash checks one crash of the live file now.
+func (r *crashRun) crash(where string) {
+	r.t.Helper()
+	r.verify(r.f.Crash(r.rng), where)
+}
+
+func (r *crashRun) verify(c *crashfile.File, where string) {
+	r.t.Helper()
+	r.crashes++
+	if err := verifyCrashed(c, r.m, r.rng); err != nil {
+		r.fatalf("crash %s: %v", where, err)
+	}
+}
+
+// verifyCrashed repairs crashed file c if Check finds anything (all of it
+// must be fixable), checks it clean, and compares its disk with m. Now
+// and then it goes on using the image, to show it is writable again.
+func verifyCrashed(c *crashfile.File, m *crashModel, rng *rand.Rand) error {
+	rep, err := Check(c, CheckOptions{Bitmaps: true})
+	if err != nil {
+		return fmt.Errorf("check: %w", err)
+	}
+	if !rep.OK() {
+		for _, p := range rep.Problems {
+			if !p.Fixable {
+				return fmt.Errorf("crash left a problem repair cannot fix: %s", p)
+			}
+		}
+		if rng.IntN(2) == 0 {
+			// Opening read-write rewrites a torn footer by itself.
+			img, err := OpenFile(c.Reopen(), "crashed", Options{})
+			if err != nil {
+				return fmt.Errorf("open read-write before repair (problems: %v): %w", rep.Problems, err)
+			}
+			if err := img.Close(); err != nil {
+				return fmt.Errorf("close: %w", err)
+			}
+		}
+		did, err := RepairFile(c, "crashed", RepairOptions{Bitmaps: true})
+		if err != nil {
+			return fmt.Errorf("repair (problems: %v): %w", rep.Problems, err)
+		}
+		after, err := Check(c, CheckOptions{Bitmaps: true})
+		if err != nil {
+			return fmt.Errorf("check after repair: %w", err)
+		}
+		if !after.OK() {
+			return fmt.Errorf("problems after repair: %v (before: %v; repair did %q)", after.Problems, rep.Problems, did)
+		}
+	}
+	img, err := OpenFile(c.Reopen(), "crashed", Options{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("open: %w", err)
+	}
+	got := make([]byte, img.Size())
+	if _, err := img.ReadAt(got, 0); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("read: %w", err)
+	}
+	img.Close()
+	if err := m.checkCrashed(got); err != nil {
+		return err
+	}
+	if rng.IntN(4) == 0 {
+		return useAfterCrash(c, got, rng)
+	}
+	return nil
+}
+
+// useAfterCrash writes to a crashed and repaired image (allocating
+// blocks), closes it and checks it: what a crash left must not trip up
+// the image's next life.
+func useAfterCrash(c *crashfile.File, contents []byte, rng *rand.Rand) error {
+	img, err := OpenFile(c.Reopen(), "crashed", Options{})
+	if err != nil {
+		return fmt.Errorf("reopen after crash: %w", err)
+	}
+	size := int64(len(contents))
+	for range 4 {
+		off := rng.Int64N(size)
+		p := make([]byte, min(size-off, 1+rng.Int64N(64<<10)))
+		for i := range p {
+			p[i] = byte(rng.Uint32() | 1)
+		}
+		if _, err := img.WriteAt(p, off); err != nil {
+			return fmt.Errorf("write after crash: %w", err)
+		}
+		copy(contents[off:], p)
+	}
+	if err := img.Close(); err != nil {
+		return fmt.Errorf("close after crash: %w", err)
+	}
+	rep, err := Check(c, CheckOptions{Bitmaps: true})
+	if err != nil {
+		return err
+	}
+	if !rep.OK() {
+		return fmt.Errorf("check after writing to the crashed image: %v", rep.Problems)
+	}
+	img, err = OpenFile(c.Reopen(), "crashed", Options{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer img.Close()
+	got := make([]byte, size)
+	if _, err := img.ReadAt(got, 0); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	for i := range got {
+		if got[i] != contents[i] {
+			return fmt.Errorf("after writing to the crashed image, offset %#x reads %#x, want %#x", i, got[i], contents[i])
+		}
+	}
+	return nil
+}
+
+// TestCrashEverySyncAndWrite runs short workloads and crashes at every
+// Sync: twice before it (the unsynced log is largest there) and once
+// after; and before one WriteAt in four, which cuts flushes between
+// their metadata writes.
+func TestCrashEverySyncAndWrite(t *testing.T) {
+	nops := 30
+	if testing.Short() {
+		nops = 20
+	}
+	total := 0
+	for _, cfg := range crashConfigs {
+		t.Run(cfg.name, func(t *testing.T) {
+			for seed := range uint64(*crashScale) {
+				r := newCrashRun(t, cfg, 1000+seed)
+				r.f.BeforeSync = func(n int) error {
+					for range 2 {
+						r.crash(fmt.Sprintf("before sync %d", n))
+					}
+					return nil
+				}
+				r.f.AfterSync = func(n int) { r.crash(fmt.Sprintf("after sync %d", n)) }
+				r.f.BeforeWrite = func(n int, off int64, size int) error {
+					if r.rng.IntN(4) == 0 {
+						r.crash(fmt.Sprintf("before write %d (%#x+%#x)", n, off, size))
+					}
+					return nil
+				}
+				r.run(genWorkload(rand.New(rand.NewPCG(seed, 2)), cfg.params(5), nops))
+				r.finish()
+				total += r.crashes
+			}
+		})
+	}
+	t.Logf("%d crashed files checked", total)
+}
+
+// TestCrashRandomPoints runs longer random workloads on many seeds and
+// crashes at random Syncs, WriteAts and between operations.
+func TestCrashRandomPoints(t *testing.T) {
+	nops := 100
+	if testing.Short() {
+		nops = 50
+	}
+	total := 0
+	for _, cfg := range crashConfigs {
+		t.Run(cfg.name, func(t *testing.T) {
+			for seed := range uint64(cfg.seeds * *crashScale) {
+				r := newCrashRun(t, cfg, 2000+seed)
+				r.f.BeforeSync = func(n int) error {
+					if r.rng.IntN(6) == 0 {
+						r.crash(fmt.Sprintf("before sync %d", n))
+					}
+					return nil
+				}
+				r.f.BeforeWrite = func(n int, off int64, size int) error {
+					if r.rng.IntN(20) == 0 {
+						r.crash(fmt.Sprintf("before write %d (%#x+%#x)", n, off, size))
+					}
+					return nil
+				}
+				for _, o := range genWorkload(rand.New(rand.NewPCG(seed, 3)), cfg.params(8), nops) {
+					r.run([]workOp{o})
+					if r.rng.IntN(10) == 0 {
+						r.crash("between operations")
+					}
+				}
+				r.finish()
+				total += r.crashes
+			}
+		})
+	}
+	t.Logf("%d crashed files checked", total)
+}
