@@ -95,9 +95,10 @@ func setSize(ft *Footer, size int64) {
 // between the two leaves the grown disk with the old footer's 512 bytes
 // in the new space instead of zeros; never an image that does not open.
 //
-// Shrinking: the new footer is written at the new end (inside space that
-// holds zeros) and synced, then the file is cut after it. A crash before
-// the cut leaves the old size, intact.
+// Shrinking: the new footer is written at the new end (inside the space
+// being cut off, which holds zeros) and synced, then the file is cut
+// after it. A crash before the cut leaves the old size, with the new
+// footer's 512 bytes in that space instead of zeros.
 func (img *Image) resizeFixed(newSize int64) error {
 	x := img.lay.(*fixed)
 	ft := img.Footer()
