@@ -94,6 +94,7 @@ func Copy(ctx context.Context, dst, src Disk, opts CopyOptions) (CopyStats, erro
 	}()
 
 	w := writer{dst: dst, zeroed: opts.DstZeroed, st: &st}
+	w.wb, _ = dst.(interface{ StartWriteback() error })
 	var done int64
 	var werr error
 	for p := range work {
@@ -218,7 +219,16 @@ type writer struct {
 	dst    Disk
 	zeroed bool
 	st     *CopyStats
+	// wb, if dst has it, starts writing dst's dirty pages to disk every
+	// writebackEvery bytes, so the disk works while the copy runs and
+	// the final flush has little left to wait for.
+	wb      interface{ StartWriteback() error }
+	pending int64
 }
+
+// writebackEvery is how much data Copy writes between calls to
+// StartWriteback.
+const writebackEvery = 32 << 20
 
 func (w *writer) write(p piece) error {
 	if p.buf == nil {
@@ -246,6 +256,10 @@ func (w *writer) write(p piece) error {
 				return err
 			}
 			w.st.Written += int64(j - i)
+			if w.pending += int64(j - i); w.wb != nil && w.pending >= writebackEvery {
+				w.pending = 0
+				w.wb.StartWriteback() // a hint: Flush reports real failures
+			}
 		}
 		i = j
 	}
