@@ -7,6 +7,8 @@ package engine
 
 import (
 	"bytes"
+	"errors"
+	"syscall"
 	"testing"
 	"time"
 
@@ -145,6 +147,45 @@ func TestConcurrentFlushes(t *testing.T) {
 			}
 			if err := <-first; err != nil {
 				t.Fatal(err)
+			}
+			img.Close()
+		})
+	}
+}
+
+// TestFlushFailureSticks: after a Sync fails, the OS may have dropped
+// the unsynced data while still showing it to reads, and a second Sync
+// succeeds without writing it (Linux after a writeback error). So a
+// Flush after a failed Flush must fail too, not report the lost writes
+// durable.
+func TestFlushFailureSticks(t *testing.T) {
+	for _, typ := range []DiskType{TypeFixed, TypeDynamic} {
+		t.Run(typ.String(), func(t *testing.T) {
+			const bs = 64 << 10
+			f, img := newTestImage(t, typ, 4*bs, bs)
+			f.BeforeSync = func(n int) error {
+				if n == 2 { // the first sync after create
+					return syscall.EIO
+				}
+				return nil
+			}
+			p := pattern(3, 2*SectorSize)
+			if _, err := img.WriteAt(p, bs); err != nil {
+				t.Fatal(err)
+			}
+			if err := img.Flush(); !errors.Is(err, syscall.EIO) {
+				t.Fatalf("flush: %v, want EIO", err)
+			}
+			if err := img.Flush(); err == nil {
+				_, got := afterPowerLoss(t, f)
+				if !bytes.Equal(got[bs:bs+2*SectorSize], p) {
+					t.Fatalf("Flush succeeded after a failed Flush, but the write it covers is not durable")
+				}
+			}
+			if _, err := img.WriteAt(p, 0); err == nil {
+				if err := img.Flush(); err == nil {
+					t.Fatalf("write and flush succeed after a failed sync")
+				}
 			}
 			img.Close()
 		})

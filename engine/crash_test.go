@@ -14,6 +14,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -346,4 +347,57 @@ func TestCrashRandomPoints(t *testing.T) {
 		})
 	}
 	t.Logf("%d crashed files checked", total)
+}
+
+// TestCrashAfterIOError fails one WriteAt or Sync with EIO or ENOSPC at
+// a random point of a workload, stops at the first operation that
+// reports an error, closes the image (which may fail too) and crashes:
+// the file must repair and hold everything flushed before the error,
+// whatever state the failure left behind.
+func TestCrashAfterIOError(t *testing.T) {
+	total, failed := 0, 0
+	for _, cfg := range crashConfigs {
+		t.Run(cfg.name, func(t *testing.T) {
+			for seed := range uint64(cfg.seeds * *crashScale) {
+				r := newCrashRun(t, cfg, 3000+seed)
+				errno := []error{syscall.EIO, syscall.ENOSPC}[seed%2]
+				writes, syncs := r.f.Writes(), r.f.Syncs()
+				if seed%3 == 0 {
+					at := syncs + 1 + r.rng.IntN(20)
+					r.f.BeforeSync = func(n int) error {
+						if n == at {
+							return errno
+						}
+						return nil
+					}
+				} else {
+					at := writes + 1 + r.rng.IntN(150)
+					r.f.BeforeWrite = func(n int, off int64, size int) error {
+						if n == at {
+							return errno
+						}
+						return nil
+					}
+				}
+				for _, o := range genWorkload(rand.New(rand.NewPCG(seed, 4)), cfg.params(6), 80) {
+					r.cur = o.String()
+					if err := r.do(o); err != nil {
+						if !errors.Is(err, errno) {
+							r.fatalf("error %v does not wrap the injected %v", err, errno)
+						}
+						failed++
+						break
+					}
+					r.done = append(r.done, o)
+				}
+				r.cur = "close after the error"
+				r.img.Close() // may fail; what it leaves is checked below
+				for range 4 {
+					r.crash("after an I/O error")
+				}
+				total += r.crashes
+			}
+		})
+	}
+	t.Logf("%d crashed files checked, %d workloads hit the injected error", total, failed)
 }
