@@ -191,3 +191,55 @@ func TestFlushFailureSticks(t *testing.T) {
 		})
 	}
 }
+
+// TestBitmapEvictedDuringFlush: a flush takes the dirty bitmaps, syncs,
+// then writes them. If the bitmap cache drops one of them in between (it
+// no longer looks dirty), the next write to that block reads the old
+// bitmap back from the file, and the next flush writes it over the one
+// this flush wrote: the bits of the first write are lost.
+func TestBitmapEvictedDuringFlush(t *testing.T) {
+	defer func(old int64) { maxCachedBitmapBytes = old }(maxCachedBitmapBytes)
+	maxCachedBitmapBytes = SectorSize // one bitmap: every load evicts the rest
+	const bs = 4096
+	f, img := newTestImage(t, TypeDynamic, 16*bs, bs)
+	if _, err := img.WriteAt(pattern(4, SectorSize), bs); err != nil { // block 1 allocated
+		t.Fatal(err)
+	}
+	if err := img.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	first := pattern(5, SectorSize)
+	if _, err := img.WriteAt(first, 0); err != nil { // block 0, sector 0
+		t.Fatal(err)
+	}
+	second := pattern(6, SectorSize)
+	f.BeforeSync = func(n int) error {
+		if second == nil {
+			return nil
+		}
+		// Between the flush's first sync and its bitmap writes: a reader
+		// loads block 1's bitmap (evicting block 0's), then a writer
+		// writes block 0 again.
+		if _, err := img.Extents(bs, bs); err != nil {
+			t.Error(err)
+		}
+		if _, err := img.WriteAt(second, SectorSize); err != nil {
+			t.Error(err)
+		}
+		second = nil
+		return nil
+	}
+	if err := img.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Check(f.Reopen(), CheckOptions{Bitmaps: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range rep.Problems {
+		t.Errorf("check after flush: %s", p)
+	}
+}

@@ -28,6 +28,7 @@ func (s *sparse) flush() error {
 		return err
 	}
 	bitmaps, batSectors := s.collectDirty()
+	defer s.doneFlushing()
 	if !s.dataDirty.Swap(false) && len(bitmaps) == 0 && len(batSectors) == 0 {
 		return nil
 	}
@@ -65,12 +66,14 @@ type pendingWrite struct {
 }
 
 // collectDirty takes copies of the dirty bitmaps and BAT sectors and
-// marks them clean.
+// marks them clean. The bitmaps stay in flushing, safe from eviction,
+// until the flush has written them (doneFlushing).
 func (s *sparse) collectDirty() (bitmaps, bat []pendingWrite) {
 	s.metaMu.Lock()
 	blocks := make([]uint32, 0, len(s.dirtyBitmaps))
 	for b := range s.dirtyBitmaps {
 		blocks = append(blocks, b)
+		s.flushing[b] = struct{}{}
 	}
 	clear(s.dirtyBitmaps)
 	sectors := make([]int64, 0, len(s.dirtyBAT))
@@ -91,6 +94,13 @@ func (s *sparse) collectDirty() (bitmaps, bat []pendingWrite) {
 		bat = append(bat, s.batSectorWrite(sec))
 	}
 	return bitmaps, bat
+}
+
+// doneFlushing lets the cache evict the bitmaps the flush has written.
+func (s *sparse) doneFlushing() {
+	s.metaMu.Lock()
+	clear(s.flushing)
+	s.metaMu.Unlock()
 }
 
 // bitmapWrite copies block b's bitmap under its stripe lock, so the copy
