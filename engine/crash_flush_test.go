@@ -243,3 +243,32 @@ func TestBitmapEvictedDuringFlush(t *testing.T) {
 		t.Errorf("check after flush: %s", p)
 	}
 }
+
+// TestCloseAfterDeallocatingLastBlock: deallocating the blocks at the end
+// of the file leaves their space behind while the image is open; a clean
+// Close must not leave it for Check to report.
+func TestCloseAfterDeallocatingLastBlock(t *testing.T) {
+	const bs = 64 << 10
+	f, img := newTestImage(t, TypeDynamic, 8*bs, bs)
+	for b := range int64(3) {
+		if _, err := img.WriteAt(pattern(byte(b+1), SectorSize), b*bs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := img.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := img.Zero(bs, 2*bs, ZeroMayDeallocate); err != nil { // blocks 1 and 2
+		t.Fatal(err)
+	}
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkClosed(f.Reopen()); err != nil {
+		t.Fatal(err)
+	}
+	_, got := afterPowerLoss(t, f)
+	if !bytes.Equal(got[:SectorSize], pattern(1, SectorSize)) || !isZero(got[SectorSize:]) {
+		t.Fatal("wrong contents after close")
+	}
+}

@@ -131,6 +131,9 @@ func (r *crashRun) do(o workOp) error {
 			return err
 		}
 		r.m.flush()
+		if err := checkClosed(r.f.Reopen()); err != nil {
+			return err
+		}
 		r.f = r.f.Reopen()
 		img, err := OpenFile(r.f, r.cfg.name, Options{})
 		if err != nil {
@@ -155,9 +158,25 @@ func (r *crashRun) finish() {
 		r.fatalf("close: %v", err)
 	}
 	r.m.flush()
+	if err := checkClosed(r.f.Reopen()); err != nil {
+		r.fatalf("%v", err)
+	}
 	r.cur = "after close"
 	r.crash("after close")
 	r.verify(r.f.CrashKeepAll(), "after close, nothing lost")
+}
+
+// checkClosed checks an image closed without a crash: no problem at all,
+// not even one repair would fix.
+func checkClosed(f File) error {
+	rep, err := Check(f, CheckOptions{Bitmaps: true})
+	if err != nil {
+		return err
+	}
+	if !rep.OK() {
+		return fmt.Errorf("check after a clean close: %v", rep.Problems)
+	}
+	return nil
 }
 
 // crash checks one crash of the live file now.

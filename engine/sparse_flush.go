@@ -155,6 +155,25 @@ func (s *sparse) rewriteTail() error {
 	return nil
 }
 
+// trimTail cuts the file after the last allocated block, when the image
+// closes. Blocks deallocated at the end of the file leave their space
+// behind (it is never reused while the image is open: see deallocate),
+// and Check reports space past the last block. The flush just before
+// made the BAT in the file what it is in memory, so nothing the file
+// references is cut. The footer written when the last block was
+// allocated (or the image's first one) still sits at the cut, so
+// whichever of rewriteTail's writes a crash keeps, the file ends in a
+// valid footer.
+func (s *sparse) trimTail() error {
+	s.allocMu.Lock()
+	footerOff := s.footerOff
+	s.allocMu.Unlock()
+	if s.dataEnd() >= footerOff {
+		return nil
+	}
+	return s.rewriteTail()
+}
+
 // dataEnd is the end of the last structure the image uses: the end of the
 // last allocated block, or of the headers, BAT and locators.
 func (s *sparse) dataEnd() int64 {
