@@ -79,14 +79,18 @@ func (s *sparse) loadBitmap(b int64, e uint32) (*bitmap, error) {
 
 // evictCleanLocked drops clean cached bitmaps until the cache is half its
 // limit, keeping keep. Called with metaMu held. A clean bitmap may be
-// dropped without its stripe lock: its bits are on disk and it is only
-// ever re-read.
+// dropped without its stripe lock: its bits are in the file and it is
+// only ever re-read. Clean means neither dirty nor taken by a running
+// flush that has not written it yet (flushing); and a writer queues a
+// bitmap as dirty before it changes its bits (markBitmapDirty).
 func (s *sparse) evictCleanLocked(keep uint32) {
 	for b, bm := range s.bitmaps {
 		if s.bitmapBytes <= maxCachedBitmapBytes/2 {
 			return
 		}
-		if _, dirty := s.dirtyBitmaps[b]; dirty || b == keep {
+		_, dirty := s.dirtyBitmaps[b]
+		_, flushing := s.flushing[b]
+		if dirty || flushing || b == keep {
 			continue
 		}
 		delete(s.bitmaps, b)
@@ -106,10 +110,22 @@ func (s *sparse) bitmapCopy(b int64, e uint32) ([]byte, error) {
 	return append([]byte(nil), bm.bits...), nil
 }
 
-// markBitmapDirty queues block b's bitmap for the next flush and says
-// whether too many are queued. The caller holds b's stripe lock.
-func (s *sparse) markBitmapDirty(b int64) (tooMany bool) {
+// markBitmapDirty queues block b's bitmap bm for the next flush and says
+// whether too many are queued. The caller holds b's stripe lock and
+// calls it before it changes bm's bits: once queued, bm is never evicted,
+// so the flush finds the bits the caller sets. If bm was evicted since
+// loadBitmap returned it (other blocks' loads evict clean bitmaps without
+// b's stripe lock), it goes back in the cache; it is still what the file
+// holds, since only b's stripe lock holders change it.
+func (s *sparse) markBitmapDirty(b int64, bm *bitmap) (tooMany bool) {
 	s.metaMu.Lock()
+	if old := s.bitmaps[uint32(b)]; old != bm {
+		if old != nil {
+			s.bitmapBytes -= int64(len(old.bits))
+		}
+		s.bitmaps[uint32(b)] = bm
+		s.bitmapBytes += int64(len(bm.bits))
+	}
 	s.dirtyBitmaps[uint32(b)] = struct{}{}
 	tooMany = len(s.dirtyBitmaps) > maxDirtyBitmaps
 	s.metaMu.Unlock()

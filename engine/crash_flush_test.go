@@ -7,6 +7,8 @@ package engine
 
 import (
 	"bytes"
+	"errors"
+	"syscall"
 	"testing"
 	"time"
 
@@ -148,5 +150,125 @@ func TestConcurrentFlushes(t *testing.T) {
 			}
 			img.Close()
 		})
+	}
+}
+
+// TestFlushFailureSticks: after a Sync fails, the OS may have dropped
+// the unsynced data while still showing it to reads, and a second Sync
+// succeeds without writing it (Linux after a writeback error). So a
+// Flush after a failed Flush must fail too, not report the lost writes
+// durable.
+func TestFlushFailureSticks(t *testing.T) {
+	for _, typ := range []DiskType{TypeFixed, TypeDynamic} {
+		t.Run(typ.String(), func(t *testing.T) {
+			const bs = 64 << 10
+			f, img := newTestImage(t, typ, 4*bs, bs)
+			f.BeforeSync = func(n int) error {
+				if n == 2 { // the first sync after create
+					return syscall.EIO
+				}
+				return nil
+			}
+			p := pattern(3, 2*SectorSize)
+			if _, err := img.WriteAt(p, bs); err != nil {
+				t.Fatal(err)
+			}
+			if err := img.Flush(); !errors.Is(err, syscall.EIO) {
+				t.Fatalf("flush: %v, want EIO", err)
+			}
+			if err := img.Flush(); err == nil {
+				_, got := afterPowerLoss(t, f)
+				if !bytes.Equal(got[bs:bs+2*SectorSize], p) {
+					t.Fatalf("Flush succeeded after a failed Flush, but the write it covers is not durable")
+				}
+			}
+			if _, err := img.WriteAt(p, 0); err == nil {
+				if err := img.Flush(); err == nil {
+					t.Fatalf("write and flush succeed after a failed sync")
+				}
+			}
+			img.Close()
+		})
+	}
+}
+
+// TestBitmapEvictedDuringFlush: a flush takes the dirty bitmaps, syncs,
+// then writes them. If the bitmap cache drops one of them in between (it
+// no longer looks dirty), the next write to that block reads the old
+// bitmap back from the file, and the next flush writes it over the one
+// this flush wrote: the bits of the first write are lost.
+func TestBitmapEvictedDuringFlush(t *testing.T) {
+	defer func(old int64) { maxCachedBitmapBytes = old }(maxCachedBitmapBytes)
+	maxCachedBitmapBytes = SectorSize // one bitmap: every load evicts the rest
+	const bs = 4096
+	f, img := newTestImage(t, TypeDynamic, 16*bs, bs)
+	if _, err := img.WriteAt(pattern(4, SectorSize), bs); err != nil { // block 1 allocated
+		t.Fatal(err)
+	}
+	if err := img.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	first := pattern(5, SectorSize)
+	if _, err := img.WriteAt(first, 0); err != nil { // block 0, sector 0
+		t.Fatal(err)
+	}
+	second := pattern(6, SectorSize)
+	f.BeforeSync = func(n int) error {
+		if second == nil {
+			return nil
+		}
+		// Between the flush's first sync and its bitmap writes: a reader
+		// loads block 1's bitmap (evicting block 0's), then a writer
+		// writes block 0 again.
+		if _, err := img.Extents(bs, bs); err != nil {
+			t.Error(err)
+		}
+		if _, err := img.WriteAt(second, SectorSize); err != nil {
+			t.Error(err)
+		}
+		second = nil
+		return nil
+	}
+	if err := img.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Check(f.Reopen(), CheckOptions{Bitmaps: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range rep.Problems {
+		t.Errorf("check after flush: %s", p)
+	}
+}
+
+// TestCloseAfterDeallocatingLastBlock: deallocating the blocks at the end
+// of the file leaves their space behind while the image is open; a clean
+// Close must not leave it for Check to report.
+func TestCloseAfterDeallocatingLastBlock(t *testing.T) {
+	const bs = 64 << 10
+	f, img := newTestImage(t, TypeDynamic, 8*bs, bs)
+	for b := range int64(3) {
+		if _, err := img.WriteAt(pattern(byte(b+1), SectorSize), b*bs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := img.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := img.Zero(bs, 2*bs, ZeroMayDeallocate); err != nil { // blocks 1 and 2
+		t.Fatal(err)
+	}
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkClosed(f.Reopen()); err != nil {
+		t.Fatal(err)
+	}
+	_, got := afterPowerLoss(t, f)
+	if !bytes.Equal(got[:SectorSize], pattern(1, SectorSize)) || !isZero(got[SectorSize:]) {
+		t.Fatal("wrong contents after close")
 	}
 }

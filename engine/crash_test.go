@@ -14,6 +14,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -130,6 +131,9 @@ func (r *crashRun) do(o workOp) error {
 			return err
 		}
 		r.m.flush()
+		if err := checkClosed(r.f.Reopen()); err != nil {
+			return err
+		}
 		r.f = r.f.Reopen()
 		img, err := OpenFile(r.f, r.cfg.name, Options{})
 		if err != nil {
@@ -154,9 +158,25 @@ func (r *crashRun) finish() {
 		r.fatalf("close: %v", err)
 	}
 	r.m.flush()
+	if err := checkClosed(r.f.Reopen()); err != nil {
+		r.fatalf("%v", err)
+	}
 	r.cur = "after close"
 	r.crash("after close")
 	r.verify(r.f.CrashKeepAll(), "after close, nothing lost")
+}
+
+// checkClosed checks an image closed without a crash: no problem at all,
+// not even one repair would fix.
+func checkClosed(f File) error {
+	rep, err := Check(f, CheckOptions{Bitmaps: true})
+	if err != nil {
+		return err
+	}
+	if !rep.OK() {
+		return fmt.Errorf("check after a clean close: %v", rep.Problems)
+	}
+	return nil
 }
 
 // crash checks one crash of the live file now.
@@ -346,4 +366,57 @@ func TestCrashRandomPoints(t *testing.T) {
 		})
 	}
 	t.Logf("%d crashed files checked", total)
+}
+
+// TestCrashAfterIOError fails one WriteAt or Sync with EIO or ENOSPC at
+// a random point of a workload, stops at the first operation that
+// reports an error, closes the image (which may fail too) and crashes:
+// the file must repair and hold everything flushed before the error,
+// whatever state the failure left behind.
+func TestCrashAfterIOError(t *testing.T) {
+	total, failed := 0, 0
+	for _, cfg := range crashConfigs {
+		t.Run(cfg.name, func(t *testing.T) {
+			for seed := range uint64(cfg.seeds * *crashScale) {
+				r := newCrashRun(t, cfg, 3000+seed)
+				errno := []error{syscall.EIO, syscall.ENOSPC}[seed%2]
+				writes, syncs := r.f.Writes(), r.f.Syncs()
+				if seed%3 == 0 {
+					at := syncs + 1 + r.rng.IntN(20)
+					r.f.BeforeSync = func(n int) error {
+						if n == at {
+							return errno
+						}
+						return nil
+					}
+				} else {
+					at := writes + 1 + r.rng.IntN(150)
+					r.f.BeforeWrite = func(n int, off int64, size int) error {
+						if n == at {
+							return errno
+						}
+						return nil
+					}
+				}
+				for _, o := range genWorkload(rand.New(rand.NewPCG(seed, 4)), cfg.params(6), 80) {
+					r.cur = o.String()
+					if err := r.do(o); err != nil {
+						if !errors.Is(err, errno) {
+							r.fatalf("error %v does not wrap the injected %v", err, errno)
+						}
+						failed++
+						break
+					}
+					r.done = append(r.done, o)
+				}
+				r.cur = "close after the error"
+				r.img.Close() // may fail; what it leaves is checked below
+				for range 4 {
+					r.crash("after an I/O error")
+				}
+				total += r.crashes
+			}
+		})
+	}
+	t.Logf("%d crashed files checked, %d workloads hit the injected error", total, failed)
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,20 @@ type fixed struct {
 	// flushMu lets one flush run at a time: a flush that finds dirty
 	// clear must not return while another's sync is still under way.
 	flushMu sync.Mutex
+	// failed holds the error of a failed sync. After one, what reached
+	// the disk is unknown: Linux may have dropped the unsynced pages
+	// while reads still show them, and a second sync reports success
+	// without writing them. So every later flush and write fails with
+	// it, as in the sparse layout; reopening the image recovers.
+	failed atomic.Pointer[error]
+}
+
+// usable refuses writes once a flush has failed.
+func (x *fixed) usable() error {
+	if e := x.failed.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
 
 func openFixed(img *Image, fileSize int64) (*fixed, error) {
@@ -42,6 +57,9 @@ func (x *fixed) readAt(p []byte, off int64) error {
 }
 
 func (x *fixed) writeAt(p []byte, off int64) error {
+	if err := x.usable(); err != nil {
+		return err
+	}
 	_, err := x.f.WriteAt(p, off)
 	x.dirty.Store(true)
 	if err != nil {
@@ -51,6 +69,9 @@ func (x *fixed) writeAt(p []byte, off int64) error {
 }
 
 func (x *fixed) zero(off, n int64, mode ZeroMode) error {
+	if err := x.usable(); err != nil {
+		return err
+	}
 	if mode == ZeroMayDeallocate {
 		return x.trim(off, n)
 	}
@@ -60,6 +81,9 @@ func (x *fixed) zero(off, n int64, mode ZeroMode) error {
 // trim punches a hole where the host can, else writes zeros: a fixed
 // disk's trimmed range must still read as zeros.
 func (x *fixed) trim(off, n int64) error {
+	if err := x.usable(); err != nil {
+		return err
+	}
 	err := x.f.PunchHole(off, n)
 	if errors.Is(err, ErrUnsupported) {
 		return writeZeros(x.f, off, n, &x.dirty)
@@ -71,6 +95,9 @@ func (x *fixed) trim(off, n int64) error {
 func (x *fixed) flush() error {
 	x.flushMu.Lock()
 	defer x.flushMu.Unlock()
+	if err := x.usable(); err != nil {
+		return err
+	}
 	if !x.dirty.Swap(false) {
 		return nil
 	}
@@ -85,8 +112,9 @@ func (x *fixed) flush() error {
 		}
 	}
 	if err := x.f.Sync(); err != nil {
-		x.dirty.Store(true)
-		return ioError("sync", 0, err)
+		err = fmt.Errorf("%w (image is now read-only until reopened)", ioError("sync", 0, err))
+		x.failed.CompareAndSwap(nil, &err)
+		return err
 	}
 	return nil
 }

@@ -53,6 +53,11 @@ type sparse struct {
 	// Guarded by metaMu.
 	dirtyBitmaps map[uint32]struct{}
 	dirtyBAT     map[int64]struct{}
+	// flushing holds the blocks whose bitmaps a running flush has taken
+	// from dirtyBitmaps but not yet written: no longer dirty, yet not in
+	// the file either, so they must not be evicted (a reload would read
+	// the old bits back). Guarded by metaMu.
+	flushing map[uint32]struct{}
 
 	// dataDirty is set after every write to the file returns, and
 	// cleared by a flush before it syncs. Never set before the write: see
@@ -75,12 +80,16 @@ type bitmap struct {
 	entry uint32 // the BAT entry it was read for
 }
 
-const (
+// Variables, not constants, only so tests can make them small.
+var (
 	// maxCachedBitmapBytes bounds the clean bitmaps kept in memory.
-	maxCachedBitmapBytes = 8 << 20
+	maxCachedBitmapBytes int64 = 8 << 20
 	// maxDirtyBitmaps bounds how many bitmaps wait for a flush; past it a
 	// write flushes first. 8192 bitmaps cover 16 GiB of 2 MiB blocks.
 	maxDirtyBitmaps = 8192
+)
+
+const (
 	// dataAlign is the file alignment of new blocks' data, so guests'
 	// 4 KiB I/O lands on host pages.
 	dataAlign = 4096
@@ -127,6 +136,7 @@ func parseSparse(img *Image, fileSize int64) (*sparse, error) {
 		bitmaps:      make(map[uint32]*bitmap),
 		dirtyBitmaps: make(map[uint32]struct{}),
 		dirtyBAT:     make(map[int64]struct{}),
+		flushing:     make(map[uint32]struct{}),
 	}
 	for int64(1)<<s.blockShift < s.blockSize {
 		s.blockShift++

@@ -28,6 +28,7 @@ func (s *sparse) flush() error {
 		return err
 	}
 	bitmaps, batSectors := s.collectDirty()
+	defer s.doneFlushing()
 	if !s.dataDirty.Swap(false) && len(bitmaps) == 0 && len(batSectors) == 0 {
 		return nil
 	}
@@ -88,12 +89,14 @@ type pendingWrite struct {
 }
 
 // collectDirty takes copies of the dirty bitmaps and BAT sectors and
-// marks them clean.
+// marks them clean. The bitmaps stay in flushing, safe from eviction,
+// until the flush has written them (doneFlushing).
 func (s *sparse) collectDirty() (bitmaps, bat []pendingWrite) {
 	s.metaMu.Lock()
 	blocks := make([]uint32, 0, len(s.dirtyBitmaps))
 	for b := range s.dirtyBitmaps {
 		blocks = append(blocks, b)
+		s.flushing[b] = struct{}{}
 	}
 	clear(s.dirtyBitmaps)
 	sectors := make([]int64, 0, len(s.dirtyBAT))
@@ -114,6 +117,13 @@ func (s *sparse) collectDirty() (bitmaps, bat []pendingWrite) {
 		bat = append(bat, s.batSectorWrite(sec))
 	}
 	return bitmaps, bat
+}
+
+// doneFlushing lets the cache evict the bitmaps the flush has written.
+func (s *sparse) doneFlushing() {
+	s.metaMu.Lock()
+	clear(s.flushing)
+	s.metaMu.Unlock()
 }
 
 // bitmapWrite copies block b's bitmap under its stripe lock, so the copy
@@ -187,6 +197,25 @@ func (s *sparse) orphanTail(footerOff int64) int64 {
 		return 0
 	}
 	return gap
+}
+
+// trimTail cuts the file after the last allocated block, when the image
+// closes. Blocks deallocated at the end of the file leave their space
+// behind (it is never reused while the image is open: see deallocate),
+// and Check reports space past the last block. The flush just before
+// made the BAT in the file what it is in memory, so nothing the file
+// references is cut. The footer written when the last block was
+// allocated (or the image's first one) still sits at the cut, so
+// whichever of rewriteTail's writes a crash keeps, the file ends in a
+// valid footer.
+func (s *sparse) trimTail() error {
+	s.allocMu.Lock()
+	footerOff := s.footerOff
+	s.allocMu.Unlock()
+	if s.dataEnd() >= footerOff {
+		return nil
+	}
+	return s.rewriteTail()
 }
 
 // dataEnd is the end of the last structure the image uses: the end of the

@@ -81,11 +81,11 @@ func (s *sparse) markPresent(b int64, e uint32, from, to int64) (done bool, err 
 	}
 	tooMany := false
 	if !allSetRange(bm.bits, from, to) {
+		tooMany = s.markBitmapDirty(b, bm) // before the bits change
 		setBits(bm.bits, from, to, true)
 		if allSet(bm.bits, s.sectorsIn(b)) {
 			s.setFull(b, true)
 		}
-		tooMany = s.markBitmapDirty(b)
 	}
 	mu.Unlock()
 	if tooMany {
@@ -242,9 +242,9 @@ func (s *sparse) forget(b, in, l int64) error {
 	if err != nil {
 		return err
 	}
+	s.markBitmapDirty(b, bm) // before the bits change
 	setBits(bm.bits, in/SectorSize, (in+l)/SectorSize, false)
 	s.setFull(b, false)
-	s.markBitmapDirty(b)
 	return nil
 }
 
