@@ -149,7 +149,13 @@ func EncodeLocatorPath(code, path string) []byte {
 		}
 		return b
 	case LocatorMacX:
-		return []byte("file://" + escapeURLPath(path))
+		e := escapeURLPath(path)
+		if strings.HasPrefix(e, "localhost/") {
+			// Else it reads back as the URL's host: "file://localhost/x"
+			// is "/x".
+			e = "%6C" + e[1:]
+		}
+		return []byte("file://" + e)
 	}
 	return nil
 }

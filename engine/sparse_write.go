@@ -124,7 +124,7 @@ func (s *sparse) allocate(b int64) (uint32, error) {
 		return e, nil
 	}
 	s.allocMu.Lock()
-	data := alignUp(max(s.footerOff+FooterSize, s.reservedEnd)+s.bitmapSize, dataAlign)
+	data := alignUp(max(s.footerOff+FooterSize, s.reservedEnd)+s.bitmapSize, s.dataAlignment())
 	bitmapOff := data - s.bitmapSize
 	newFooter := data + s.blockSize
 	if bitmapOff/SectorSize >= batUnused {

@@ -158,6 +158,9 @@ func FuzzLocatorPath(f *testing.F) {
 		f.Add(engine.EncodeLocatorPath(l.Code, l.Path))
 	}
 	f.Add([]byte("file://localhost/a%20b%zz%4"))
+	// Decodes to "localhost/x", which EncodeLocatorPath once wrote as
+	// "file://localhost/x": the path "/x".
+	f.Add([]byte("file://%6Cocalhost/x"))
 	f.Add([]byte{'a', 0, 0x00, 0xd8, 'b', 0, 0, 0, 'c', 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, code := range locatorCodes {
