@@ -145,7 +145,7 @@ func (s *sparse) relocate(ch metaChange) error {
 		s.growBAT(entries)
 	}
 	s.size = newSize
-	s.reserved = s.structSpans()
+	s.setReserved(s.structSpans())
 	return nil
 }
 

@@ -167,6 +167,15 @@ func (s *sparse) structSpans() []span {
 	return r
 }
 
+// setReserved records the spans blocks must avoid and where they end.
+func (s *sparse) setReserved(r []span) {
+	s.reserved = r
+	s.reservedEnd = 0
+	for _, sp := range r {
+		s.reservedEnd = max(s.reservedEnd, sp.end())
+	}
+}
+
 // reservedSpans is structSpans, after checking each locator against the
 // file.
 func (s *sparse) reservedSpans(fileSize int64) ([]span, error) {
@@ -205,10 +214,7 @@ func (s *sparse) loadBAT(fileSize int64) error {
 	if err != nil {
 		return err
 	}
-	s.reserved = reserved
-	for _, r := range reserved {
-		s.reservedEnd = max(s.reservedEnd, r.end())
-	}
+	s.setReserved(reserved)
 	s.bat = make([]uint32, n)
 	const chunk = 1 << 20
 	buf := make([]byte, min(4*n, chunk))
