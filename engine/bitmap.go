@@ -67,14 +67,23 @@ func (s *sparse) loadBitmap(b int64, e uint32) (*bitmap, error) {
 	if allSet(bm.bits, s.sectorsIn(b)) {
 		s.setFull(b, true)
 	}
+	s.cacheBitmap(b, bm)
+	return bm, nil
+}
+
+// cacheBitmap puts block b's bitmap in the cache, making room if needed.
+// The caller holds b's stripe lock.
+func (s *sparse) cacheBitmap(b int64, bm *bitmap) {
 	s.metaMu.Lock()
+	if old := s.bitmaps[uint32(b)]; old != nil {
+		s.bitmapBytes -= int64(len(old.bits))
+	}
 	s.bitmaps[uint32(b)] = bm
-	s.bitmapBytes += s.bitmapSize
+	s.bitmapBytes += int64(len(bm.bits))
 	if s.bitmapBytes > maxCachedBitmapBytes {
 		s.evictCleanLocked(uint32(b))
 	}
 	s.metaMu.Unlock()
-	return bm, nil
 }
 
 // evictCleanLocked drops clean cached bitmaps until the cache is half its

@@ -143,6 +143,9 @@ func (s *sparse) allocate(b int64) (uint32, error) {
 
 	e := uint32(bitmapOff / SectorSize)
 	s.dropBitmap(b)
+	// The new bitmap is all zeros in the file (the file grew over it), so
+	// it goes in the cache as such: the first write needs no read.
+	s.cacheBitmap(b, &bitmap{bits: make([]byte, s.bitmapSize), entry: e})
 	atomic.StoreUint32(&s.bat[b], e)
 	s.markBATDirty(b)
 	return e, nil
