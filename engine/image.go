@@ -19,7 +19,14 @@
 // disk never claims data that was not yet durable. The footer does not
 // change while an image is written; a new block moves it to the new end
 // of the file, past the old one, and if power fails before that footer
-// is durable the copy at offset 0 stands in (see sparse_alloc.go).
+// is durable the copy at offset 0 stands in (see allocate in
+// sparse_write.go). Close, after its flush, cuts off space that
+// deallocated blocks left at the end of the file (trimTail).
+//
+// The tests that hold the engine to this are crash_test.go (power loss
+// simulated by package crashfile at every Sync and many WriteAts),
+// crash_flush_test.go (exact interleavings around Flush, failed syncs),
+// crash_kill_test.go (a writer process killed) and concurrency_test.go.
 //
 // # Errors
 //
