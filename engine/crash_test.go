@@ -207,6 +207,10 @@ func verifyCrashed(c *crashfile.File, m *crashModel, rng *rand.Rand) error {
 				return fmt.Errorf("crash left a problem repair cannot fix: %s", p)
 			}
 		}
+		// Before any repair it opens, read-only, and reads what it must.
+		if err := readCrashed(c, m); err != nil {
+			return fmt.Errorf("before repair (problems: %v): %w", rep.Problems, err)
+		}
 		if rng.IntN(2) == 0 {
 			// Opening read-write rewrites a torn footer by itself.
 			img, err := OpenFile(c.Reopen(), "crashed", Options{})
@@ -229,22 +233,36 @@ func verifyCrashed(c *crashfile.File, m *crashModel, rng *rand.Rand) error {
 			return fmt.Errorf("problems after repair: %v (before: %v; repair did %q)", after.Problems, rep.Problems, did)
 		}
 	}
-	img, err := OpenFile(c.Reopen(), "crashed", Options{ReadOnly: true})
-	if err != nil {
-		return fmt.Errorf("open: %w", err)
-	}
-	got := make([]byte, img.Size())
-	if _, err := img.ReadAt(got, 0); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("read: %w", err)
-	}
-	img.Close()
-	if err := m.checkCrashed(got); err != nil {
+	if err := readCrashed(c, m); err != nil {
 		return err
 	}
 	if rng.IntN(4) == 0 {
+		got, _ := readAll(c)
 		return useAfterCrash(c, got, rng)
 	}
 	return nil
+}
+
+// readCrashed opens crashed file c read-only and checks its disk with m.
+func readCrashed(c *crashfile.File, m *crashModel) error {
+	got, err := readAll(c)
+	if err != nil {
+		return err
+	}
+	return m.checkCrashed(got)
+}
+
+func readAll(c *crashfile.File) ([]byte, error) {
+	img, err := OpenFile(c.Reopen(), "crashed", Options{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("open read-only: %w", err)
+	}
+	defer img.Close()
+	got := make([]byte, img.Size())
+	if _, err := img.ReadAt(got, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("read: %w", err)
+	}
+	return got, nil
 }
 
 // useAfterCrash writes to a crashed and repaired image (allocating
