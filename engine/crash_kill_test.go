@@ -37,7 +37,11 @@ func (k killSpec) String() string {
 }
 
 func (k killSpec) workload() []workOp {
-	p := workloadParams{size: k.size, unit: k.bs, maxWrite: min(k.bs*3/2, 320<<10), flushRate: 8, reopen: true}
+	unit := k.bs
+	if unit == 0 {
+		unit = 64 << 10
+	}
+	p := workloadParams{size: k.size, unit: unit, maxWrite: min(unit*3/2, 320<<10), flushRate: 8, reopen: true}
 	return genWorkload(rand.New(rand.NewPCG(k.seed, 8)), p, k.nops)
 }
 
@@ -93,25 +97,33 @@ func TestProcessKill(t *testing.T) {
 	if os.Getenv(killEnv) != "" {
 		t.Skip("in the child")
 	}
-	iters := 9
+	iters := 12
 	if testing.Short() {
-		iters = 3
+		iters = 4
 	}
 	for it := range iters {
-		bs := []int64{512 << 10, 2 << 20, 64 << 10}[it%3]
+		bs := []int64{512 << 10, 2 << 20, 64 << 10, 0}[it%4] // 0: fixed
 		k := killSpec{
 			path: filepath.Join(t.TempDir(), "kill.vhd"),
 			seed: uint64(500 + it),
-			size: 3*bs + bs/2 + 5*SectorSize,
+			size: 3*max(bs, 256<<10) + bs/2 + 5*SectorSize,
 			bs:   bs,
 			nops: 4000,
 		}
-		t.Run(fmt.Sprintf("seed%d-block%dk", k.seed, bs>>10), func(t *testing.T) { killOnce(t, k) })
+		name := fmt.Sprintf("seed%d-block%dk", k.seed, bs>>10)
+		if bs == 0 {
+			name = fmt.Sprintf("seed%d-fixed", k.seed)
+		}
+		t.Run(name, func(t *testing.T) { killOnce(t, k) })
 	}
 }
 
 func killOnce(t *testing.T, k killSpec) {
-	img, err := Create(k.path, CreateOptions{Type: TypeDynamic, Size: k.size, BlockSize: k.bs})
+	typ := TypeDynamic
+	if k.bs == 0 {
+		typ = TypeFixed
+	}
+	img, err := Create(k.path, CreateOptions{Type: typ, Size: k.size, BlockSize: k.bs})
 	if err != nil {
 		t.Fatal(err)
 	}

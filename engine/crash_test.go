@@ -205,6 +205,12 @@ func (r *crashRun) verify(c *crashfile.File, where string) {
 // must be fixable), checks it clean, and compares its disk with m. Now
 // and then it goes on using the image, to show it is writable again.
 func verifyCrashed(c *crashfile.File, m *crashModel, rng *rand.Rand) error {
+	return verifyCrashedDepth(c, m, rng, 0)
+}
+
+// verifyCrashedDepth is verifyCrashed; depth counts crashes in the middle
+// of recovery (opening read-write, Repair) that led here.
+func verifyCrashedDepth(c *crashfile.File, m *crashModel, rng *rand.Rand, depth int) error {
 	rep, err := Check(c, CheckOptions{Bitmaps: true})
 	if err != nil {
 		return fmt.Errorf("check: %w", err)
@@ -218,6 +224,12 @@ func verifyCrashed(c *crashfile.File, m *crashModel, rng *rand.Rand) error {
 		// Before any repair it opens, read-only, and reads what it must.
 		if err := readCrashed(c, m); err != nil {
 			return fmt.Errorf("before repair (problems: %v): %w", rep.Problems, err)
+		}
+		if depth < 2 && rng.IntN(4) == 0 {
+			// Power fails again while recovering: that must recover too.
+			if err := crashWhileRecovering(c, m, rng, depth); err != nil {
+				return fmt.Errorf("crash while recovering from (%v): %w", rep.Problems, err)
+			}
 		}
 		if rng.IntN(2) == 0 {
 			// Opening read-write rewrites a torn footer by itself.
@@ -249,6 +261,46 @@ func verifyCrashed(c *crashfile.File, m *crashModel, rng *rand.Rand) error {
 		return useAfterCrash(c, got, rng)
 	}
 	return nil
+}
+
+// crashWhileRecovering runs what recovery runs (opening read-write and
+// closing, or Repair) on a copy of crashed file c, cut by a power failure
+// at a random WriteAt or Sync, and verifies what that leaves.
+func crashWhileRecovering(c *crashfile.File, m *crashModel, rng *rand.Rand, depth int) error {
+	h := c.Snapshot()
+	var mid *crashfile.File
+	atWrite, atSync := 1+rng.IntN(4), 1+rng.IntN(3)
+	h.BeforeWrite = func(n int, off int64, size int) error {
+		if mid == nil && n == atWrite {
+			mid = h.Crash(rng)
+		}
+		if mid != nil {
+			return errPowerCut
+		}
+		return nil
+	}
+	h.BeforeSync = func(n int) error {
+		if mid == nil && n == atSync {
+			mid = h.Crash(rng)
+		}
+		if mid != nil {
+			return errPowerCut
+		}
+		return nil
+	}
+	if rng.IntN(2) == 0 {
+		if img, err := OpenFile(h, "crashed", Options{}); err == nil {
+			img.Close()
+		} else if !errors.Is(err, errPowerCut) {
+			return fmt.Errorf("open read-write: %w", err)
+		}
+	} else if _, err := RepairFile(h, "crashed", RepairOptions{Bitmaps: true}); err != nil && !errors.Is(err, errPowerCut) {
+		return fmt.Errorf("repair: %w", err)
+	}
+	if mid == nil {
+		mid = h.Crash(rng)
+	}
+	return verifyCrashedDepth(mid, m, rng, depth+1)
 }
 
 // readCrashed opens crashed file c read-only and checks its disk with m.
