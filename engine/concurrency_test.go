@@ -458,3 +458,128 @@ func TestAutoFlushDirtyBitmaps(t *testing.T) {
 		return (&crashModel{cur: model}).checkCurrent(got, 0)
 	})
 }
+
+// TestConcurrentCrash: writers on interleaved sectors of their own write
+// and now and then flush; whenever any Sync starts, the file may be
+// snapshotted with the model as it stands. Each snapshot is crashed
+// later: every write a writer had flushed (its Flush returned) before the
+// snapshot must survive, whoever else was writing or flushing then.
+func TestConcurrentCrash(t *testing.T) {
+	for _, bs := range []int64{4096, 64 << 10} {
+		t.Run(fmt.Sprintf("block%dk", bs>>10), func(t *testing.T) {
+			defer func(old int64) { maxCachedBitmapBytes = old }(maxCachedBitmapBytes)
+			maxCachedBitmapBytes = 4 * SectorSize
+			testConcurrentCrash(t, bs)
+		})
+	}
+}
+
+func testConcurrentCrash(t *testing.T, bs int64) {
+	const (
+		writers = 4
+		run     = 3
+	)
+	size := 12*bs - 5*SectorSize
+	f, img := newTestImage(t, TypeDynamic, size, bs)
+	owner := func(s int64) int { return int((s / run) % writers) }
+
+	var mu sync.Mutex // guards m and snaps
+	m := newCrashModel(size)
+	type snap struct {
+		f *crashfile.File
+		m *crashModel
+	}
+	var snaps []snap
+	maxSnaps := 24
+	if testing.Short() {
+		maxSnaps = 8
+	}
+	hookRNG := rand.New(rand.NewPCG(uint64(bs), 12))
+	f.BeforeSync = func(n int) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(snaps) < maxSnaps && hookRNG.IntN(4) == 0 {
+			cp := &crashModel{cur: bytes.Clone(m.cur), flushed: bytes.Clone(m.flushed), since: map[int64][]uint64{}, seed: m.seed}
+			for s, v := range m.since {
+				cp.since[s] = append([]uint64(nil), v...)
+			}
+			snaps = append(snaps, snap{f.Snapshot(), cp})
+		}
+		return nil
+	}
+
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 13))
+			mine := func(s int64) bool { return owner(s) == w }
+			for range concurrencyIters() / 2 {
+				first := (rng.Int64N(size/SectorSize/run/writers)*writers + int64(w)) * run
+				off, n := first*SectorSize, min(int64(run*SectorSize), size-first*SectorSize)
+				if n <= 0 {
+					continue
+				}
+				if rng.IntN(3) == 0 && n > 1 {
+					d := rng.Int64N(n - 1)
+					off, n = off+d, 1+rng.Int64N(n-d-1)
+				}
+				var err error
+				mu.Lock()
+				switch rng.IntN(5) {
+				case 0:
+					m.zero(off, n)
+					mu.Unlock()
+					err = img.Zero(off, n, ZeroMode(rng.IntN(2)))
+				case 1:
+					p := make([]byte, n)
+					m.write(p, off)
+					mu.Unlock()
+					_, err = img.WriteAt(p, off)
+				default:
+					p := pattern(byte(rng.Uint32()), int(n))
+					m.write(p, off)
+					mu.Unlock()
+					_, err = img.WriteAt(p, off)
+				}
+				if err == nil && rng.IntN(4) == 0 {
+					if err = img.Flush(); err == nil {
+						mu.Lock()
+						m.flushSectors(mine)
+						mu.Unlock()
+					}
+				}
+				if err != nil {
+					errs <- fmt.Errorf("writer %d: %w", w, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	// A flusher of its own, so flushes overlap writes and each other.
+	var bg background
+	bg.run(func(rng *rand.Rand) error { return img.Flush() }, 14)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := bg.stop(); err != nil {
+		t.Fatal(err)
+	}
+	img.Close()
+	rng := rand.New(rand.NewPCG(uint64(bs), 15))
+	for i, s := range snaps {
+		for range 3 {
+			if err := verifyCrashed(s.f.Crash(rng), s.m, rng); err != nil {
+				t.Fatalf("snapshot %d of %d: %v", i, len(snaps), err)
+			}
+		}
+	}
+	t.Logf("%d snapshots, each crashed 3 times", len(snaps))
+}

@@ -50,7 +50,7 @@ func rawFrom(t *testing.T, path string, model []byte) {
 	}
 }
 
-func readAll(t *testing.T, d Disk) []byte {
+func readWholeDisk(t *testing.T, d Disk) []byte {
 	t.Helper()
 	b := make([]byte, d.Size())
 	if _, err := d.ReadAt(b, 0); err != nil {
@@ -98,7 +98,7 @@ func TestCopyRawToDynamicAndBack(t *testing.T) {
 	if got, want := out.AllocatedBytes(), int64(8*DefaultBlockSize); got != want {
 		t.Errorf("dynamic output allocates %d bytes, want %d", got, want)
 	}
-	if !bytes.Equal(readAll(t, out), model) {
+	if !bytes.Equal(readWholeDisk(t, out), model) {
 		t.Fatal("dynamic copy differs from the source")
 	}
 	if err := out.Close(); err != nil {
@@ -121,7 +121,7 @@ func TestCopyRawToDynamicAndBack(t *testing.T) {
 	if _, err := Copy(context.Background(), dst, img, CopyOptions{ChunkSize: 64 << 10, Buffers: 2}); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(readAll(t, dst), model) {
+	if !bytes.Equal(readWholeDisk(t, dst), model) {
 		t.Fatal("raw copy over garbage differs from the source")
 	}
 	dst.Close()
@@ -141,7 +141,7 @@ func TestCopyToLargerDisk(t *testing.T) {
 	if _, err := Copy(context.Background(), dst, in, CopyOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	got := readAll(t, dst)
+	got := readWholeDisk(t, dst)
 	if !bytes.Equal(got[:8<<20], model) || !isZero(got[8<<20:]) {
 		t.Fatal("copy onto a larger disk: data differs or the tail is not zeroed")
 	}

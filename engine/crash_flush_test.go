@@ -264,7 +264,7 @@ func TestCloseAfterDeallocatingLastBlock(t *testing.T) {
 	if err := img.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := checkClosed(f.Reopen()); err != nil {
+	if err := checkClosed(f.Reopen(), false); err != nil {
 		t.Fatal(err)
 	}
 	_, got := afterPowerLoss(t, f)

@@ -242,3 +242,14 @@ func zeroRange(rng *rand.Rand, p workloadParams) (off, n int64) {
 	off = b * p.unit
 	return off, min(k*p.unit, p.size-off)
 }
+
+// flushSectors records a flush by one of several writers that own
+// separate sectors: only the sectors mine reports become flushed.
+func (m *crashModel) flushSectors(mine func(s int64) bool) {
+	for s := int64(0); s*SectorSize < int64(len(m.cur)); s++ {
+		if mine(s) {
+			copy(m.sector(m.flushed, s), m.sector(m.cur, s))
+			delete(m.since, s)
+		}
+	}
+}

@@ -21,7 +21,16 @@
 // when the image was last modified, which differencing children check).
 // A new block moves the footer to the new end of the file, past the old
 // one, and if power fails before that footer is durable the copy at
-// offset 0 stands in (see allocate in sparse_write.go).
+// offset 0 stands in (see allocate in sparse_write.go). Close, after its
+// flush, cuts off space that deallocated blocks left at the end of the
+// file (trimTail). Metadata changes (parent link, size) are written past
+// the end and committed by the footer (relocate.go).
+//
+// The tests that hold the engine to this are crash_test.go (power loss
+// simulated by package crashfile at every Sync and many WriteAts),
+// crash_flush_test.go (exact interleavings around Flush, failed syncs),
+// crash_kill_test.go (a writer process killed), crash_relocate_test.go
+// (power loss during set-parent and resize) and concurrency_test.go.
 //
 // # Errors
 //

@@ -257,7 +257,9 @@ func (s *sparse) forget(b, in, l int64) error {
 // point at the punched space; it reads as a block holding no sectors,
 // which is zeros (dynamic) or the parent (differencing, used only by trim
 // or where the parent holds zeros) either way. The space is never reused
-// for another block, so nothing else can appear there.
+// for another block while the image is open, so nothing else can appear
+// there; Close may cut it off the end of the file, after the flush that
+// took it out of the BAT on disk (trimTail).
 func (s *sparse) deallocate(b int64) error {
 	mu := s.stripe(b)
 	mu.Lock()
