@@ -55,9 +55,11 @@
 // `vhd serve`) writes behind the kernel's back; a page cache would serve
 // stale data through one name after a write through another. Direct I/O
 // also lets every read be one 1 MiB request instead of readahead-sized
-// ones. O_DIRECT opens (fio --direct=1, dd oflag=direct) work either way.
-// The cost: shared writable mmap of these files is not supported
-// (loop devices, mkfs, fio and dd do not need it).
+// ones. O_DIRECT opens (fio --direct=1, dd oflag=direct) work either way,
+// and with FUSE_ASYNC_DIO negotiated the kernel keeps a whole libaio
+// queue in flight (without it, 4 KiB random reads at queue depth 32 ran
+// at half the rate). mmap of the files is allowed where the kernel
+// supports mmap on direct_io files (FUSE_DIRECT_IO_ALLOW_MMAP, 6.6+).
 //
 // # Errors and panics
 //
