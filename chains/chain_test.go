@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"testing"
+	"time"
 
 	"vhdkit/engine"
 )
@@ -145,4 +147,40 @@ func TestChainReadsThroughLayers(t *testing.T) {
 			checkClean(t, paths...)
 		})
 	}
+}
+
+// TestExtentsOfAHugeEmptyChain: the extent map of a 1 TiB chain comes
+// from the layers' maps, not chunk by chunk (a second per TiB, which made
+// SEEK_DATA on a mounted disk crawl).
+func TestExtentsOfAHugeEmptyChain(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.vhd")
+	img, err := engine.Create(base, engine.CreateOptions{Type: engine.TypeDynamic, Size: 1 << 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img.Close()
+	c, _, err := OpenUndo(base, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WriteAt([]byte{1}, 1<<39); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	ext, err := c.Extents(0, 1<<40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Extents of 1 TiB took %v", d)
+	}
+	want := []engine.Extent{{Off: 0, Len: 1 << 39, State: engine.ExtentHole}, {Off: 1 << 39, Len: 512, State: engine.ExtentData}, {Off: 1<<39 + 512, Len: 1<<39 - 512, State: engine.ExtentHole}}
+	if !slices.Equal(ext, want) {
+		t.Fatalf("extents %v, want %v", ext, want)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkClean(t, base, UndoPath(base))
 }

@@ -33,6 +33,8 @@ func init() {
 		setParentCmd,
 		treeCmd,
 		undoCmd,
+		mountCmd,
+		umountCmd,
 		compactCmd,
 		resizeCmd,
 		versionCmd,
