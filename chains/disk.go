@@ -18,6 +18,9 @@ func (c *Chain) ReadOnly() bool { return c.Top().ReadOnly() }
 // ReadAt implements engine.Disk: each sector comes from the topmost layer
 // holding it, found through the resolver.
 func (c *Chain) ReadAt(p []byte, off int64) (int, error) {
+	if len(c.layers) == 1 {
+		return c.Top().ReadAt(p, off) // nothing to resolve
+	}
 	size := c.Size()
 	if off < 0 {
 		return 0, engine.ErrOutOfRange
@@ -50,7 +53,7 @@ func (c *Chain) ReadAt(p []byte, off int64) (int, error) {
 // WriteAt implements engine.Disk: writes go to the top layer.
 func (c *Chain) WriteAt(p []byte, off int64) (int, error) {
 	n, err := c.Top().WriteAt(p, off)
-	if n > 0 || err == nil {
+	if len(c.layers) > 1 && (n > 0 || err == nil) {
 		if isZero(p[:n]) {
 			c.res.forget(off, int64(n)) // may have been elided
 		} else {
