@@ -272,3 +272,42 @@ func TestCloseAfterDeallocatingLastBlock(t *testing.T) {
 		t.Fatal("wrong contents after close")
 	}
 }
+
+// TestCrashLeavesGuestFooterAtEnd: a new block's last sector is written
+// before the footer that follows it is durable. If the guest wrote a VHD
+// footer there (a VHD stored inside the disk) and power fails with that
+// sector on disk but not the footer, the file ends in the guest's
+// footer. The image must still open as itself, from the copy at 0.
+func TestCrashLeavesGuestFooterAtEnd(t *testing.T) {
+	const bs = 64 << 10
+	for _, guest := range []DiskType{TypeFixed, TypeDynamic} {
+		t.Run(guest.String(), func(t *testing.T) {
+			f, img := newTestImage(t, TypeDynamic, 8*bs, bs)
+			gf := newFooter(CreateOptions{Type: guest, Size: 4096})
+			raw := gf.Marshal()
+			if _, err := img.WriteAt(raw[:], bs-SectorSize); err != nil { // the last sector of block 0
+				t.Fatal(err)
+			}
+			// The crash keeps the data write and loses the new footer.
+			end := img.sparse.dataOff(img.sparse.entry(0)) + bs
+			b := f.Durable()
+			b = append(b, make([]byte, end-int64(len(b)))...)
+			copy(b[end-SectorSize:], raw[:])
+			c := crashfile.FromBytes(b)
+			got, err := OpenFile(c.Reopen(), "crashed", Options{ReadOnly: true})
+			if err != nil {
+				t.Fatalf("open: %v", err)
+			}
+			if got.Type() != TypeDynamic || got.Size() != 8*bs || !got.FooterFromCopy() {
+				t.Fatalf("crashed image opens as a %s disk of %d bytes (footer from copy %v); it is a dynamic disk of %d", got.Type(), got.Size(), got.FooterFromCopy(), 8*bs)
+			}
+			got.Close()
+			if _, err := RepairFile(c, "crashed", RepairOptions{Bitmaps: true}); err != nil {
+				t.Fatal(err)
+			}
+			if err := checkClosed(c, false); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

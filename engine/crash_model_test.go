@@ -133,7 +133,7 @@ type workOp struct {
 	kind   opKind
 	off, n int64
 	mode   ZeroMode
-	fill   uint8  // writes: 0 random bytes, 1 zeros, 2 random with zero sectors
+	fill   uint8  // writes: 0 random bytes, 1 zeros, 2 random with zero sectors, 3 VHD footers
 	seed   uint64 // writes: seeds the data
 }
 
@@ -168,6 +168,17 @@ func (o workOp) data() []byte {
 			}
 		}
 	}
+	if o.fill == 3 {
+		// Every whole sector a valid VHD footer, as a VHD stored inside
+		// the disk has: a crash that leaves the file ending in one must
+		// not pass it for the image's own footer.
+		for s := alignUp(o.off, SectorSize) - o.off; s+SectorSize <= int64(len(p)); s += SectorSize {
+			typ := []DiskType{TypeFixed, TypeDynamic}[r.IntN(2)]
+			f := newFooter(CreateOptions{Type: typ, Size: SectorSize * (1 + r.Int64N(1<<20)), UUID: UUID{1, byte(r.Uint32())}, Time: vhdEpoch})
+			raw := f.Marshal()
+			copy(p[s:], raw[:])
+		}
+	}
 	return p
 }
 
@@ -192,7 +203,7 @@ func genWorkload(rng *rand.Rand, p workloadParams, n int) []workOp {
 		case r < 70:
 			o.kind = opWrite
 			o.off, o.n = randRange(rng, p)
-			o.fill = [...]uint8{0, 0, 1, 2}[rng.IntN(4)]
+			o.fill = [...]uint8{0, 0, 0, 1, 1, 2, 2, 3}[rng.IntN(8)]
 			o.seed = rng.Uint64()
 		case r < 80:
 			o.kind = opZero

@@ -185,8 +185,10 @@ func (img *Image) readFooter(size int64) error {
 	}
 	f, errEOF := ParseFooter(buf[:], size-FooterSize)
 	if errEOF == nil {
-		img.footer = f
-		return nil
+		if errEOF = img.strayFooter(f, size); errEOF == nil {
+			img.footer = f
+			return nil
+		}
 	}
 	if f511, err := ParseFooter(buf[1:], size-footerSize511); err == nil && f511.DiskType == TypeFixed {
 		img.footer = f511
@@ -220,6 +222,34 @@ func (img *Image) dataLimit(fileSize int64) int64 {
 		return fileSize
 	}
 	return fileSize - FooterSize
+}
+
+// strayFooter reports a valid footer at the end of the file that is not
+// this image's. A new block's data is written before the footer that
+// follows it is durable, so a crash can leave the file ending in the
+// block's last sector; if the guest wrote a VHD footer there (a VHD
+// stored inside the disk), it parses. When the copy at offset 0 is a
+// dynamic or differencing footer and the one at the end names another
+// disk (type, size or UUID), the end is disk data and the copy stands
+// in. A fixed image whose file length fits its footer keeps it: offset
+// 0 of a fixed image is disk data, which may be anything.
+func (img *Image) strayFooter(f Footer, size int64) error {
+	if f.DiskType == TypeFixed && int64(f.CurrentSize)+FooterSize == size {
+		return nil
+	}
+	var buf [FooterSize]byte
+	if _, err := img.f.ReadAt(buf[:], 0); err != nil {
+		return nil // readFooter's fallback reports it, if it comes to that
+	}
+	c, err := ParseFooter(buf[:], 0)
+	if err != nil || c.DiskType == TypeFixed {
+		return nil
+	}
+	if c.DiskType != f.DiskType || c.CurrentSize != f.CurrentSize || c.UUID != f.UUID {
+		return corrupt("footer", "", size-FooterSize, "describes a %s disk of %d bytes (UUID %s), but the copy at offset 0 a %s disk of %d bytes (UUID %s): disk data left at the end of the file by a crash?",
+			f.DiskType, f.CurrentSize, f.UUID, c.DiskType, c.CurrentSize, c.UUID)
+	}
+	return nil
 }
 
 // Name is the name the image was opened under.
