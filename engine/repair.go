@@ -73,7 +73,11 @@ func RepairFile(f File, name string, opts RepairOptions) ([]string, error) {
 			return did, err
 		}
 		if fixed > 0 {
-			did = append(did, fmt.Sprintf("marked data present in %d block bitmaps that disowned it", fixed))
+			what := "marked the data present"
+			if s.differencing {
+				what = "zeroed the sectors (the parent shows there, as before)"
+			}
+			did = append(did, fmt.Sprintf("%d blocks held data their bitmap disowned: %s", fixed, what))
 		}
 	}
 	if tail := s.orphanTail(size - FooterSize); img.footerFromCopy || tail > 0 {
@@ -120,13 +124,14 @@ func (s *sparse) repairFooterCopy() error {
 	return nil
 }
 
-// repairBitmaps sets the bitmap bits of sectors that hold data in a
-// dynamic image, and returns how many bitmaps it changed. (Dynamic images
-// are read without their bitmaps, so the data is what readers see.)
+// repairBitmaps fixes sectors holding data their bitmap bit disowns and
+// returns how many blocks it changed. A dynamic image is read without its
+// bitmaps, so that data is what readers saw: the bit is set. A
+// differencing image shows its parent there, and the data is a write
+// that never reached a flush (its bit would have): the sector is zeroed,
+// as the format requires of absent sectors, and readers still see the
+// parent.
 func (s *sparse) repairBitmaps() (int, error) {
-	if s.differencing {
-		return 0, nil
-	}
 	bits := make([]byte, s.bitmapSize)
 	var data []byte // made at the first block, as in checkBitmaps
 	fixed := 0
@@ -146,15 +151,25 @@ func (s *sparse) repairBitmaps() (int, error) {
 		}
 		changed := false
 		for sec := int64(0); sec < s.sectorsIn(int64(b)); sec++ {
-			if !bitSet(bits, sec) && !isZero(data[sec*SectorSize:(sec+1)*SectorSize]) {
-				setBits(bits, sec, sec+1, true)
-				changed = true
+			if bitSet(bits, sec) || isZero(data[sec*SectorSize:(sec+1)*SectorSize]) {
+				continue
 			}
+			changed = true
+			if s.differencing {
+				off := s.dataOff(e) + sec*SectorSize
+				if _, err := s.f.WriteAt(zeroBuf[:SectorSize], off); err != nil {
+					return fixed, ioError("zero disowned sector", off, err)
+				}
+				continue
+			}
+			setBits(bits, sec, sec+1, true)
 		}
-		if changed {
+		if changed && !s.differencing {
 			if _, err := s.f.WriteAt(bits, int64(e)*SectorSize); err != nil {
 				return fixed, ioError("write bitmap", int64(e)*SectorSize, err)
 			}
+		}
+		if changed {
 			fixed++
 		}
 	}

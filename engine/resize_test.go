@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -151,3 +152,45 @@ func (z zeroDisk) Extents(off, n int64) ([]Extent, error) {
 }
 func (z zeroDisk) ReadOnly() bool { return true }
 func (z zeroDisk) Close() error   { return nil }
+
+// A differencing image's data under a clear bit is a write that never
+// reached a flush: repair zeros it, so the parent still shows and check
+// is clean.
+func TestRepairZerosDisownedChildData(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "child.vhd")
+	img, err := Create(path, CreateOptions{Type: TypeDifferencing, Size: 2 << 20, BlockSize: 1 << 20,
+		Parent: &ParentInfo{UUID: NewUUID(), Name: "p.vhd"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img.SetParent(zeroDisk(2 << 20))
+	if _, err := img.WriteAt(bytes.Repeat([]byte{5}, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	e := img.sparse.entry(0)
+	img.Close()
+	// Data lands under clear bits, as a crash before the bitmap's flush
+	// leaves it.
+	f, _ := os.OpenFile(path, os.O_RDWR, 0)
+	f.WriteAt(bytes.Repeat([]byte{6}, 1024), img.sparse.dataOff(e)+8192)
+	f.Close()
+	if rep, _ := CheckPath(path, CheckOptions{Bitmaps: true}); rep.OK() {
+		t.Fatal("check missed data under a clear bit")
+	}
+	if _, err := Repair(path, RepairOptions{Bitmaps: true}); err != nil {
+		t.Fatal(err)
+	}
+	checkClean(t, path)
+	img, err = Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	img.SetParent(zeroDisk(2 << 20))
+	got := make([]byte, 16384)
+	img.ReadAt(got, 0)
+	want := append(bytes.Repeat([]byte{5}, 4096), make([]byte, 12288)...)
+	if !bytes.Equal(got, want) {
+		t.Error("repair changed what the child reads")
+	}
+}
