@@ -377,6 +377,9 @@ func (img *Image) Close() error {
 	var err error
 	if !img.readOnly {
 		err = img.lay.flush()
+		if err == nil && img.sparse != nil {
+			err = img.sparse.cutFreedTail()
+		}
 	}
 	img.unlock()
 	if cerr := img.f.Close(); err == nil {

@@ -145,6 +145,21 @@ func (s *sparse) rewriteTail() error {
 	return nil
 }
 
+// cutFreedTail gives back space freed at the end of the file: when the
+// blocks last in the file were deallocated (trim, zero), nothing the BAT
+// references lies past dataEnd, and check would report the space as
+// unreferenced. Called by Close after the final flush, when no write can
+// race with it; a crash midway is the rewriteTail case repair handles.
+func (s *sparse) cutFreedTail() error {
+	s.allocMu.Lock()
+	footerOff := s.footerOff
+	s.allocMu.Unlock()
+	if s.dataEnd() >= footerOff {
+		return nil
+	}
+	return s.rewriteTail()
+}
+
 // dataEnd is the end of the last structure the image uses: the end of the
 // last allocated block, or of the headers, BAT and locators.
 func (s *sparse) dataEnd() int64 {
