@@ -1,0 +1,319 @@
+package nbdserve
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"runtime/debug"
+)
+
+// request is one transmission request and the state of its reply. Pooled.
+type request struct {
+	flags  uint16
+	typ    uint16
+	handle uint64
+	off    uint64
+	length uint32
+	// oversize marks a READ or WRITE longer than the maximum payload; its
+	// data (for a WRITE) was skipped.
+	oversize bool
+	// held is set once the request holds an in-flight slot.
+	held bool
+
+	// buf holds a WRITE's payload or a READ's data; charged is what it
+	// took from the connection's budget.
+	buf     []byte
+	charged int64
+
+	// chunks describe a structured READ reply; status is a BLOCK_STATUS
+	// payload. Both are reused across requests.
+	chunks []chunk
+	status []byte
+	hdrs   []byte
+	bufs   [][]byte
+}
+
+// chunk is a piece of a structured READ reply: data from buf at
+// [off-request offset, +n), or a hole.
+type chunk struct {
+	off  int64
+	n    int64
+	hole bool
+}
+
+func (r *request) reset() {
+	*r = request{chunks: r.chunks[:0], status: r.status[:0], hdrs: r.hdrs[:0], bufs: r.bufs[:0]}
+}
+
+// transmit reads requests and hands each to a goroutine of its own,
+// bounded by the in-flight slots and the buffer budget; replies go out
+// in any order. It returns when the client disconnects, sends garbage or
+// the server stops, after every request read has been answered.
+func (c *conn) transmit() {
+	graceful := false
+	for {
+		r := requestPool.Get().(*request)
+		r.reset()
+		err := c.readRequest(r)
+		if err != nil {
+			if r.held {
+				c.done(r)
+			} else {
+				requestPool.Put(r)
+			}
+			switch {
+			case errors.Is(err, errDisc):
+				graceful = true
+			case c.stopping.Load() && isTimeout(err):
+				graceful = true
+			case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+				c.log.Debug("nbd: client hung up")
+			default:
+				c.log.Warn("nbd: closing connection", "error", err)
+			}
+			break
+		}
+		c.inflight.Add(1)
+		go c.run(r)
+	}
+	c.inflight.Wait()
+	if graceful && !c.export.Disk.ReadOnly() {
+		if err := c.export.Disk.Flush(); err != nil {
+			c.log.Error("nbd: flush at disconnect failed", "export", c.export.Name, "error", err)
+		}
+	}
+}
+
+var errDisc = errors.New("nbd: client disconnected")
+
+// readRequest reads one request header, and a WRITE's payload, taking an
+// in-flight slot and buffer budget for it. The slot is taken before
+// anything else so a full connection stops reading (back-pressure).
+func (c *conn) readRequest(r *request) error {
+	var h [requestSize]byte
+	if _, err := io.ReadFull(c.br, h[:]); err != nil {
+		return err
+	}
+	if m := binary.BigEndian.Uint32(h[0:]); m != requestMagic {
+		return fmt.Errorf("%w: request magic %#x", errHardDisconnect, m)
+	}
+	r.flags = binary.BigEndian.Uint16(h[4:])
+	r.typ = binary.BigEndian.Uint16(h[6:])
+	r.handle = binary.BigEndian.Uint64(h[8:])
+	r.off = binary.BigEndian.Uint64(h[16:])
+	r.length = binary.BigEndian.Uint32(h[24:])
+	if r.typ == cmdDisc {
+		return errDisc
+	}
+	c.slots <- struct{}{}
+	r.held = true
+	max := uint32(c.srv.maxPayload())
+	switch r.typ {
+	case cmdWrite:
+		if r.length > max {
+			r.oversize = true
+			return c.discard(int64(r.length))
+		}
+		c.charge(r)
+		if _, err := io.ReadFull(c.br, r.buf); err != nil {
+			return err
+		}
+	case cmdRead:
+		if r.length > max {
+			r.oversize = true
+			return nil
+		}
+		c.charge(r)
+	}
+	return nil
+}
+
+// charge takes a buffer of the request's length from the budget and pool.
+func (c *conn) charge(r *request) {
+	r.charged = int64(r.length)
+	c.budget.acquire(r.charged)
+	r.buf = getBuf(int(r.length))
+}
+
+// done gives back what the request held.
+func (c *conn) done(r *request) {
+	if r.buf != nil {
+		putBuf(r.buf)
+	}
+	if r.charged > 0 {
+		c.budget.release(r.charged)
+	}
+	<-c.slots
+	requestPool.Put(r)
+}
+
+// run executes a request and sends its reply. A panic in the disk or the
+// handler becomes an EIO reply and a log line; the connection lives on.
+func (c *conn) run(r *request) {
+	defer c.inflight.Done()
+	errno, cause := c.execSafe(r)
+	if errno != 0 {
+		c.logFailure(r, errno, cause)
+	}
+	if err := c.reply(r, errno); err != nil {
+		c.log.Debug("nbd: reply not sent", "error", err)
+		// The stream is broken; make the reader stop too.
+		c.raw.Close()
+	}
+	c.done(r)
+}
+
+func (c *conn) execSafe(r *request) (errno uint32, cause error) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.log.Error("nbd: panic in request handler", "command", cmdName(r.typ), "offset", r.off, "length", r.length, "panic", p, "stack", string(debug.Stack()))
+			r.chunks = r.chunks[:0]
+			errno, cause = errIO, fmt.Errorf("panic: %v", p)
+		}
+	}()
+	return c.exec(r)
+}
+
+func (c *conn) logFailure(r *request, errno uint32, cause error) {
+	lvl := c.log.Debug
+	if errno == errIO || errno == errNoSpc {
+		lvl = c.log.Warn
+	}
+	lvl("nbd: request failed", "command", cmdName(r.typ), "offset", r.off, "length", r.length, "errno", errno, "error", cause)
+}
+
+// reply sends the reply to r: simple, or structured chunks when
+// negotiated and needed.
+func (c *conn) reply(r *request, errno uint32) error {
+	if errno != 0 {
+		if c.structured {
+			return c.sendError(r, errno)
+		}
+		return c.sendSimple(r, errno, nil)
+	}
+	switch r.typ {
+	case cmdRead:
+		if !c.structured {
+			return c.sendSimple(r, 0, r.buf)
+		}
+		return c.sendChunks(r)
+	case cmdBlockStatus:
+		return c.sendChunk(r, replyFlagDone, replyBlockStatus, r.status)
+	}
+	return c.sendSimple(r, 0, nil)
+}
+
+func (c *conn) sendSimple(r *request, errno uint32, data []byte) error {
+	h := r.header(simpleHdrSize)
+	binary.BigEndian.PutUint32(h[0:], simpleMagic)
+	binary.BigEndian.PutUint32(h[4:], errno)
+	binary.BigEndian.PutUint64(h[8:], r.handle)
+	r.bufs = append(r.bufs[:0], h, data)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.writeLocked(r.bufs)
+}
+
+// header returns n bytes of r.hdrs, growing it.
+func (r *request) header(n int) []byte {
+	start := len(r.hdrs)
+	r.hdrs = append(r.hdrs, make([]byte, n)...)
+	return r.hdrs[start : start+n]
+}
+
+func putChunkHeader(h []byte, flags, typ uint16, handle uint64, n int) {
+	binary.BigEndian.PutUint32(h[0:], structuredMagic)
+	binary.BigEndian.PutUint16(h[4:], flags)
+	binary.BigEndian.PutUint16(h[6:], typ)
+	binary.BigEndian.PutUint64(h[8:], handle)
+	binary.BigEndian.PutUint32(h[16:], uint32(n))
+}
+
+func (c *conn) sendChunk(r *request, flags, typ uint16, payload []byte) error {
+	h := r.header(chunkHdrSize)
+	putChunkHeader(h, flags, typ, r.handle, len(payload))
+	r.bufs = append(r.bufs[:0], h, payload)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.writeLocked(r.bufs)
+}
+
+// sendError sends an NBD_REPLY_TYPE_ERROR chunk: the error and a short
+// message naming its class (the full error goes to the log, not to the
+// client, since it names server paths).
+func (c *conn) sendError(r *request, errno uint32) error {
+	msg := errnoText(errno)
+	p := make([]byte, 6+len(msg))
+	binary.BigEndian.PutUint32(p[0:], errno)
+	binary.BigEndian.PutUint16(p[4:], uint16(len(msg)))
+	copy(p[6:], msg)
+	return c.sendChunk(r, replyFlagDone, replyError, p)
+}
+
+// sendChunks sends a structured READ reply: the chunks exec built, the
+// last one marked done. All data was read before the first byte goes
+// out, so no error can follow a chunk.
+func (c *conn) sendChunks(r *request) error {
+	if len(r.chunks) == 0 {
+		// A zero-length read: nothing to describe.
+		return c.sendChunk(r, replyFlagDone, replyNone, nil)
+	}
+	base := int64(r.off)
+	// Size the header space first so the slices taken below stay valid.
+	need := 0
+	for _, ch := range r.chunks {
+		need += chunkHdrSize + 8
+		if ch.hole {
+			need += 4
+		}
+	}
+	if cap(r.hdrs) < need {
+		r.hdrs = make([]byte, 0, need)
+	}
+	r.hdrs = r.hdrs[:0]
+	r.bufs = r.bufs[:0]
+	for i, ch := range r.chunks {
+		var flags uint16
+		if i == len(r.chunks)-1 {
+			flags = replyFlagDone
+		}
+		if ch.hole {
+			h := r.header(chunkHdrSize + 12)
+			putChunkHeader(h, flags, replyOffsetHole, r.handle, 12)
+			binary.BigEndian.PutUint64(h[20:], uint64(ch.off))
+			binary.BigEndian.PutUint32(h[28:], uint32(ch.n))
+			r.bufs = append(r.bufs, h)
+			continue
+		}
+		h := r.header(chunkHdrSize + 8)
+		putChunkHeader(h, flags, replyOffsetData, r.handle, 8+int(ch.n))
+		binary.BigEndian.PutUint64(h[20:], uint64(ch.off))
+		r.bufs = append(r.bufs, h, r.buf[ch.off-base:ch.off-base+ch.n])
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.writeLocked(r.bufs)
+}
+
+func cmdName(t uint16) string {
+	switch t {
+	case cmdRead:
+		return "READ"
+	case cmdWrite:
+		return "WRITE"
+	case cmdDisc:
+		return "DISC"
+	case cmdFlush:
+		return "FLUSH"
+	case cmdTrim:
+		return "TRIM"
+	case cmdCache:
+		return "CACHE"
+	case cmdWriteZeroes:
+		return "WRITE_ZEROES"
+	case cmdBlockStatus:
+		return "BLOCK_STATUS"
+	}
+	return fmt.Sprintf("command %d", t)
+}
