@@ -5,8 +5,8 @@
 # already there.
 set -euo pipefail
 
-packages=(qemu-utils libvhdi-utils fio e2fsprogs libnbd-bin nbdkit)
-tools=(qemu-img qemu-io vhdiinfo fio mkfs.ext4 nbdinfo nbdkit)
+packages=(qemu-utils libvhdi-utils fio e2fsprogs libnbd-bin python3-libnbd nbdkit)
+tools=(qemu-img qemu-io vhdiinfo fio mkfs.ext4 nbdinfo nbdsh nbdkit)
 
 missing=0
 for t in "${tools[@]}"; do
