@@ -32,6 +32,8 @@ func need(t *testing.T, tools ...string) {
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(name, args...)
+	// Clients may leave files behind (fio's verify state).
+	cmd.Dir = t.TempDir()
 	// nbdsh runs "python3" from PATH and needs the system one, which has
 	// libnbd's bindings (python3-libnbd).
 	cmd.Env = append(os.Environ(), "PATH=/usr/bin:/bin:"+os.Getenv("PATH"))
