@@ -41,10 +41,19 @@ type conn struct {
 	// the next request boundary (see stopReading).
 	stopping atomic.Bool
 
-	// wmu serializes replies so they never interleave on the wire. werr
-	// is the first write error; after it no reply is sent. Guarded by wmu.
-	wmu  sync.Mutex
+	// werr is the first error writing to the client; after it nothing is
+	// sent. Written by the handshake, then only by the active reply
+	// writer (see enqueue).
 	werr error
+
+	// qmu guards the reply queue: pending replies, spare (the previous
+	// batch's slice, reused) and writing (a handler is sending replies).
+	// iov is the active writer's scratch.
+	qmu     sync.Mutex
+	pending []*request
+	spare   []*request
+	writing bool
+	iov     net.Buffers
 
 	// slots bounds the requests in flight.
 	slots chan struct{}
@@ -113,18 +122,13 @@ func isTimeout(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded)
 }
 
-// writeAll sends bufs as one message; replies never interleave.
+// writeAll sends bufs during negotiation, when nothing else writes.
 func (c *conn) writeAll(bufs ...[]byte) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.writeLocked(bufs)
-}
-
-func (c *conn) writeLocked(bufs net.Buffers) error {
 	if c.werr != nil {
 		return c.werr
 	}
-	if _, err := bufs.WriteTo(c.nc); err != nil {
+	nb := net.Buffers(bufs)
+	if _, err := nb.WriteTo(c.nc); err != nil {
 		c.werr = err
 		return err
 	}

@@ -148,20 +148,16 @@ func (c *conn) done(r *request) {
 	requestPool.Put(r)
 }
 
-// run executes a request and sends its reply. A panic in the disk or the
-// handler becomes an EIO reply and a log line; the connection lives on.
+// run executes a request and queues its reply. A panic in the disk or
+// the handler becomes an EIO reply and a log line; the connection lives
+// on.
 func (c *conn) run(r *request) {
-	defer c.inflight.Done()
 	errno, cause := c.execSafe(r)
 	if errno != 0 {
 		c.logFailure(r, errno, cause)
 	}
-	if err := c.reply(r, errno); err != nil {
-		c.log.Debug("nbd: reply not sent", "error", err)
-		// The stream is broken; make the reader stop too.
-		c.raw.Close()
-	}
-	c.done(r)
+	c.buildReply(r, errno)
+	c.enqueue(r)
 }
 
 func (c *conn) execSafe(r *request) (errno uint32, cause error) {
@@ -183,39 +179,45 @@ func (c *conn) logFailure(r *request, errno uint32, cause error) {
 	lvl("nbd: request failed", "command", cmdName(r.typ), "offset", r.off, "length", r.length, "errno", errno, "error", cause)
 }
 
-// reply sends the reply to r: simple, or structured chunks when
-// negotiated and needed.
-func (c *conn) reply(r *request, errno uint32) error {
+// buildReply lays out the reply to r in r.bufs: simple, or structured
+// chunks when negotiated and needed.
+func (c *conn) buildReply(r *request, errno uint32) {
+	r.hdrs, r.bufs = r.hdrs[:0], r.bufs[:0]
 	if errno != 0 {
 		if c.structured {
-			return c.sendError(r, errno)
+			c.buildError(r, errno)
+		} else {
+			r.buildSimple(errno, nil)
 		}
-		return c.sendSimple(r, errno, nil)
+		return
 	}
 	switch r.typ {
 	case cmdRead:
 		if !c.structured {
-			return c.sendSimple(r, 0, r.buf)
+			r.buildSimple(0, r.buf)
+		} else {
+			r.buildChunks()
 		}
-		return c.sendChunks(r)
 	case cmdBlockStatus:
-		return c.sendChunk(r, replyFlagDone, replyBlockStatus, r.status)
+		r.buildChunk(replyFlagDone, replyBlockStatus, r.status)
+	default:
+		r.buildSimple(0, nil)
 	}
-	return c.sendSimple(r, 0, nil)
 }
 
-func (c *conn) sendSimple(r *request, errno uint32, data []byte) error {
+func (r *request) buildSimple(errno uint32, data []byte) {
 	h := r.header(simpleHdrSize)
 	binary.BigEndian.PutUint32(h[0:], simpleMagic)
 	binary.BigEndian.PutUint32(h[4:], errno)
 	binary.BigEndian.PutUint64(h[8:], r.handle)
-	r.bufs = append(r.bufs[:0], h, data)
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.writeLocked(r.bufs)
+	r.bufs = append(r.bufs, h)
+	if len(data) > 0 {
+		r.bufs = append(r.bufs, data)
+	}
 }
 
-// header returns n bytes of r.hdrs, growing it.
+// header returns n more bytes of r.hdrs. Callers size r.hdrs first when
+// they take several headers, so earlier slices stay valid.
 func (r *request) header(n int) []byte {
 	start := len(r.hdrs)
 	r.hdrs = append(r.hdrs, make([]byte, n)...)
@@ -230,49 +232,40 @@ func putChunkHeader(h []byte, flags, typ uint16, handle uint64, n int) {
 	binary.BigEndian.PutUint32(h[16:], uint32(n))
 }
 
-func (c *conn) sendChunk(r *request, flags, typ uint16, payload []byte) error {
+func (r *request) buildChunk(flags, typ uint16, payload []byte) {
 	h := r.header(chunkHdrSize)
 	putChunkHeader(h, flags, typ, r.handle, len(payload))
-	r.bufs = append(r.bufs[:0], h, payload)
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.writeLocked(r.bufs)
+	r.bufs = append(r.bufs, h)
+	if len(payload) > 0 {
+		r.bufs = append(r.bufs, payload)
+	}
 }
 
-// sendError sends an NBD_REPLY_TYPE_ERROR chunk: the error and a short
+// buildError makes an NBD_REPLY_TYPE_ERROR chunk: the error and a short
 // message naming its class (the full error goes to the log, not to the
 // client, since it names server paths).
-func (c *conn) sendError(r *request, errno uint32) error {
+func (c *conn) buildError(r *request, errno uint32) {
 	msg := errnoText(errno)
-	p := make([]byte, 6+len(msg))
-	binary.BigEndian.PutUint32(p[0:], errno)
-	binary.BigEndian.PutUint16(p[4:], uint16(len(msg)))
-	copy(p[6:], msg)
-	return c.sendChunk(r, replyFlagDone, replyError, p)
+	r.status = binary.BigEndian.AppendUint32(r.status[:0], errno)
+	r.status = binary.BigEndian.AppendUint16(r.status, uint16(len(msg)))
+	r.status = append(r.status, msg...)
+	r.buildChunk(replyFlagDone, replyError, r.status)
 }
 
-// sendChunks sends a structured READ reply: the chunks exec built, the
-// last one marked done. All data was read before the first byte goes
+// buildChunks lays out a structured READ reply: the chunks exec listed,
+// the last one marked done. All data was read before the first byte goes
 // out, so no error can follow a chunk.
-func (c *conn) sendChunks(r *request) error {
+func (r *request) buildChunks() {
 	if len(r.chunks) == 0 {
 		// A zero-length read: nothing to describe.
-		return c.sendChunk(r, replyFlagDone, replyNone, nil)
+		r.buildChunk(replyFlagDone, replyNone, nil)
+		return
 	}
 	base := int64(r.off)
-	// Size the header space first so the slices taken below stay valid.
-	need := 0
-	for _, ch := range r.chunks {
-		need += chunkHdrSize + 8
-		if ch.hole {
-			need += 4
-		}
-	}
+	need := len(r.chunks) * (chunkHdrSize + 12)
 	if cap(r.hdrs) < need {
 		r.hdrs = make([]byte, 0, need)
 	}
-	r.hdrs = r.hdrs[:0]
-	r.bufs = r.bufs[:0]
 	for i, ch := range r.chunks {
 		var flags uint16
 		if i == len(r.chunks)-1 {
@@ -291,9 +284,56 @@ func (c *conn) sendChunks(r *request) error {
 		binary.BigEndian.PutUint64(h[20:], uint64(ch.off))
 		r.bufs = append(r.bufs, h, r.buf[ch.off-base:ch.off-base+ch.n])
 	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.writeLocked(r.bufs)
+}
+
+// enqueue hands r's reply to the writer. There is no writer goroutine:
+// the first handler to find nobody writing becomes the writer and sends
+// every reply queued meanwhile in one writev, then releases those
+// requests. Under load replies go out in batches; at queue depth one
+// nothing waits for a goroutine switch.
+func (c *conn) enqueue(r *request) {
+	c.qmu.Lock()
+	c.pending = append(c.pending, r)
+	if c.writing {
+		c.qmu.Unlock()
+		return
+	}
+	c.writing = true
+	for len(c.pending) > 0 {
+		batch := c.pending
+		c.pending = c.spare[:0]
+		c.qmu.Unlock()
+		c.writeBatch(batch)
+		c.qmu.Lock()
+		clear(batch)
+		c.spare = batch[:0]
+	}
+	c.writing = false
+	c.qmu.Unlock()
+}
+
+// writeBatch sends the replies of batch and releases the requests. Only
+// the one active writer (c.writing) calls it.
+func (c *conn) writeBatch(batch []*request) {
+	bufs := c.iov[:0]
+	for _, r := range batch {
+		bufs = append(bufs, r.bufs...)
+	}
+	c.iov = bufs[:0]
+	n := len(bufs) // WriteTo consumes bufs
+	if c.werr == nil {
+		if _, err := bufs.WriteTo(c.nc); err != nil {
+			c.werr = err
+			c.log.Debug("nbd: reply not sent", "error", err)
+			// The stream is broken; make the reader stop too.
+			c.raw.Close()
+		}
+	}
+	clear(c.iov[:n])
+	for _, r := range batch {
+		c.done(r)
+		c.inflight.Done()
+	}
 }
 
 func cmdName(t uint16) string {
