@@ -75,7 +75,11 @@ func (c *conn) transmit() {
 			break
 		}
 		c.inflight.Add(1)
-		go c.run(r)
+		if c.inline(r) {
+			c.run(r)
+		} else {
+			go c.run(r)
+		}
 	}
 	c.inflight.Wait()
 	if graceful && !c.export.Disk.ReadOnly() {
@@ -86,6 +90,20 @@ func (c *conn) transmit() {
 }
 
 var errDisc = errors.New("nbd: client disconnected")
+
+// inlineMax is the largest READ or WRITE the reader runs itself.
+const inlineMax = 128 << 10
+
+// inline reports whether the reader should run r itself rather than in a
+// goroutine of its own: a small READ or WRITE with no further request
+// already read from the socket. Handing a request to another goroutine
+// (and often another thread) costs more than a small request itself;
+// when more requests are waiting, each gets its own goroutine so they
+// run in parallel. The price is that a request arriving while the reader
+// runs one inline waits for it: at most one small I/O.
+func (c *conn) inline(r *request) bool {
+	return (r.typ == cmdRead || r.typ == cmdWrite) && r.length <= inlineMax && c.br.Buffered() == 0
+}
 
 // readRequest reads one request header, and a WRITE's payload, taking an
 // in-flight slot and buffer budget for it. The slot is taken before
