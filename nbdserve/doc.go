@@ -86,12 +86,17 @@
 //
 // Each connection has one reader goroutine. It reads a request (and a
 // WRITE's data) and starts a goroutine for it, so requests run in
-// parallel and are answered in the order they finish. At most
-// MaxInFlight requests run at once and their buffers hold at most
+// parallel and are answered in the order they finish; a small READ or
+// WRITE with no other request waiting in the socket buffer runs in the
+// reader itself, which saves a goroutine handoff at queue depth one. At
+// most MaxInFlight requests run at once and their buffers hold at most
 // MaxBufferBytes; when either is used up the reader stops reading, which
-// pushes back on the client. Buffers come from size-class pools. Replies
-// are written whole (header and data in one writev) under a mutex, so
-// they never interleave.
+// pushes back on the client. Buffers come from size-class pools.
+//
+// Replies never interleave: a finished request queues its reply, and the
+// first handler to find nobody writing becomes the writer, sending every
+// queued reply (headers and data) in one writev before releasing those
+// requests. There is no writer goroutine to wake.
 //
 // # Shutdown
 //

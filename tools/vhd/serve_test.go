@@ -3,9 +3,17 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/binary"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -263,4 +271,100 @@ func exitCode(err error) int {
 		return ee.ExitCode()
 	}
 	return -1
+}
+
+// TestServeTLS: with --tls-cert/--tls-key a libnbd client must start TLS;
+// with --tls-ca it must also present a certificate from that CA.
+func TestServeTLS(t *testing.T) {
+	need(t, "nbdsh", "nbdinfo")
+	dir := t.TempDir()
+	writeTestPKI(t, dir)
+	img := newImage(t, 8<<20)
+	sock := filepath.Join(t.TempDir(), "tls.sock")
+	srv, uri := startServe(t, nil, "--socket", sock, "--tls-cert", filepath.Join(dir, "server-cert.pem"),
+		"--tls-key", filepath.Join(dir, "server-key.pem"), "--tls-ca", filepath.Join(dir, "ca-cert.pem"), img)
+	if !strings.HasPrefix(uri, "nbds+unix:///disk?socket=") {
+		t.Fatalf("TLS URI %q", uri)
+	}
+	if err := clientCmd("nbdinfo", "nbd+unix:///disk?socket="+sock).Run(); err == nil {
+		t.Error("a client without TLS was let in")
+	}
+	connect := func(certs string) string {
+		return fmt.Sprintf(`
+h.set_tls(nbd.TLS_REQUIRE)
+h.set_tls_verify_peer(False)
+%s
+h.set_export_name("disk")
+h.connect_unix(%q)
+`, certs, sock)
+	}
+	out, err := clientCmd("nbdsh", "-c", connect("")).CombinedOutput()
+	if err == nil {
+		t.Errorf("a TLS client without a certificate was let in:\n%s", out)
+	}
+	out, err = clientCmd("nbdsh", "-c", connect(fmt.Sprintf("h.set_tls_certificates(%q)", dir))+`
+h.pwrite(b"secret", 1024, nbd.CMD_FLAG_FUA)
+assert h.pread(6, 1024) == b"secret"
+print(h.get_tls_negotiated())
+`).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "True" {
+		t.Fatalf("TLS client with a certificate: %v\n%s", err, out)
+	}
+	srv.Process.Signal(syscall.SIGTERM)
+	if err := srv.Wait(); err != nil {
+		t.Fatalf("vhd serve: %v", err)
+	}
+	checkClean(t, img)
+}
+
+// writeTestPKI writes a CA, a server certificate and a client certificate
+// in the file names libnbd's set_tls_certificates looks for.
+func writeTestPKI(t *testing.T, dir string) {
+	t.Helper()
+	newKey := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	caKey := newKey()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "vhdkit test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	writePEM(t, filepath.Join(dir, "ca-cert.pem"), "CERTIFICATE", caDER)
+	for i, name := range []string{"server", "client"} {
+		key := newKey()
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(int64(i + 2)), Subject: pkix.Name{CommonName: name},
+			DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+			KeyUsage:    x509.KeyUsageDigitalSignature,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kder, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writePEM(t, filepath.Join(dir, name+"-cert.pem"), "CERTIFICATE", der)
+		writePEM(t, filepath.Join(dir, name+"-key.pem"), "PRIVATE KEY", kder)
+	}
+}
+
+func writePEM(t *testing.T, path, typ string, der []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
