@@ -61,6 +61,12 @@ type conn struct {
 	budget budget
 	// inflight counts the requests being handled.
 	inflight sync.WaitGroup
+
+	// work carries requests from the reader to the workers; workers is
+	// how many exist (reader only), idle how many wait on work.
+	work    chan *request
+	workers int
+	idle    atomic.Int32
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -71,6 +77,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		br:    bufio.NewReaderSize(nc, 64<<10),
 		log:   s.log().With("remote", remoteName(nc)),
 		slots: make(chan struct{}, s.maxInFlight()),
+		work:  make(chan *request, s.maxInFlight()),
 	}
 	c.budget.init(s.maxBufferBytes())
 	return c

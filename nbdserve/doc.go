@@ -85,7 +85,8 @@
 // # Concurrency and memory
 //
 // Each connection has one reader goroutine. It reads a request (and a
-// WRITE's data) and starts a goroutine for it, so requests run in
+// WRITE's data) and hands it to a worker goroutine (workers are started
+// as needed and live as long as the connection), so requests run in
 // parallel and are answered in the order they finish; a small READ or
 // WRITE with no other request waiting in the socket buffer runs in the
 // reader itself, which saves a goroutine handoff at queue depth one. At

@@ -78,9 +78,10 @@ func (c *conn) transmit() {
 		if c.inline(r) {
 			c.run(r)
 		} else {
-			go c.run(r)
+			c.dispatch(r)
 		}
 	}
+	close(c.work)
 	c.inflight.Wait()
 	if graceful && !c.export.Disk.ReadOnly() {
 		if err := c.export.Disk.Flush(); err != nil {
@@ -90,6 +91,30 @@ func (c *conn) transmit() {
 }
 
 var errDisc = errors.New("nbd: client disconnected")
+
+// dispatch hands r to an idle worker, starting one if none is idle.
+// Workers live as long as the connection, so their stacks are grown once
+// and a request costs a channel handoff, not a goroutine start. At most
+// MaxInFlight workers exist, as many as requests can be in flight.
+func (c *conn) dispatch(r *request) {
+	if c.idle.Load() == 0 && c.workers < cap(c.slots) {
+		c.workers++
+		go c.worker()
+	}
+	c.work <- r
+}
+
+func (c *conn) worker() {
+	for {
+		c.idle.Add(1)
+		r, ok := <-c.work
+		c.idle.Add(-1)
+		if !ok {
+			return
+		}
+		c.run(r)
+	}
+}
 
 // inlineMax is the largest READ or WRITE the reader runs itself.
 const inlineMax = 128 << 10
