@@ -322,3 +322,40 @@ func TestDifferencingLayerReadsParent(t *testing.T) {
 		t.Errorf("locators: %+v", locs)
 	}
 }
+
+// Deallocating the blocks at the end of the file leaves space no BAT
+// entry references; Close gives it back so check stays clean.
+func TestCloseCutsFreedTail(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.vhd")
+	img, err := Create(path, CreateOptions{Type: TypeDynamic, Size: 16 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randBytes(rand.New(rand.NewPCG(5, 6)), 4<<20)
+	if _, err := img.WriteAt(data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := img.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := img.Trim(2<<20, 2<<20); err != nil { // the last block in the file
+		t.Fatal(err)
+	}
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkClean(t, path)
+	img, err = Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	got := make([]byte, 4<<20)
+	if _, err := img.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	clear(data[2<<20:])
+	if !bytes.Equal(got, data) {
+		t.Error("data differs after trim and close")
+	}
+}

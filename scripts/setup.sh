@@ -8,10 +8,11 @@ set -euo pipefail
 # vhd mount (vhdfs) tests and scripts/bench-fuse.sh: fuse3 (fusermount3),
 # ntfs-3g (mkfs.ntfs, ntfsfix), fdisk (sfdisk), the mkfs of each
 # filesystem --fs mounts or reports, and qemu-storage-daemon's FUSE export
-# (qemu-system-common) to compare against.
-packages=(qemu-utils libvhdi-utils fio e2fsprogs libnbd-bin nbdkit
+# (qemu-system-common) to compare against. vhd serve (nbdserve) tests:
+# nbdinfo, nbdcopy, nbdsh (python3-libnbd), nbdkit, fio, qemu-img/qemu-io.
+packages=(qemu-utils libvhdi-utils fio e2fsprogs libnbd-bin python3-libnbd nbdkit
   fuse3 ntfs-3g fdisk xfsprogs btrfs-progs dosfstools mtools qemu-system-common)
-tools=(qemu-img qemu-io vhdiinfo fio mkfs.ext4 nbdinfo nbdkit
+tools=(qemu-img qemu-io vhdiinfo fio mkfs.ext4 nbdinfo nbdsh nbdkit
   fusermount3 mkfs.ntfs ntfsfix sfdisk mkfs.xfs mkfs.btrfs mkfs.vfat mcopy qemu-storage-daemon vhdimount)
 
 missing=0

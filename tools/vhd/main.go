@@ -37,6 +37,7 @@ func init() {
 		umountCmd,
 		compactCmd,
 		resizeCmd,
+		serveCmd,
 		versionCmd,
 		helpCmd,
 	}

@@ -1,0 +1,298 @@
+package nbdserve
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"vhdkit/engine"
+)
+
+const (
+	// minHoleChunk is the smallest zero run a READ sends as a hole
+	// chunk; shorter runs go as data, so replies stay a few chunks.
+	minHoleChunk = 4096
+	// maxDescriptors bounds a BLOCK_STATUS reply; the client asks again
+	// from where the reply stopped.
+	maxDescriptors = 1024
+	// statusWindow is how much of the disk one Extents call covers, which
+	// bounds the memory of one BLOCK_STATUS however long its range.
+	statusWindow = 16 << 20
+)
+
+// flagsFor lists the command flags valid for each command. FUA is
+// accepted everywhere (the spec says so, and clients set it on reads).
+var flagsFor = map[uint16]uint16{
+	cmdRead:        cmdFlagFUA | cmdFlagDF,
+	cmdWrite:       cmdFlagFUA,
+	cmdFlush:       cmdFlagFUA,
+	cmdTrim:        cmdFlagFUA,
+	cmdCache:       cmdFlagFUA,
+	cmdWriteZeroes: cmdFlagFUA | cmdFlagNoHole | cmdFlagFastZero,
+	cmdBlockStatus: cmdFlagFUA | cmdFlagReqOne,
+}
+
+var (
+	errBadFlags    = errors.New("unknown or inapplicable command flags")
+	errRange       = errors.New("request beyond the end of the export")
+	errTooLong     = errors.New("request longer than the maximum block size")
+	errNoContext   = errors.New("BLOCK_STATUS without the base:allocation context")
+	errZeroLength  = errors.New("zero-length BLOCK_STATUS")
+	errNotFast     = errors.New("zeroing this range is not faster than writing it")
+	errUnknownCmd  = errors.New("unknown command")
+	errBadExtents  = errors.New("disk returned extents that do not cover the range")
+	errReadOnlyExp = errors.New("export is read-only")
+)
+
+// exec runs a request against the disk and returns the NBD error to send
+// (0 for success) and its cause.
+func (c *conn) exec(r *request) (uint32, error) {
+	allowed, known := flagsFor[r.typ]
+	if !known {
+		return errInval, fmt.Errorf("%w %d", errUnknownCmd, r.typ)
+	}
+	if r.flags&^allowed != 0 || (r.flags&cmdFlagDF != 0 && !c.structured) {
+		return errInval, errBadFlags
+	}
+	d := c.export.Disk
+	size := d.Size()
+	off, n := int64(r.off), int64(r.length)
+	inRange := r.off <= uint64(size) && n <= size-off
+	writes := r.typ == cmdWrite || r.typ == cmdTrim || r.typ == cmdWriteZeroes
+	switch {
+	case writes && d.ReadOnly():
+		return errPerm, errReadOnlyExp
+	case r.oversize || (r.typ == cmdCache && r.length > uint32(c.srv.maxPayload())):
+		return errInval, errTooLong
+	case !inRange && (r.typ == cmdWrite || r.typ == cmdWriteZeroes):
+		// The spec asks for ENOSPC on writes past the end.
+		return errNoSpc, errRange
+	case !inRange:
+		return errInval, errRange
+	}
+	var err error
+	switch r.typ {
+	case cmdRead:
+		return c.read(r, off, n)
+	case cmdWrite:
+		_, err = d.WriteAt(r.buf, off)
+	case cmdFlush:
+		err = d.Flush()
+	case cmdTrim:
+		err = d.Trim(off, n)
+	case cmdCache:
+		// Reads are served from the host's page cache already; a hint
+		// needs no work.
+	case cmdWriteZeroes:
+		mode := engine.ZeroMayDeallocate
+		if r.flags&cmdFlagNoHole != 0 {
+			mode = engine.ZeroKeepAllocated
+		}
+		if r.flags&cmdFlagFastZero != 0 && !c.zeroIsFast(off, n, mode) {
+			return errNotSup, errNotFast
+		}
+		err = d.Zero(off, n, mode)
+	case cmdBlockStatus:
+		if !c.metaAlloc {
+			return errInval, errNoContext
+		}
+		if n == 0 {
+			return errInval, errZeroLength
+		}
+		err = c.blockStatus(r, off, n)
+	}
+	if err == nil && writes && r.flags&cmdFlagFUA != 0 {
+		// FUA: the reply waits until this request's data is durable.
+		err = d.Flush()
+	}
+	if err != nil {
+		return errnoFor(err, writes), err
+	}
+	return 0, nil
+}
+
+// read fills r.buf. With structured replies it asks the disk which parts
+// are holes first, reads only the data, and lists the chunks to send.
+func (c *conn) read(r *request, off, n int64) (uint32, error) {
+	d := c.export.Disk
+	r.chunks = r.chunks[:0]
+	if n == 0 {
+		return 0, nil
+	}
+	if !c.structured || r.flags&cmdFlagDF != 0 || n < minHoleChunk {
+		r.chunks = append(r.chunks, chunk{off: off, n: n})
+		return c.readData(r, off, n)
+	}
+	ext, err := d.Extents(off, n)
+	if err != nil {
+		return errnoFor(err, false), err
+	}
+	if !covers(ext, off, n) {
+		c.log.Error("nbd: disk extents do not cover the read; sending it as data", "offset", off, "length", n)
+		r.chunks = append(r.chunks[:0], chunk{off: off, n: n})
+		return c.readData(r, off, n)
+	}
+	for _, e := range ext {
+		hole := c.readsAsZero(e.State) && e.Len >= minHoleChunk
+		if k := len(r.chunks); k > 0 && !hole && !r.chunks[k-1].hole {
+			r.chunks[k-1].n += e.Len
+			continue
+		}
+		r.chunks = append(r.chunks, chunk{off: e.Off, n: e.Len, hole: hole})
+	}
+	for _, ch := range r.chunks {
+		if ch.hole {
+			continue
+		}
+		if errno, err := c.readData(r, ch.off, ch.n); errno != 0 {
+			return errno, err
+		}
+	}
+	return 0, nil
+}
+
+// readData reads [off, off+n) into its place in r.buf.
+func (c *conn) readData(r *request, off, n int64) (uint32, error) {
+	start := off - int64(r.off)
+	got, err := c.export.Disk.ReadAt(r.buf[start:start+n], off)
+	if err == io.EOF && int64(got) == n {
+		err = nil
+	}
+	if err == nil && int64(got) != n {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return errnoFor(err, false), err
+	}
+	return 0, nil
+}
+
+// covers checks that ext tiles [off, off+n) exactly, in order.
+func covers(ext []engine.Extent, off, n int64) bool {
+	pos := off
+	for _, e := range ext {
+		if e.Off != pos || e.Len <= 0 || e.Len > off+n-pos {
+			return false
+		}
+		pos += e.Len
+	}
+	return pos == off+n
+}
+
+// holesAreZero tells whether the disk's holes read as zeros. A bare
+// differencing image's holes show its parent instead.
+func holesAreZero(d engine.Disk) bool {
+	if t, ok := d.(interface{ Type() engine.DiskType }); ok {
+		return t.Type() != engine.TypeDifferencing
+	}
+	return true
+}
+
+func (c *conn) readsAsZero(s engine.ExtentState) bool {
+	return s == engine.ExtentZero || (s == engine.ExtentHole && holesAreZero(c.export.Disk))
+}
+
+// statusFlags maps an extent to base:allocation: holes are HOLE (and
+// ZERO where they read as zeros), zero extents ZERO, data neither.
+func (c *conn) statusFlags(s engine.ExtentState) uint32 {
+	switch s {
+	case engine.ExtentZero:
+		return stateZero
+	case engine.ExtentHole:
+		if holesAreZero(c.export.Disk) {
+			return stateHole | stateZero
+		}
+	}
+	return 0
+}
+
+// blockStatus builds the base:allocation chunk for [off, off+n): at most
+// maxDescriptors descriptors (one with REQ_ONE), each run of one state
+// merged, read a window at a time so memory stays bounded.
+func (c *conn) blockStatus(r *request, off, n int64) error {
+	limit := maxDescriptors
+	if r.flags&cmdFlagReqOne != 0 {
+		limit = 1
+	}
+	p := binary.BigEndian.AppendUint32(r.status[:0], metaBaseAllocationID)
+	count := 0
+	var lastFlags uint32
+	end := off + n
+outer:
+	for pos := off; pos < end; {
+		w := min(end-pos, statusWindow)
+		ext, err := c.export.Disk.Extents(pos, w)
+		if err != nil {
+			return err
+		}
+		if !covers(ext, pos, w) {
+			return errBadExtents
+		}
+		for _, e := range ext {
+			f := c.statusFlags(e.State)
+			if count > 0 && f == lastFlags {
+				i := len(p) - 8
+				binary.BigEndian.PutUint32(p[i:], binary.BigEndian.Uint32(p[i:])+uint32(e.Len))
+				continue
+			}
+			if count == limit {
+				break outer
+			}
+			p = binary.BigEndian.AppendUint32(p, uint32(e.Len))
+			p = binary.BigEndian.AppendUint32(p, f)
+			count++
+			lastFlags = f
+		}
+		pos += w
+	}
+	r.status = p
+	return nil
+}
+
+// zeroIsFast decides NBD_CMD_FLAG_FAST_ZERO: a zero is fast when it
+// writes no data. That holds when holes may be made (no NO_HOLE) and
+// either the image is fixed (the range is punched out of the host file)
+// or it is dynamic and the parts of the range that do not cover whole
+// blocks are already holes: whole blocks are freed in the BAT and zeros
+// written over holes are dropped, so nothing but metadata changes.
+// Anything else (NO_HOLE, other disks, data at the edges) answers
+// ENOTSUP at once, so a client like nbdcopy falls back to writing.
+func (c *conn) zeroIsFast(off, n int64, mode engine.ZeroMode) bool {
+	d := c.export.Disk
+	if mode != engine.ZeroMayDeallocate || !holesAreZero(d) {
+		return false
+	}
+	img, ok := d.(interface {
+		Type() engine.DiskType
+		BlockSize() int64
+	})
+	if !ok {
+		return false
+	}
+	if img.Type() == engine.TypeFixed {
+		return true
+	}
+	bs := img.BlockSize()
+	if bs <= 0 || n == 0 {
+		return n == 0
+	}
+	end := off + n
+	headEnd := min((off+bs-1)/bs*bs, end)
+	tailStart := max(end/bs*bs, headEnd)
+	for _, edge := range [][2]int64{{off, headEnd}, {tailStart, end}} {
+		if edge[1] <= edge[0] {
+			continue
+		}
+		ext, err := d.Extents(edge[0], edge[1]-edge[0])
+		if err != nil {
+			return false
+		}
+		for _, e := range ext {
+			if !c.readsAsZero(e.State) {
+				return false
+			}
+		}
+	}
+	return true
+}

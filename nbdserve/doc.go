@@ -1,0 +1,114 @@
+// Package nbdserve serves engine.Disks over the NBD protocol
+// (NetworkBlockDevice/nbd doc/proto.md) on any net.Listener: unix
+// sockets, TCP, or anything else that carries a byte stream.
+//
+//	srv := &nbdserve.Server{
+//		Exports: map[string]*nbdserve.Export{"disk": {Name: "disk", Disk: img}},
+//		Default: "disk", // what the empty export name selects
+//	}
+//	err := srv.Serve(ctx, listener) // returns once ctx ends and connections drain
+//
+// # Negotiation
+//
+// Fixed newstyle only. Options: GO and INFO (replying NBD_INFO_EXPORT,
+// NAME and DESCRIPTION when asked, and BLOCK_SIZE always: minimum 1,
+// preferred 4096, maximum MaxPayload), EXPORT_NAME, LIST, ABORT,
+// STRUCTURED_REPLY, LIST_META_CONTEXT and SET_META_CONTEXT (the one
+// context is base:allocation), and STARTTLS when TLSConfig is set.
+// Anything else gets NBD_REP_ERR_UNSUP; an unknown export name gets
+// NBD_REP_ERR_UNKNOWN (EXPORT_NAME, which cannot carry an error, ends
+// the connection instead). Option data longer than 64 KiB ends the
+// connection before it is read; names and queries are at most 4096
+// bytes; a negotiation is at most 1024 options and HandshakeTimeout long.
+//
+// With TLSConfig set the server runs in FORCEDTLS mode: every option but
+// STARTTLS and ABORT is answered NBD_REP_ERR_TLS_REQD until the client
+// has started TLS, and state negotiated before STARTTLS is forgotten.
+// Client certificates are checked as TLSConfig says (ClientAuth).
+//
+// # Transmission flags
+//
+// HAS_FLAGS, SEND_FLUSH, SEND_CACHE and CAN_MULTI_CONN always; READ_ONLY
+// for a read-only disk, otherwise SEND_FUA, SEND_TRIM, SEND_WRITE_ZEROES
+// and SEND_FAST_ZERO; SEND_DF once structured replies are negotiated.
+// CAN_MULTI_CONN is true because every connection to an export shares
+// its one Disk, whose Flush makes durable every write that returned
+// before it, whichever connection made it.
+//
+// # Commands
+//
+//	READ          structured: the disk's extent map is consulted and runs
+//	              of at least 4 KiB that read as zeros go out as
+//	              OFFSET_HOLE chunks, data as OFFSET_DATA; DF gets one
+//	              data chunk. All data is read before the first chunk is
+//	              sent, so an error is always a clean error reply.
+//	WRITE (+FUA)  Disk.WriteAt, then Disk.Flush when FUA is set.
+//	FLUSH         Disk.Flush: replies only once every write already
+//	              answered (on any connection) is durable.
+//	TRIM          Disk.Trim (frees whole blocks of a dynamic image).
+//	WRITE_ZEROES  Disk.Zero; NO_HOLE keeps the range allocated
+//	              (engine.ZeroKeepAllocated). FAST_ZERO succeeds only
+//	              when no data has to be written: no NO_HOLE, and a fixed
+//	              image (the range is punched out of the host file) or a
+//	              dynamic one whose range is whole blocks apart from edges
+//	              that are already holes. Otherwise it fails at once with
+//	              ENOTSUP, and the client writes the zeros itself.
+//	BLOCK_STATUS  base:allocation from Disk.Extents: holes are HOLE|ZERO
+//	              (HOLE alone cannot happen; a bare differencing image's
+//	              holes are reported as data, since they show the
+//	              parent), zero extents ZERO, data 0. At most 1024
+//	              descriptors (one with REQ_ONE); the client asks again
+//	              from where a reply stopped.
+//	CACHE         a hint; succeeds without doing anything.
+//	DISC          stop reading, finish what was read, flush, close.
+//
+// # Errors
+//
+// A failed request gets an error reply and the connection carries on:
+// EINVAL for unknown commands and flags, reads, trims, caches and block
+// status queries past the end, READ/WRITE/CACHE longer than MaxPayload
+// (a WRITE's data is read and dropped, so the stream stays in step);
+// ENOSPC for writes and zeroes past the end and for a full host disk
+// (ENOSPC, EDQUOT, EFBIG); EPERM for writes, trims and zeroes to a
+// read-only export; EIO for I/O failures and damaged images. With
+// structured replies the error comes with a short message; the full
+// error (which may name server paths) goes to Logger only.
+//
+// A panic inside a request handler or the disk becomes an EIO reply and
+// a log line with the stack; the server and the connection live on.
+//
+// The connection is dropped only when the stream itself cannot be
+// trusted: a bad request or option magic, unknown client flags, option
+// data over the limit, or a failed write to the socket. Other
+// connections never notice.
+//
+// # Concurrency and memory
+//
+// Each connection has one reader goroutine. It reads a request (and a
+// WRITE's data) and hands it to a worker goroutine (workers are started
+// as needed and live as long as the connection), so requests run in
+// parallel and are answered in the order they finish; a small READ or
+// WRITE with no other request waiting in the socket buffer runs in the
+// reader itself, which saves a goroutine handoff at queue depth one. At
+// most MaxInFlight requests run at once and their buffers hold at most
+// MaxBufferBytes; when either is used up the reader stops reading, which
+// pushes back on the client. Buffers come from size-class pools.
+//
+// Replies never interleave: a finished request queues its reply, and the
+// first handler to find nobody writing becomes the writer, sending every
+// queued reply (headers and data) in one writev before releasing those
+// requests. There is no writer goroutine to wake.
+//
+// # Shutdown
+//
+// When Serve's context ends it closes the listener, makes every
+// connection stop reading at the next request, waits for the requests
+// already read to be answered, flushes each writable export a
+// connection was using, and closes the connections. Closing the disks
+// is the caller's job, after Serve returns.
+//
+// # Logging
+//
+// Through Logger, silent when nil: connection problems at Info or Warn,
+// I/O failures at Warn, panics at Error, everything else at Debug.
+package nbdserve

@@ -1,0 +1,217 @@
+package nbdserve
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"sync"
+	"time"
+
+	"vhdkit/engine"
+)
+
+// Export is one disk offered under a name.
+type Export struct {
+	// Name is what clients ask for (NBD_OPT_GO, nbd+unix:///NAME).
+	Name string
+	// Description is shown by clients (nbdinfo); optional.
+	Description string
+	// Disk is served. Every connection to the export shares it: that is
+	// what makes CAN_MULTI_CONN true (one Flush covers writes made on
+	// every connection).
+	Disk engine.Disk
+}
+
+// Defaults for the limits of a Server whose fields are zero.
+const (
+	// DefaultMaxPayload is the largest READ or WRITE (32 MiB, what the
+	// spec says any client may send and what qemu and nbdkit accept).
+	DefaultMaxPayload = 32 << 20
+	// DefaultMaxInFlight bounds the requests one connection runs at once.
+	DefaultMaxInFlight = 64
+	// DefaultMaxBufferBytes bounds the data buffers of one connection's
+	// requests in flight (two maximal requests, plus room for many small).
+	DefaultMaxBufferBytes = 2*DefaultMaxPayload + 32<<20
+	// DefaultMaxConnections bounds the connections served at once.
+	DefaultMaxConnections = 256
+	// DefaultHandshakeTimeout bounds the whole negotiation phase.
+	DefaultHandshakeTimeout = 30 * time.Second
+	// maxOptionLen bounds an option's data; longer options end the
+	// connection before anything is read into memory. The longest valid
+	// option (SET_META_CONTEXT with a few queries) is far shorter.
+	maxOptionLen = 64 << 10
+	// maxOptions bounds the options of one negotiation.
+	maxOptions = 1024
+	// maxStringLen is the spec's limit for names and queries.
+	maxStringLen = 4096
+)
+
+// Server serves exports over NBD. Configure its fields, then call Serve;
+// the fields must not change afterwards.
+type Server struct {
+	// Exports by name.
+	Exports map[string]*Export
+	// Default names the export that the empty name "" selects; empty
+	// means there is none.
+	Default string
+	// Logger receives connection events and errors; silent if nil.
+	Logger *slog.Logger
+	// TLSConfig, if set, makes TLS mandatory (FORCEDTLS): every option
+	// but STARTTLS and ABORT is refused until the client starts TLS.
+	TLSConfig *tls.Config
+
+	// Limits; the Default* constants when zero.
+	MaxPayload       int
+	MaxInFlight      int
+	MaxBufferBytes   int64
+	MaxConnections   int
+	HandshakeTimeout time.Duration
+
+	mu sync.Mutex
+	// conns are the live connections, for shutdown. Guarded by mu.
+	conns map[*conn]struct{}
+	wg    sync.WaitGroup
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Logger
+}
+
+func (s *Server) maxPayload() int {
+	if s.MaxPayload > 0 {
+		return s.MaxPayload
+	}
+	return DefaultMaxPayload
+}
+
+func (s *Server) maxInFlight() int {
+	if s.MaxInFlight > 0 {
+		return s.MaxInFlight
+	}
+	return DefaultMaxInFlight
+}
+
+func (s *Server) maxBufferBytes() int64 {
+	if s.MaxBufferBytes > 0 {
+		return max(s.MaxBufferBytes, int64(s.maxPayload()))
+	}
+	return max(DefaultMaxBufferBytes, 2*int64(s.maxPayload()))
+}
+
+func (s *Server) maxConnections() int {
+	if s.MaxConnections > 0 {
+		return s.MaxConnections
+	}
+	return DefaultMaxConnections
+}
+
+func (s *Server) handshakeTimeout() time.Duration {
+	if s.HandshakeTimeout > 0 {
+		return s.HandshakeTimeout
+	}
+	return DefaultHandshakeTimeout
+}
+
+// lookup finds an export by the name a client sent.
+func (s *Server) lookup(name string) (*Export, bool) {
+	if name == "" {
+		name = s.Default
+		if name == "" {
+			return nil, false
+		}
+	}
+	e, ok := s.Exports[name]
+	return e, ok
+}
+
+// names lists the exports for NBD_OPT_LIST, sorted.
+func (s *Server) names() []string {
+	names := make([]string, 0, len(s.Exports))
+	for n := range s.Exports {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Serve accepts connections on l until ctx is cancelled or l fails, and
+// serves each in its own goroutine. When ctx is cancelled it stops
+// accepting, lets every connection finish the requests it has read,
+// flushes the disks that were written, closes the connections and
+// returns nil. It does not close the disks.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	for name, e := range s.Exports {
+		if e == nil || e.Disk == nil || e.Name != name {
+			return fmt.Errorf("nbdserve: export %q is not set up (nil disk or name mismatch)", name)
+		}
+	}
+	if s.Default != "" {
+		if _, ok := s.Exports[s.Default]; !ok {
+			return fmt.Errorf("nbdserve: default export %q does not exist", s.Default)
+		}
+	}
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+	slots := make(chan struct{}, s.maxConnections())
+	var err error
+	for {
+		nc, aerr := l.Accept()
+		if aerr != nil {
+			if ctx.Err() == nil {
+				err = aerr
+			}
+			break
+		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			s.log().Warn("nbd: too many connections; refusing one", "remote", nc.RemoteAddr().String())
+			nc.Close()
+			continue
+		}
+		c := newConn(s, nc)
+		s.track(c, true)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer func() { <-slots }()
+			defer s.track(c, false)
+			c.serve(ctx)
+		}()
+	}
+	s.shutdown()
+	return err
+}
+
+func (s *Server) track(c *conn, on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conns == nil {
+		s.conns = make(map[*conn]struct{})
+	}
+	if on {
+		s.conns[c] = struct{}{}
+	} else {
+		delete(s.conns, c)
+	}
+}
+
+// shutdown asks every connection to stop reading requests and waits for
+// them to drain.
+func (s *Server) shutdown() {
+	s.mu.Lock()
+	for c := range s.conns {
+		c.stopReading()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+var errServerShutdown = errors.New("nbdserve: server shutting down")

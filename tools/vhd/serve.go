@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/spf13/pflag"
+
+	"vhdkit/chains"
+	"vhdkit/engine"
+	"vhdkit/nbdserve"
+)
+
+var serveCmd = &command{
+	name:    "serve",
+	args:    "[--socket PATH] [--listen HOST:PORT] [--read-only | --undo] [--fuse DIR] [--tls-cert F --tls-key F [--tls-ca F]] IMAGE[=NAME]...",
+	summary: "export images (with their chains) over NBD, and over FUSE too, from one process",
+	doc: `Exports each IMAGE over NBD under NAME (default: the file name without
+its extension); a single image is also the default export "". Without
+--socket or --listen it listens on a unix socket in $XDG_RUNTIME_DIR
+(else /run/user/UID, else the temporary folder); TCP only with --listen,
+on 127.0.0.1 unless a host is given. Each export's URI is printed on
+standard output, one per line. SIGINT or SIGTERM stops accepting,
+finishes the requests in flight, flushes and closes the images.
+
+A differencing IMAGE is served with its chain of parents (writes go to
+it). Images open for writing (one writer per image) unless --read-only;
+--undo sends writes to the image's undo disk (.vud, see 'vhd undo')
+instead. Flushes (NBD FLUSH and FUA) are acknowledged only once the data
+is durable; several connections may share an export (multi-conn).
+
+--fuse DIR also mounts the same open disks over FUSE (see 'vhd mount'):
+at DIR for a single image, at DIR/NAME for several. A write through one
+is read back through the other at once.
+
+With --tls-cert and --tls-key, TLS is required of every client; with
+--tls-ca, clients must also present a certificate signed by that CA.
+
+` + chainHelp,
+	setup: func(fs *pflag.FlagSet) runFunc {
+		o := &serveOptions{}
+		fs.StringVar(&o.socket, "socket", "", "listen on this unix socket (default: $XDG_RUNTIME_DIR/vhd-serve-PID.sock)")
+		fs.StringVar(&o.listen, "listen", "", "listen on TCP HOST:PORT (HOST defaults to 127.0.0.1)")
+		fs.BoolVar(&o.readOnly, "read-only", false, "export the images read-only")
+		fs.BoolVar(&o.undo, "undo", false, "send writes to each image's undo disk (.vud) instead of the image")
+		fs.StringVar(&o.fuse, "fuse", "", "also mount the disks over FUSE at this folder")
+		fs.StringVar(&o.tlsCert, "tls-cert", "", "server certificate (PEM); makes TLS mandatory")
+		fs.StringVar(&o.tlsKey, "tls-key", "", "server private key (PEM)")
+		fs.StringVar(&o.tlsCA, "tls-ca", "", "CA (PEM) that client certificates must chain to")
+		cf := addChainFlags(fs)
+		return func(ctx context.Context, e *env, args []string) error {
+			o.socketGiven, o.listenGiven = fs.Changed("socket"), fs.Changed("listen")
+			if err := o.validate(args); err != nil {
+				return err
+			}
+			log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			return serve(ctx, o, cf, e.stdout, log)
+		}
+	},
+}
+
+// serveOptions are the parsed command line of vhd serve.
+type serveOptions struct {
+	socket, listen           string
+	readOnly, undo           bool
+	fuse                     string
+	tlsCert, tlsKey, tlsCA   string
+	exports                  []exportArg
+	socketGiven, listenGiven bool
+}
+
+type exportArg struct{ path, name string }
+
+// validate checks the flags and turns the arguments into exports.
+func (o *serveOptions) validate(args []string) error {
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		return usageErr("--tls-cert and --tls-key go together")
+	}
+	if o.tlsCA != "" && o.tlsCert == "" {
+		return usageErr("--tls-ca needs --tls-cert and --tls-key")
+	}
+	if o.readOnly && o.undo {
+		return usageErr("--read-only and --undo do not go together")
+	}
+	if len(args) == 0 {
+		return usageErr("no image to serve")
+	}
+	seen := map[string]string{}
+	for _, a := range args {
+		e := parseExportArg(a)
+		if e.name == "" {
+			return usageErr("%q: export name is empty", a)
+		}
+		if prev, dup := seen[e.name]; dup {
+			return usageErr("%s and %s would both be exported as %q; name one with IMAGE=NAME", prev, e.path, e.name)
+		}
+		seen[e.name] = e.path
+		o.exports = append(o.exports, e)
+	}
+	return nil
+}
+
+// parseExportArg splits IMAGE=NAME. A path may itself hold '=': only a
+// last '=' followed by no '/' starts a name.
+func parseExportArg(a string) exportArg {
+	if i := strings.LastIndexByte(a, '='); i > 0 && !strings.ContainsRune(a[i+1:], '/') {
+		return exportArg{path: a[:i], name: a[i+1:]}
+	}
+	base := filepath.Base(a)
+	return exportArg{path: a, name: strings.TrimSuffix(base, filepath.Ext(base))}
+}
+
+// serve opens the images, listens, prints the URIs and serves until ctx
+// ends; then it unmounts any FUSE mounts and closes the images (flushing
+// them).
+func serve(ctx context.Context, o *serveOptions, cf *chainFlags, stdout io.Writer, log *slog.Logger) (err error) {
+	srv := &nbdserve.Server{Exports: map[string]*nbdserve.Export{}, Logger: log}
+	defer func() {
+		for _, e := range srv.Exports {
+			if cerr := e.Disk.Close(); cerr != nil && err == nil {
+				err = fmt.Errorf("close %s: %w", e.Description, cerr)
+			}
+		}
+	}()
+	for _, a := range o.exports {
+		d, err := openExport(a.path, o, cf)
+		if err != nil {
+			return err
+		}
+		srv.Exports[a.name] = &nbdserve.Export{Name: a.name, Description: filepath.Base(a.path), Disk: d}
+	}
+	if len(o.exports) == 1 {
+		srv.Default = o.exports[0].name
+	}
+	if o.tlsCert != "" {
+		if srv.TLSConfig, err = loadTLS(o.tlsCert, o.tlsKey, o.tlsCA); err != nil {
+			return err
+		}
+	}
+	listeners, uris, err := listen(o, srv)
+	if err != nil {
+		return err
+	}
+	var mounts []fuseMount
+	if o.fuse != "" {
+		mounts, err = mountExports(ctx, srv, o, log)
+		defer unmountAll(mounts, log)
+		if err != nil {
+			return err
+		}
+	}
+	for _, u := range uris {
+		fmt.Fprintln(stdout, u)
+	}
+	for _, m := range mounts {
+		fmt.Fprintf(stdout, "fuse:%s\n", m.dir)
+	}
+	// One listener failing stops them all: they share the connections.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, len(listeners))
+	for i, l := range listeners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer cancel()
+			errs[i] = srv.Serve(ctx, l)
+		}()
+	}
+	wg.Wait()
+	for _, l := range listeners {
+		if ul, ok := l.(*net.UnixListener); ok {
+			os.Remove(ul.Addr().String())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// openExport opens an image with its chain, or with its undo disk on top.
+func openExport(path string, o *serveOptions, cf *chainFlags) (engine.Disk, error) {
+	if o.undo {
+		c, _, err := chains.OpenUndo(path, cf.options(false))
+		return c, err
+	}
+	return chains.Open(path, cf.options(o.readOnly))
+}

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"time"
+
+	"vhdkit/nbdserve"
+)
+
+// defaultSocket is where vhd serve listens when told nothing: the user's
+// runtime folder ($XDG_RUNTIME_DIR, else /run/user/UID), else the
+// temporary folder.
+func defaultSocket() string {
+	dir := os.Getenv("XDG_RUNTIME_DIR")
+	if dir == "" {
+		if d := fmt.Sprintf("/run/user/%d", os.Getuid()); isDir(d) {
+			dir = d
+		} else {
+			dir = os.TempDir()
+		}
+	}
+	return filepath.Join(dir, fmt.Sprintf("vhd-serve-%d.sock", os.Getpid()))
+}
+
+func isDir(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
+}
+
+// listen opens the listeners asked for and returns them with one URI per
+// export and listener.
+func listen(o *serveOptions, srv *nbdserve.Server) ([]net.Listener, []string, error) {
+	var ls []net.Listener
+	var uris []string
+	fail := func(err error) ([]net.Listener, []string, error) {
+		for _, l := range ls {
+			l.Close()
+		}
+		return nil, nil, err
+	}
+	names := make([]string, 0, len(srv.Exports))
+	for n := range srv.Exports {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	scheme := "nbd"
+	if srv.TLSConfig != nil {
+		scheme = "nbds"
+	}
+	if o.socketGiven || !o.listenGiven {
+		path := o.socket
+		if path == "" {
+			path = defaultSocket()
+		}
+		l, err := listenUnix(path)
+		if err != nil {
+			return fail(err)
+		}
+		ls = append(ls, l)
+		for _, n := range names {
+			uris = append(uris, fmt.Sprintf("%s+unix:///%s?socket=%s", scheme, url.PathEscape(n), path))
+		}
+	}
+	if o.listenGiven {
+		addr, err := tcpAddr(o.listen)
+		if err != nil {
+			return fail(err)
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fail(err)
+		}
+		ls = append(ls, l)
+		for _, n := range names {
+			uris = append(uris, fmt.Sprintf("%s://%s/%s", scheme, l.Addr(), url.PathEscape(n)))
+		}
+	}
+	return ls, uris, nil
+}
+
+// tcpAddr fills in 127.0.0.1 when the host is left out: TCP is exposed
+// beyond the machine only when the user names an address.
+func tcpAddr(s string) (string, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", fmt.Errorf("--listen %q: %w (want HOST:PORT)", s, err)
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// listenUnix listens on path, replacing a stale socket nobody answers on
+// but never another file or a live server's socket.
+func listenUnix(path string) (net.Listener, error) {
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: another server is listening there", path)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		os.Remove(path)
+	}
+	return net.Listen("unix", path)
+}
+
+// loadTLS builds the server's TLS configuration: TLS 1.2 or later, and
+// client certificates required and verified when a CA is given.
+func loadTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("TLS certificate: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s: no PEM certificate found", caFile)
+		}
+		cfg.ClientCAs = pool
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
