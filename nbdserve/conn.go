@@ -98,6 +98,9 @@ func (c *conn) serve(ctx context.Context) {
 		return
 	}
 	c.raw.SetDeadline(time.Now().Add(c.srv.handshakeTimeout()))
+	if c.stopping.Load() {
+		return // stopReading ran before the deadline above replaced its own
+	}
 	ok, err := c.handshake()
 	if err != nil {
 		c.log.Info("nbd: negotiation ended", "error", err)

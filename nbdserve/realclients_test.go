@@ -309,3 +309,29 @@ h.flush()
 assert h.pread(512, 0) == bytes(512)
 `)
 }
+
+// TestNbdinfoMapFixed: a fixed image's unwritten (sparse) ranges are
+// allocated space that reads as zeros, so they map as "zero", not holes.
+func TestNbdinfoMapFixed(t *testing.T) {
+	need(t, "nbdinfo")
+	p := filepath.Join(t.TempDir(), "fixed.vhd")
+	img, err := engine.Create(p, engine.CreateOptions{Type: engine.TypeFixed, Size: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := img.WriteAt(bytes.Repeat([]byte{1}, 64<<10), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{Exports: map[string]*Export{"f": {Name: "f", Disk: img}}, Default: "f"}
+	sock, stop := testServer(t, srv)
+	got := run(t, "nbdinfo", "--map", "nbd+unix:///?socket="+sock)
+	want := mapLines(0, 1<<20, 2, "zero", 1<<20, 64<<10, 0, "data", 1<<20+64<<10, 7<<20-64<<10, 2, "zero")
+	if normalize(got) != normalize(want) {
+		t.Errorf("nbdinfo --map of a fixed image:\n%s\nwant:\n%s", got, want)
+	}
+	stop()
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkClean(t, p)
+}

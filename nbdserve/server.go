@@ -9,6 +9,7 @@ import (
 	"net"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 
 	"vhdkit/engine"
@@ -145,7 +146,10 @@ func (s *Server) names() []string {
 // serves each in its own goroutine. When ctx is cancelled it stops
 // accepting, lets every connection finish the requests it has read,
 // flushes the disks that were written, closes the connections and
-// returns nil. It does not close the disks.
+// returns nil. It does not close the disks. Serve may run on several
+// listeners at once with one context; each call returns once every
+// connection of the server has drained. Transient accept errors (out of
+// file descriptors) are logged and retried.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	for name, e := range s.Exports {
 		if e == nil || e.Disk == nil || e.Name != name {
@@ -161,14 +165,28 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	defer stop()
 	slots := make(chan struct{}, s.maxConnections())
 	var err error
+	var delay time.Duration
 	for {
 		nc, aerr := l.Accept()
 		if aerr != nil {
-			if ctx.Err() == nil {
-				err = aerr
+			if ctx.Err() != nil {
+				break
 			}
+			if transientAcceptError(aerr) {
+				// Out of descriptors and the like: wait and go on, as
+				// net/http does, rather than stop serving.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.log().Warn("nbd: accept failed; retrying", "error", aerr, "in", delay)
+				select {
+				case <-time.After(delay):
+				case <-ctx.Done():
+				}
+				continue
+			}
+			err = aerr
 			break
 		}
+		delay = 0
 		select {
 		case slots <- struct{}{}:
 		default:
@@ -188,6 +206,19 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	}
 	s.shutdown()
 	return err
+}
+
+func transientAcceptError(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) track(c *conn, on bool) {

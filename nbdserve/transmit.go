@@ -119,15 +119,17 @@ func (c *conn) worker() {
 // inlineMax is the largest READ or WRITE the reader runs itself.
 const inlineMax = 128 << 10
 
-// inline reports whether the reader should run r itself rather than in a
-// goroutine of its own: a small READ or WRITE with no further request
-// already read from the socket. Handing a request to another goroutine
-// (and often another thread) costs more than a small request itself;
-// when more requests are waiting, each gets its own goroutine so they
-// run in parallel. The price is that a request arriving while the reader
-// runs one inline waits for it: at most one small I/O.
+// inline reports whether the reader should run r itself rather than
+// hand it to a worker: a small READ or WRITE when no other request is in
+// flight and none is waiting in the socket buffer, which is what queue
+// depth one looks like. Handing a request to another goroutine (and
+// often another thread) costs more than a small request itself. The
+// price: a request that arrives while the reader runs one inline waits
+// for it, at most one small I/O, and only on an otherwise idle
+// connection.
 func (c *conn) inline(r *request) bool {
-	return (r.typ == cmdRead || r.typ == cmdWrite) && r.length <= inlineMax && c.br.Buffered() == 0
+	return (r.typ == cmdRead || r.typ == cmdWrite) && r.length <= inlineMax &&
+		c.br.Buffered() == 0 && len(c.slots) == 1 // r holds the one slot taken
 }
 
 // readRequest reads one request header, and a WRITE's payload, taking an
