@@ -45,8 +45,15 @@ func (s *sparse) flush() error {
 			return s.fail(ioError("write BAT", w.off, err))
 		}
 	}
-	if err := s.writeStamp(); err != nil {
+	stamped, err := s.writeStamp()
+	if err != nil {
 		return s.fail(err)
+	}
+	if len(bitmaps) == 0 && len(batSectors) == 0 && !stamped {
+		// Only data was written (into blocks whose sectors were all
+		// present already): the first sync made it durable, and there
+		// is no metadata to order after it.
+		return nil
 	}
 	if err := s.f.Sync(); err != nil {
 		return s.fail(ioError("sync", 0, err))
@@ -59,19 +66,19 @@ func (s *sparse) flush() error {
 // copy is a whole valid footer whether it holds the old stamp or the new,
 // so a crash between the two leaves the copies differing (vhd check
 // warns, repair rewrites the copy), never a broken image.
-func (s *sparse) writeStamp() error {
+func (s *sparse) writeStamp() (bool, error) {
 	raw, ok := s.img.stampFooter()
 	if !ok {
-		return nil
+		return false, nil
 	}
 	s.allocMu.Lock()
 	defer s.allocMu.Unlock()
 	for _, off := range []int64{s.footerOff, 0} {
 		if _, err := s.f.WriteAt(raw[:], off); err != nil {
-			return ioError("write footer", off, err)
+			return false, ioError("write footer", off, err)
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // fail marks the image unwritable: after a failed write or sync of
