@@ -122,28 +122,12 @@ func (b below) Trim(int64, int64) error                  { return engine.ErrRead
 
 // Extents merges the layers from b.from down: data where any holds data.
 func (b below) Extents(off, n int64) ([]engine.Extent, error) {
-	todo := []pending{{off, n}}
 	var found []engine.Extent
-	for _, l := range b.c.layers[b.from:] {
-		var next []pending
-		for _, p := range todo {
-			ext, err := l.Image.Extents(p.off, p.n)
-			if err != nil {
-				return nil, err
-			}
-			for _, e := range ext {
-				if e.State == engine.ExtentHole {
-					next = append(next, pending{e.Off, e.Len})
-				} else {
-					found = append(found, e)
-				}
-			}
-		}
-		if todo = next; len(todo) == 0 {
-			break
-		}
+	rest, err := walkLayers(b.c.layers[b.from:], off, n, func(_ int, e engine.Extent) { found = append(found, e) })
+	if err != nil {
+		return nil, err
 	}
-	for _, p := range todo {
+	for _, p := range rest {
 		found = append(found, engine.Extent{Off: p.off, Len: p.n, State: engine.ExtentHole})
 	}
 	return sortExtents(found), nil

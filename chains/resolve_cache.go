@@ -99,8 +99,29 @@ func (r *resolver) build(chunk int64) ([]run, error) {
 		owner
 	}
 	var segs []seg
-	todo := []pending{{start, n}}
-	for i, l := range r.c.layers {
+	rest, err := walkLayers(r.c.layers, start, n, func(i int, e engine.Extent) {
+		segs = append(segs, seg{e.Off, e.Len, owner{i, e.State}})
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range rest {
+		segs = append(segs, seg{p.off, p.n, owner{-1, engine.ExtentHole}})
+	}
+	slices.SortFunc(segs, func(a, b seg) int { return cmp.Compare(a.off, b.off) })
+	rs := make([]run, 0, len(segs))
+	for _, s := range segs {
+		rs = appendRun(rs, run{s.off + s.n - start, s.owner})
+	}
+	return rs, nil
+}
+
+// walkLayers asks the layers, top down, what each holds of [off, off+n):
+// found gets every extent a layer holds (data or zeros) with the layer's
+// index, and what no layer holds is returned.
+func walkLayers(layers []Layer, off, n int64, found func(i int, e engine.Extent)) ([]pending, error) {
+	todo := []pending{{off, n}}
+	for i, l := range layers {
 		if len(todo) == 0 {
 			break
 		}
@@ -114,21 +135,13 @@ func (r *resolver) build(chunk int64) ([]run, error) {
 				if e.State == engine.ExtentHole {
 					next = append(next, pending{e.Off, e.Len})
 				} else {
-					segs = append(segs, seg{e.Off, e.Len, owner{i, e.State}})
+					found(i, e)
 				}
 			}
 		}
 		todo = next
 	}
-	for _, p := range todo {
-		segs = append(segs, seg{p.off, p.n, owner{-1, engine.ExtentHole}})
-	}
-	slices.SortFunc(segs, func(a, b seg) int { return cmp.Compare(a.off, b.off) })
-	rs := make([]run, 0, len(segs))
-	for _, s := range segs {
-		rs = appendRun(rs, run{s.off + s.n - start, s.owner})
-	}
-	return rs, nil
+	return todo, nil
 }
 
 func appendRun(rs []run, r run) []run {
