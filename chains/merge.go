@@ -125,7 +125,21 @@ func finishMerge(ctx context.Context, c *Chain, k int, res *MergeResult, opts Me
 	if err := rw.Flush(); err != nil {
 		return err
 	}
-	return removeMerged(c.layers[0].Path, res.Removed)
+	if err := removeMerged(c.layers[0].Path, res.Removed); err != nil {
+		return err
+	}
+	unfreeze(target.Path)
+	return nil
+}
+
+// unfreeze gives the merge target back the write permission a snapshot
+// took (write for whoever may read it): it now holds the merged data and
+// is meant to be written again. Best effort: the merge is done either way.
+func unfreeze(path string) {
+	if st, err := os.Stat(path); err == nil {
+		mode := st.Mode().Perm()
+		os.Chmod(path, mode|(mode&0o444)>>1)
+	}
 }
 
 // copyShadowed copies every range some layer above k holds into layer k,

@@ -137,3 +137,23 @@ func TestMergeInterruptedThenResumed(t *testing.T) {
 	openVerify(t, paths[1], model, Options{})
 	checkClean(t, paths[:2]...)
 }
+
+func TestMergeUnfreezesTheTarget(t *testing.T) {
+	dir := t.TempDir()
+	paths, _ := buildChain(t, dir, 1, 2<<20, 20)
+	top := filepath.Join(dir, "top.vhd")
+	c, err := Snapshot(paths[0], top, CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if st, _ := os.Stat(paths[0]); st.Mode().Perm()&0o200 != 0 {
+		t.Fatalf("snapshot left the parent writable: %v", st.Mode())
+	}
+	if _, err := Merge(context.Background(), top, MergeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(paths[0]); st.Mode().Perm()&0o200 == 0 {
+		t.Errorf("merged-into image still read-only: %v", st.Mode())
+	}
+}
