@@ -132,13 +132,12 @@ func finishMerge(ctx context.Context, c *Chain, k int, res *MergeResult, opts Me
 	return nil
 }
 
-// unfreeze gives the merge target back the write permission a snapshot
-// took (write for whoever may read it): it now holds the merged data and
-// is meant to be written again. Best effort: the merge is done either way.
+// unfreeze gives the merge target's owner back the write permission a
+// snapshot took: it now holds the merged data and is meant to be written
+// again. Best effort: the merge is done either way.
 func unfreeze(path string) {
 	if st, err := os.Stat(path); err == nil {
-		mode := st.Mode().Perm()
-		os.Chmod(path, mode|(mode&0o444)>>1)
+		os.Chmod(path, st.Mode().Perm()|0o200)
 	}
 }
 
