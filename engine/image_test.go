@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"vhdkit/engine/crashfile"
 )
 
 // checkClean fails the test unless the image at path passes Check,
@@ -247,7 +249,7 @@ func TestReadersShare(t *testing.T) {
 }
 
 func TestOutOfRange(t *testing.T) {
-	img, err := CreateFile(newMemFile(), "mem", CreateOptions{Type: TypeDynamic, Size: 1 << 20})
+	img, err := CreateFile(crashfile.New(), "mem", CreateOptions{Type: TypeDynamic, Size: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,13 +271,13 @@ func TestOutOfRange(t *testing.T) {
 func TestDifferencingLayerReadsParent(t *testing.T) {
 	const size = 4 << 20
 	parentData := randBytes(rand.New(rand.NewPCG(5, 6)), size)
-	parent, err := CreateFile(newMemFile(), "parent", CreateOptions{Type: TypeFixed, Size: size})
+	parent, err := CreateFile(crashfile.New(), "parent", CreateOptions{Type: TypeFixed, Size: size})
 	if err != nil {
 		t.Fatal(err)
 	}
 	parent.WriteAt(parentData, 0)
 	pf := parent.Footer()
-	child, err := CreateFile(newMemFile(), "child", CreateOptions{Type: TypeDifferencing, Size: size, BlockSize: 1 << 20,
+	child, err := CreateFile(crashfile.New(), "child", CreateOptions{Type: TypeDifferencing, Size: size, BlockSize: 1 << 20,
 		Parent: &ParentInfo{UUID: pf.UUID, Timestamp: pf.Timestamp, Name: "parent.vhd",
 			Locators: []LocatorPath{{LocatorW2ru, `.\parent.vhd`}, {LocatorMacX, "/tmp/dir with space/parent.vhd"}}}})
 	if err != nil {
