@@ -57,7 +57,7 @@ func Compact(ctx context.Context, path string, opts CompactOptions) (*CompactRes
 	res.FileBefore, res.HostBefore = fileSizes(path)
 	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".compacting")
 	os.Remove(tmp) // a leftover of a crashed compaction
-	nimg, err := engine.Create(tmp, engine.CreateOptions{Type: top.Type(), Size: top.Size(), BlockSize: top.BlockSize(),
+	nimg, err := createCompacted(tmp, engine.CreateOptions{Type: top.Type(), Size: top.Size(), BlockSize: top.BlockSize(),
 		UUID: ft.UUID, Time: engine.VHDTime(ft.Timestamp), KeepTimestamp: true, Parent: parentInfoOf(top)})
 	if err != nil {
 		return nil, err
@@ -85,6 +85,10 @@ func Compact(ctx context.Context, path string, opts CompactOptions) (*CompactRes
 	res.FileAfter, res.HostAfter = fileSizes(path)
 	return res, nil
 }
+
+// createCompacted makes the new image. Tests replace it to put the new
+// image on a file that simulates power loss.
+var createCompacted = engine.Create
 
 // parentInfoOf reads the parent link of a differencing image.
 func parentInfoOf(img *engine.Image) *engine.ParentInfo {

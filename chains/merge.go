@@ -83,6 +83,10 @@ func Merge(ctx context.Context, child string, opts MergeOptions) (*MergeResult, 
 	return res, finishMerge(ctx, c, k, res, opts)
 }
 
+// openMergeTarget opens the merge target for writing. Tests replace it to
+// run the target on a file that simulates power loss.
+var openMergeTarget = engine.Open
+
 // targetIndex finds the layer to merge into.
 func targetIndex(c *Chain, into string) (int, error) {
 	if len(c.layers) < 2 {
@@ -110,7 +114,7 @@ func finishMerge(ctx context.Context, c *Chain, k int, res *MergeResult, opts Me
 	if err := target.Image.Close(); err != nil {
 		return err
 	}
-	rw, err := engine.Open(target.Path, engine.Options{Logger: opts.Open.Logger})
+	rw, err := openMergeTarget(target.Path, engine.Options{Logger: opts.Open.Logger})
 	if err != nil {
 		return fmt.Errorf("open merge target %s for writing: %w", target.Path, err)
 	}
