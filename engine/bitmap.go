@@ -41,16 +41,6 @@ func allSet(bits []byte, n int64) bool {
 	return true
 }
 
-// anySet reports whether any of bits [from, to) is set.
-func anySet(bits []byte, from, to int64) bool {
-	for i := from; i < to; i++ {
-		if bitSet(bits, i) {
-			return true
-		}
-	}
-	return false
-}
-
 // loadBitmap returns block b's bitmap, reading it if it is not cached.
 // The caller holds b's stripe lock and e is b's current BAT entry.
 func (s *sparse) loadBitmap(b int64, e uint32) (*bitmap, error) {

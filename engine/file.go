@@ -90,6 +90,3 @@ func (o *osFile) NextData(off int64) (int64, int64, error) {
 	}
 	return start, end, nil
 }
-
-// fd gives the descriptor for locking, when the file has one.
-func (o *osFile) fd() int { return int(o.f.Fd()) }

@@ -28,9 +28,8 @@ import (
 
 // metaChange is what a relocation changes.
 type metaChange struct {
-	size     int64       // new virtual size; 0 keeps it
-	parent   *ParentInfo // new parent link; nil keeps it
-	keepLocs bool        // parent nil: rewrite the existing locators
+	size   int64       // new virtual size; 0 keeps it
+	parent *ParentInfo // new parent link; nil keeps it (its locators are rewritten as they are)
 }
 
 // relocate commits a metadata change as above. The caller guarantees no

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/binary"
-	"fmt"
 	"io"
 	"net"
 	"path/filepath"
@@ -279,5 +278,3 @@ func tlsDial(t testing.TB, c *client, cfg *tls.Config) {
 	}
 	c.nc, c.br = tc, bufio.NewReader(tc)
 }
-
-func errf(format string, args ...any) error { return fmt.Errorf(format, args...) }
