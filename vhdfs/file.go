@@ -248,6 +248,7 @@ func (n *dataNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrO
 		out.Mode = syscall.S_IFREG | 0o444
 	}
 	out.Nlink = 1
+	n.root.stamp(&out.Attr)
 	out.Size = uint64(length)
 	out.Blksize = 4096
 	out.Blocks = uint64(n.alloc.get(n.root, start, length)+511) / 512

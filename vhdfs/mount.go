@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -63,11 +64,14 @@ func Mount(ctx context.Context, disk engine.Disk, mountpoint string, opts Option
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if err := checkDevice(); err != nil {
+		return nil, fmt.Errorf("vhdfs: mount %s: %w", mountpoint, err)
+	}
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	r := &root{disk: disk, opts: opts, log: logger, readOnly: opts.ReadOnly || disk.ReadOnly()}
+	r := &root{disk: disk, opts: opts, log: logger, readOnly: opts.ReadOnly || disk.ReadOnly(), mounted: time.Now()}
 	if err := r.reread(); err != nil {
 		return nil, err
 	}
@@ -78,7 +82,11 @@ func Mount(ctx context.Context, disk engine.Disk, mountpoint string, opts Option
 		// Names come and go with the partition table: never cache a
 		// lookup. Attributes (sizes) are fixed for a given name but
 		// st_blocks moves; a second is fine for that.
-		EntryTimeout:    &zero,
+		EntryTimeout: &zero,
+		// Every node belongs to whoever mounted (root's 0 is go-fuse's
+		// default), so a user's own mount shows their files as theirs.
+		UID:             uint32(os.Getuid()),
+		GID:             uint32(os.Getgid()),
 		NegativeTimeout: &zero,
 		AttrTimeout:     &second,
 		Logger:          stdlog,
@@ -194,6 +202,14 @@ type root struct {
 	blocks allocCache
 	// gen counts changes to the disk, for the allocation caches.
 	gen atomic.Int64
+	// mounted is when the mount was made: every node's times, so ls
+	// shows when the disk appeared rather than 1970.
+	mounted time.Time
+}
+
+// stamp sets a node's access, change and modification times.
+func (r *root) stamp(a *fuse.Attr) {
+	a.SetTimes(&r.mounted, &r.mounted, &r.mounted)
 }
 
 var (
@@ -310,6 +326,7 @@ func (r *root) part(n int) (Partition, bool) {
 
 func (r *root) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	out.Mode = syscall.S_IFDIR | 0o755
+	r.stamp(&out.Attr)
 	out.Nlink = 2
 	return 0
 }
@@ -352,7 +369,8 @@ func (d *fsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*f
 	for _, e := range d.subdirs() {
 		if e.Name == name {
 			out.Mode = syscall.S_IFDIR | 0o755
-			return d.NewInode(ctx, &emptyDir{}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: e.Ino}), 0
+			d.root.stamp(&out.Attr)
+			return d.NewInode(ctx, &emptyDir{root: d.root}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: e.Ino}), 0
 		}
 	}
 	return nil, syscall.ENOENT
@@ -360,13 +378,18 @@ func (d *fsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*f
 
 func (d *fsDir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	out.Mode = syscall.S_IFDIR | 0o755
+	d.root.stamp(&out.Attr)
 	return 0
 }
 
-type emptyDir struct{ fs.Inode }
+type emptyDir struct {
+	fs.Inode
+	root *root
+}
 
 func (d *emptyDir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	out.Mode = syscall.S_IFDIR | 0o755
+	d.root.stamp(&out.Attr)
 	return 0
 }
 
@@ -398,6 +421,8 @@ func modeName(ro bool) string {
 
 func (n *infoNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	out.Mode = syscall.S_IFREG | 0o444
+	n.root.stamp(&out.Attr)
+	out.Nlink = 1
 	out.Size = uint64(len(n.content()))
 	return 0
 }

@@ -202,7 +202,7 @@ func detach(ctx context.Context, e *env, req mountRequest) error {
 		if why == "" {
 			why = "the mount server exited before the mount was ready"
 		}
-		if tail := logTail(logPath(req.mnt)); tail != "" {
+		if tail := logTail(logPath(req.mnt), why); tail != "" {
 			why += "\n" + tail
 		}
 		return errors.New(why)
@@ -211,10 +211,17 @@ func detach(ctx context.Context, e *env, req mountRequest) error {
 	return nil
 }
 
-// logTail is the end of a log file, for an error message.
-func logTail(path string) string {
+// logTail is the end of a log file, for an error message, without the
+// lines that repeat known (the error the server already sent).
+func logTail(path, known string) string {
 	b, _ := os.ReadFile(path)
-	s := strings.TrimSpace(string(b))
+	var keep []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if known == "" || !strings.Contains(line, known) {
+			keep = append(keep, line)
+		}
+	}
+	s := strings.TrimSpace(strings.Join(keep, "\n"))
 	if len(s) > 2000 {
 		s = "..." + s[len(s)-2000:]
 	}

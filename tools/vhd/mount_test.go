@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -408,4 +409,113 @@ func TestMountFSKinds(t *testing.T) {
 	runOK(t, "", "mdir", "-i", filepath.Join(mnt, "p1"), "::")
 	vhdOK(t, "umount", mnt)
 	checkOK(t, img)
+}
+
+// TestMountAsUser: a user who is not root mounts through fusermount3,
+// owns what the mount shows, writes through it, and commits. Run as
+// root, the test becomes the user nobody for vhd and for every access
+// to the mount (FUSE lets no one else in, root included).
+func TestMountAsUser(t *testing.T) {
+	needFUSE(t)
+	if os.Getuid() != 0 {
+		t.Skip("already not root: the other mount tests are user mounts")
+	}
+	needTools(t, "fusermount3", "dd", "stat")
+	const uid, gid = 65534, 65534 // nobody, nogroup
+	dir := userDir(t, uid, gid)
+	bin := filepath.Join(dir, "vhd")
+	runOK(t, "", "cp", vhdBin, bin)
+	img, mnt := filepath.Join(dir, "disk.vhd"), filepath.Join(dir, "mnt")
+	asUserErr := func(name string, args ...string) (string, error) {
+		cmd := exec.Command(name, args...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_RUNTIME_DIR="+filepath.Join(dir, "run"))
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	asUser := func(name string, args ...string) string {
+		t.Helper()
+		out, err := asUserErr(name, args...)
+		if err != nil {
+			t.Fatalf("as uid %d: %s %s: %v\n%s", uid, name, strings.Join(args, " "), err, out)
+		}
+		return out
+	}
+	asUser("mkdir", "-m", "0700", "run", "mnt")
+	asUser(bin, "create", "--size", "16M", img)
+
+	// A device only root may open: one clear error that says so, once.
+	setFUSEDeviceMode(t, 0o600)
+	out, err := asUserErr(bin, "mount", img, mnt)
+	if err == nil || strings.Count(out, "cannot open /dev/fuse (permission denied") != 1 {
+		t.Fatalf("vhd mount by a user who cannot open /dev/fuse: %v\n%s", err, out)
+	}
+
+	setFUSEDeviceMode(t, 0o666)
+	asUser(bin, "mount", img, mnt)
+	t.Cleanup(func() {
+		if isMounted(mnt) {
+			exec.Command("fusermount3", "-u", "-z", mnt).Run()
+		}
+	})
+	owner := strings.Fields(asUser("stat", "-c", "%u %g %Y", filepath.Join(mnt, "disk")))
+	if owner[0] != "65534" || owner[1] != "65534" {
+		t.Errorf("the mounted disk belongs to %s:%s, not to the user who mounted it", owner[0], owner[1])
+	}
+	if mtime, _ := strconv.ParseInt(owner[2], 10, 64); time.Since(time.Unix(mtime, 0)) > time.Hour {
+		t.Errorf("the mounted disk's time is %s, not the mount's", time.Unix(mtime, 0))
+	}
+	data := bytes.Repeat([]byte("user wrote this "), 4096) // 64 KiB
+	src := filepath.Join(dir, "data")
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	asUser("dd", "if="+src, "of="+filepath.Join(mnt, "disk"), "bs=64k", "seek=5", "conv=notrunc,fsync", "status=none")
+	out = asUser(bin, "umount", "--commit", mnt)
+	if !strings.Contains(out, "committed") {
+		t.Fatalf("umount --commit as the user:\n%s", out)
+	}
+	if got := readBack(t, img, 5*64<<10, len(data)); !bytes.Equal(got, data) {
+		t.Fatal("the user's write is not in the image after --commit")
+	}
+	checkOK(t, img)
+}
+
+// setFUSEDeviceMode sets /dev/fuse's mode for the test: 0666 is what
+// Debian's udev rule gives it, 0600 what some containers do. The first
+// call's mode is put back at the end. Root, which the other tests run
+// as, opens it either way.
+func setFUSEDeviceMode(t *testing.T, mode os.FileMode) {
+	t.Helper()
+	st, err := os.Stat("/dev/fuse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod("/dev/fuse", mode); err != nil {
+		t.Skipf("cannot change /dev/fuse's mode on this machine: %v", err)
+	}
+	t.Cleanup(func() { os.Chmod("/dev/fuse", st.Mode().Perm()) })
+}
+
+// userDir is a fresh folder owned by uid:gid that they can reach (every
+// folder above it is searchable).
+func userDir(t *testing.T, uid, gid int) string {
+	t.Helper()
+	base, err := os.MkdirTemp("", "vhd-user-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(base, "home")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
