@@ -163,7 +163,7 @@ func (c *checker) checkFixed(ft Footer, size int64) error {
 	case size < want:
 		c.problem(true, false, size, "file is %d bytes, too short for a fixed disk of %d bytes plus its footer", size, ft.CurrentSize)
 	case size > want:
-		c.problem(false, false, int64(ft.CurrentSize), "%d bytes between the disk's data and the footer belong to nothing", size-want)
+		c.problem(false, true, int64(ft.CurrentSize), "%d bytes between the disk's data and the footer belong to nothing", size-want)
 	}
 	return nil
 }

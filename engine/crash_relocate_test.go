@@ -23,6 +23,9 @@ type relocateCase struct {
 	op      func(img *Image) error
 	newSize int64 // 0: the size does not change
 	parent  bool  // the op re-links the parent
+	// gap puts that many bytes of junk between a fixed image's data and
+	// its footer (check reports them; images in the wild have them).
+	gap int64
 }
 
 var relocateCases = []relocateCase{
@@ -34,6 +37,9 @@ var relocateCases = []relocateCase{
 	{name: "shrink dynamic", typ: TypeDynamic, size: 4 << 20, newSize: 3 << 20, op: func(img *Image) error { return img.Resize(3<<20, true) }},
 	{name: "grow fixed", typ: TypeFixed, size: 4 << 20, newSize: 6 << 20, op: func(img *Image) error { return img.Resize(6<<20, false) }},
 	{name: "shrink fixed", typ: TypeFixed, size: 4 << 20, newSize: 3 << 20, op: func(img *Image) error { return img.Resize(3<<20, true) }},
+	{name: "grow fixed past a gap", typ: TypeFixed, size: 4 << 20, gap: 4096, newSize: 5 << 20, op: func(img *Image) error { return img.Resize(5<<20, false) }},
+	{name: "grow fixed into a gap", typ: TypeFixed, size: 4 << 20, gap: 1 << 20, newSize: 4<<20 + 64<<10, op: func(img *Image) error { return img.Resize(4<<20+64<<10, false) }},
+	{name: "shrink fixed with a gap", typ: TypeFixed, size: 4 << 20, gap: 3072, newSize: 3 << 20, op: func(img *Image) error { return img.Resize(3<<20, true) }},
 }
 
 // setupRelocate makes the image with 2 MiB of flushed data (the first
@@ -57,7 +63,28 @@ func setupRelocate(t *testing.T, c relocateCase) (*crashfile.File, *Image, []byt
 	if err := img.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	if c.gap > 0 {
+		f, img = withGap(t, img, f, c.size, c.gap)
+	}
 	return f, img, data
+}
+
+// withGap closes a fixed image and reopens it with gap bytes of junk
+// moved in between its data and its footer.
+func withGap(t *testing.T, img *Image, f *crashfile.File, size, gap int64) (*crashfile.File, *Image) {
+	t.Helper()
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b := f.Bytes()
+	footer := b[len(b)-FooterSize:]
+	junk := bytes.Repeat([]byte{0xa5}, int(gap))
+	g := crashfile.FromBytes(append(append(append([]byte{}, b[:size]...), junk...), footer...))
+	img, err := OpenFile(g, "img", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g, img
 }
 
 func TestCrashDuringRelocate(t *testing.T) {
@@ -74,31 +101,12 @@ func TestCrashDuringRelocate(t *testing.T) {
 			}
 			for k := 1; k <= syncs; k++ {
 				for _, after := range []bool{false, true} {
-					var crashed []*crashfile.File
 					f, img, data := setupRelocate(t, c)
-					rng := rand.New(rand.NewPCG(uint64(k), 5))
-					grab := func() {
-						crashed = append(crashed, crashfile.FromBytes(f.Durable()))
-						for range 3 {
-							crashed = append(crashed, f.Crash(rng))
-						}
-					}
-					target := f.Syncs() + k
-					f.BeforeSync = func(n int) error {
-						if n == target && !after {
-							grab()
-						}
-						return nil
-					}
-					f.AfterSync = func(n int) {
-						if n == target && after {
-							grab()
-						}
-					}
+					crashed := crashAtSync(f, f.Syncs()+k, after, rand.New(rand.NewPCG(uint64(k), 5)), 3)
 					if err := c.op(img); err != nil {
 						t.Fatal(err)
 					}
-					for i, cf := range crashed {
+					for i, cf := range *crashed {
 						where := fmt.Sprintf("sync %d/%d (after=%v) variant %d", k, syncs, after, i)
 						verifyRelocated(t, c, cf, data, where)
 					}
@@ -138,11 +146,16 @@ func verifyRelocated(t *testing.T, c relocateCase, f *crashfile.File, data []byt
 	}
 	rest := got[len(data):]
 	if c.typ == TypeFixed && size > min(c.size, c.newSize) {
-		// The documented window (resizeFixed): the footer of the smaller
-		// size may show in the larger disk's space until the operation
-		// ends.
-		at := min(c.size, c.newSize) - int64(len(data))
-		clear(rest[at : at+FooterSize])
+		// The documented window (resizeFixed): until the operation ends,
+		// a shrink's new footer may show in the old disk's space, and a
+		// grown disk's new space may hold the old footer's bytes.
+		at := c.newSize
+		if c.newSize > c.size {
+			at = c.size + c.gap
+		}
+		if at -= int64(len(data)); at < int64(len(rest)) {
+			clear(rest[at:min(at+FooterSize, int64(len(rest)))])
+		}
 	}
 	if !isZero(rest) {
 		t.Fatalf("%s: space past the data is not zero", where)
@@ -158,4 +171,29 @@ func verifyRelocated(t *testing.T, c relocateCase, f *crashfile.File, data []byt
 			t.Fatalf("%s: locators %v %v", where, locs, err)
 		}
 	}
+}
+
+// crashAtSync arranges for f's sync number target to be crashed at: just
+// before it (or, with after, just after it) the durable bytes and n
+// random crashes (crashfile.Crash) go into the returned list.
+func crashAtSync(f *crashfile.File, target int, after bool, rng *rand.Rand, n int) *[]*crashfile.File {
+	var crashed []*crashfile.File
+	grab := func() {
+		crashed = append(crashed, crashfile.FromBytes(f.Durable()))
+		for range n {
+			crashed = append(crashed, f.Crash(rng))
+		}
+	}
+	f.BeforeSync = func(i int) error {
+		if i == target && !after {
+			grab()
+		}
+		return nil
+	}
+	f.AfterSync = func(i int) {
+		if i == target && after {
+			grab()
+		}
+	}
+	return &crashed
 }

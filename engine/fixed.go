@@ -13,6 +13,12 @@ type fixed struct {
 	img  *Image
 	f    File
 	size int64
+	// footerOff is where the footer starts: the file's last 512 bytes,
+	// or its last 511 for an old Virtual PC footer. It is size unless
+	// the file holds bytes between the data and the footer (which check
+	// reports); the footer is always rewritten where it was found, so
+	// it stays the file's last sector.
+	footerOff int64
 	// dirty is set after every write returns and cleared by a flush
 	// before it syncs, so a flush with nothing to do costs no sync. Set
 	// before the write, a flush running meanwhile could clear it and sync
@@ -46,7 +52,7 @@ func openFixed(img *Image, fileSize int64) (*fixed, error) {
 	if dataEnd < size {
 		return nil, corrupt("file", "", fileSize, "is %d bytes, too short for a fixed disk of %d bytes plus its footer (truncated?)", fileSize, size)
 	}
-	return &fixed{img: img, f: img.f, size: size}, nil
+	return &fixed{img: img, f: img.f, size: size, footerOff: dataEnd}, nil
 }
 
 func (x *fixed) readAt(p []byte, off int64) error {
@@ -102,13 +108,15 @@ func (x *fixed) flush() error {
 		return nil
 	}
 	// The footer's modification stamp (see Image.stampFooter) goes in
-	// with the data it stamps. It is one sector-aligned sector, which
-	// storage writes whole, so the footer holds the old stamp or the new.
-	// (An old 511-byte footer is written back as a 512-byte one.)
+	// with the data it stamps, over the footer where it is. Usually one
+	// sector-aligned sector, which storage writes whole, so the footer
+	// holds the old stamp or the new. (An old 511-byte footer is
+	// written back as a 512-byte one, one byte longer, so the file grows
+	// by one byte and the new footer is its last 512.)
 	if raw, ok := x.img.stampFooter(); ok {
-		if _, err := x.f.WriteAt(raw[:], x.size); err != nil {
+		if _, err := x.f.WriteAt(raw[:], x.footerOff); err != nil {
 			x.dirty.Store(true)
-			return ioError("write footer", x.size, err)
+			return ioError("write footer", x.footerOff, err)
 		}
 	}
 	if err := x.f.Sync(); err != nil {

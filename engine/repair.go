@@ -11,7 +11,8 @@ import (
 // footer at the end (rewritten from the copy at offset 0), a damaged or
 // stale copy at offset 0 (rewritten from the footer at the end), space
 // past the last allocated block (blocks whose allocation never reached a
-// flush: cut off), and sectors holding data their bitmap bit disowns (the
+// flush: cut off), bytes between a fixed image's data and its footer
+// (cut), and sectors holding data their bitmap bit disowns (the
 // bit is set, so what readers saw stays what they see). It returns what
 // it did; it refuses, changing nothing, when the image has damage it
 // cannot fix.
@@ -60,7 +61,7 @@ func RepairFile(f File, name string, opts RepairOptions) ([]string, error) {
 		return nil, err
 	}
 	if img.footer.DiskType == TypeFixed {
-		return nil, nil
+		return repairFixedGap(f, img.footer, size)
 	}
 	s, err := parseSparse(img, size)
 	if err != nil {

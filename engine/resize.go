@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 )
 
 // ErrShrinkData is returned when a shrink would cut off data.
@@ -87,43 +88,76 @@ func setSize(ft *Footer, size int64) {
 	ft.CreatorApp, ft.CreatorVersion, ft.CreatorHostOS = creatorApp, creatorVersion, creatorHostOS
 }
 
-// resizeFixed moves a fixed image's only footer.
+// resizeFixed moves a fixed image's only footer. The footer is at
+// x.footerOff, which is the old size unless bytes that belong to nothing
+// lie between the data and the footer (a gap; check reports it).
 //
-// Growing: the new footer is written at the new end and synced first (the
-// file then holds two valid footers, and the one at the end wins), then
-// the old footer's sector, now disk data, is zeroed and synced. A crash
-// between the two leaves the grown disk with the old footer's 512 bytes
-// in the new space instead of zeros; never an image that does not open.
-//
-// Shrinking: the new footer is written at the new end (inside the space
-// being cut off, which holds zeros) and synced, then the file is cut
-// after it. A crash before the cut leaves the old size, with the new
-// footer's 512 bytes in that space instead of zeros.
+// The new footer goes at the new size; the file must end with it, and
+// the grown disk's new space must read as zeros. In order:
+//  1. Growing: the gap's bytes that become disk space are zeroed and
+//     synced. They are nothing yet, so a crash here changes no disk.
+//  2. The new footer is written at the new size and synced. If it ends
+//     at or past the old end, it is now the file's last sector: the
+//     image has its new size. (Sizes are whole sectors, so it is one
+//     aligned sector, written whole.)
+//  3. If the old end lies past the new footer (shrinking, or growing
+//     into a gap), the file is cut after the new footer and synced.
+//     Before the cut the old footer is still the last: the old size.
+//  4. Growing past the old end: the old footer's bytes, now disk space,
+//     are zeroed and synced. A crash before this leaves the grown disk
+//     with those bytes instead of zeros in its new space; never an
+//     image that does not open. Space past the old end was never
+//     written and reads as zeros.
 func (img *Image) resizeFixed(newSize int64) error {
 	x := img.lay.(*fixed)
 	ft := img.Footer()
-	oldSize := int64(ft.CurrentSize)
+	oldSize, oldFooter := int64(ft.CurrentSize), x.footerOff
+	oldEnd, err := img.f.Size()
+	if err != nil {
+		return ioError("stat", 0, err)
+	}
 	setSize(&ft, newSize)
 	raw := ft.Marshal()
+	if gapEnd := min(newSize, oldFooter); gapEnd > oldSize {
+		if err := img.zeroAndSync(oldSize, gapEnd-oldSize); err != nil {
+			return err
+		}
+	}
 	if _, err := img.f.WriteAt(raw[:], newSize); err != nil {
 		return ioError("write footer", newSize, err)
 	}
 	if err := img.f.Sync(); err != nil {
 		return ioError("sync", 0, err)
 	}
-	if newSize > oldSize {
-		if _, err := img.f.WriteAt(zeroBuf[:FooterSize], oldSize); err != nil {
-			return ioError("zero old footer", oldSize, err)
+	newEnd := newSize + FooterSize
+	switch {
+	case oldEnd > newEnd:
+		if err := img.f.Truncate(newEnd); err != nil {
+			return ioError("truncate", newEnd, err)
 		}
-	} else if err := img.f.Truncate(newSize + FooterSize); err != nil {
-		return ioError("truncate", newSize+FooterSize, err)
-	}
-	if err := img.f.Sync(); err != nil {
-		return ioError("sync", 0, err)
+		if err := img.f.Sync(); err != nil {
+			return ioError("sync", 0, err)
+		}
+	case newSize > oldFooter:
+		if err := img.zeroAndSync(oldFooter, min(newSize, oldEnd)-oldFooter); err != nil {
+			return err
+		}
 	}
 	img.footerMu.Lock()
 	img.footer = ft
 	img.footerMu.Unlock()
-	x.size = newSize
+	x.size, x.footerOff = newSize, newSize
+	return nil
+}
+
+// zeroAndSync writes zeros over [off, off+n) of the image file and syncs.
+func (img *Image) zeroAndSync(off, n int64) error {
+	var dirty atomic.Bool
+	if err := writeZeros(img.f, off, n, &dirty); err != nil {
+		return err
+	}
+	if err := img.f.Sync(); err != nil {
+		return ioError("sync", 0, err)
+	}
 	return nil
 }
