@@ -2,7 +2,6 @@ package chains
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -250,32 +249,6 @@ func resumeMerge(ctx context.Context, child string, j *mergeJournal, opts MergeO
 		return nil, fmt.Errorf("merge journal names target %s with UUID %s, the file has %s: not resuming", j.Target, j.TargetUUID, got)
 	}
 	return res, finishMerge(ctx, c, k, res, opts)
-}
-
-func writeJournal(child string, j *mergeJournal) error {
-	b, err := json.MarshalIndent(j, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := journalPath(child) + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, journalPath(child))
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(filepath.Dir(child))
 }
 
 func syncDir(dir string) error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 )
 
 // A merge writes a journal beside the child before it changes the target,
@@ -19,6 +20,36 @@ type mergeJournal struct {
 }
 
 func journalPath(child string) string { return child + ".merging" }
+
+// writeJournal makes the journal durable under its name: written to a
+// temporary file and synced, renamed, and the folder synced.
+func writeJournal(child string, j *mergeJournal) error {
+	b, err := json.MarshalIndent(j, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := journalPath(child) + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	// A journal that failed to reach the disk must not be renamed into
+	// place: the merge would go on with nothing to resume from.
+	if _, err = f.Write(b); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, journalPath(child))
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(filepath.Dir(child))
+}
 
 func readJournal(child string) (*mergeJournal, error) {
 	b, err := os.ReadFile(journalPath(child))

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"vhdkit/engine"
@@ -155,5 +156,22 @@ func TestMergeUnfreezesTheTarget(t *testing.T) {
 	}
 	if st, _ := os.Stat(paths[0]); st.Mode().Perm()&0o200 == 0 {
 		t.Errorf("merged-into image still read-only: %v", st.Mode())
+	}
+}
+
+// TestWriteJournalFullDisk: a journal that cannot be written (the disk is
+// full: here its temporary file is /dev/full) is an error, and nothing
+// is left under the journal's name for a merge to trust.
+func TestWriteJournalFullDisk(t *testing.T) {
+	child := filepath.Join(t.TempDir(), "child.vhd")
+	if err := os.Symlink("/dev/full", journalPath(child)+".tmp"); err != nil {
+		t.Fatal(err)
+	}
+	err := writeJournal(child, &mergeJournal{Target: "base.vhd", TargetUUID: "x"})
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("writeJournal onto a full disk: %v, want ENOSPC", err)
+	}
+	if _, err := os.Lstat(journalPath(child)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a journal was left after the failed write: %v", err)
 	}
 }
