@@ -63,7 +63,8 @@ type conn struct {
 	inflight sync.WaitGroup
 
 	// work carries requests from the reader to the workers; workers is
-	// how many exist (reader only), idle how many wait on work.
+	// how many exist (reader only), idle how many have finished their
+	// request and were not claimed for another since (see dispatch).
 	work    chan *request
 	workers int
 	idle    atomic.Int32

@@ -96,23 +96,43 @@ var errDisc = errors.New("nbd: client disconnected")
 // Workers live as long as the connection, so their stacks are grown once
 // and a request costs a channel handoff, not a goroutine start. At most
 // MaxInFlight workers exist, as many as requests can be in flight.
+//
+// The reader claims an idle worker (takes one off idle) before it sends,
+// and a worker counts itself idle again only once it has finished its
+// request. Counting on the worker's side when it receives let two
+// requests sent back to back both count the same worker, not yet woken,
+// as idle: the second then waited in the channel behind the first
+// however long that took, with no worker started for it.
 func (c *conn) dispatch(r *request) {
-	if c.idle.Load() == 0 && c.workers < cap(c.slots) {
+	if !c.claimIdle() && c.workers < cap(c.slots) {
 		c.workers++
-		go c.worker()
+		go c.worker() // its first request is this one
 	}
 	c.work <- r
 }
 
+// claimIdle takes one idle worker for a request about to be sent, if
+// there is one.
+func (c *conn) claimIdle() bool {
+	for {
+		n := c.idle.Load()
+		if n == 0 {
+			return false
+		}
+		if c.idle.CompareAndSwap(n, n-1) {
+			return true
+		}
+	}
+}
+
 func (c *conn) worker() {
 	for {
-		c.idle.Add(1)
 		r, ok := <-c.work
-		c.idle.Add(-1)
 		if !ok {
 			return
 		}
 		c.run(r)
+		c.idle.Add(1)
 	}
 }
 
