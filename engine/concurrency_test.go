@@ -97,19 +97,26 @@ func finalChecks(t *testing.T, f *crashfile.File, img *Image, want func(got []by
 	}
 }
 
+// withTinyBitmapCache runs test for 4 KiB and 64 KiB blocks with a
+// bitmap cache of four sectors, so bitmaps are evicted and reloaded all
+// the time.
+func withTinyBitmapCache(t *testing.T, test func(t *testing.T, blockSize int64)) {
+	for _, bs := range []int64{4096, 64 << 10} {
+		t.Run(fmt.Sprintf("block%dk", bs>>10), func(t *testing.T) {
+			defer func(old int64) { maxCachedBitmapBytes = old }(maxCachedBitmapBytes)
+			maxCachedBitmapBytes = 4 * SectorSize
+			test(t, bs)
+		})
+	}
+}
+
 // TestConcurrentDisjointWriters: writers own interleaved runs of sectors,
 // so every block is shared and allocated, filled and written partly by
 // several at once; a deallocator zeros and rewrites whole blocks of its
 // own; readers, an extent lister and a flusher run throughout. The bitmap
 // cache is kept tiny so bitmaps are evicted and reloaded all the time.
 func TestConcurrentDisjointWriters(t *testing.T) {
-	for _, bs := range []int64{4096, 64 << 10} {
-		t.Run(fmt.Sprintf("block%dk", bs>>10), func(t *testing.T) {
-			defer func(old int64) { maxCachedBitmapBytes = old }(maxCachedBitmapBytes)
-			maxCachedBitmapBytes = 4 * SectorSize
-			testDisjointWriters(t, bs)
-		})
-	}
+	withTinyBitmapCache(t, testDisjointWriters)
 }
 
 func testDisjointWriters(t *testing.T, bs int64) {
@@ -465,13 +472,7 @@ func TestAutoFlushDirtyBitmaps(t *testing.T) {
 // later: every write a writer had flushed (its Flush returned) before the
 // snapshot must survive, whoever else was writing or flushing then.
 func TestConcurrentCrash(t *testing.T) {
-	for _, bs := range []int64{4096, 64 << 10} {
-		t.Run(fmt.Sprintf("block%dk", bs>>10), func(t *testing.T) {
-			defer func(old int64) { maxCachedBitmapBytes = old }(maxCachedBitmapBytes)
-			maxCachedBitmapBytes = 4 * SectorSize
-			testConcurrentCrash(t, bs)
-		})
-	}
+	withTinyBitmapCache(t, testConcurrentCrash)
 }
 
 func testConcurrentCrash(t *testing.T, bs int64) {

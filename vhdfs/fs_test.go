@@ -66,6 +66,21 @@ func checkImage(t *testing.T, path string) {
 
 // mounted opens path (read-only if ro) as a chain, mounts it and returns
 // the mount point. Cleanup unmounts, waits and closes.
+// openMountedDisk makes a fresh image of size bytes, opens it, mounts
+// it and opens the mount's disk file for reading and writing. The caller
+// closes it (closing flushes, before any check the test runs).
+func openMountedDisk(t *testing.T, size int64) (path string, c *chains.Chain, disk *os.File) {
+	t.Helper()
+	path = newImage(t, size)
+	c = openChain(t, path, false)
+	mnt, _ := mounted(t, c, Options{})
+	f, err := os.OpenFile(filepath.Join(mnt, "disk"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, c, f
+}
+
 func mounted(t *testing.T, disk engine.Disk, opts Options) (string, *Server) {
 	t.Helper()
 	needFUSE(t)
@@ -115,13 +130,7 @@ func pattern(n int, seed byte) []byte {
 }
 
 func TestDiskFileReadWriteFsync(t *testing.T) {
-	path := newImage(t, 64<<20)
-	c := openChain(t, path, false)
-	mnt, _ := mounted(t, c, Options{})
-	f, err := os.OpenFile(filepath.Join(mnt, "disk"), os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, c, f := openMountedDisk(t, 64<<20)
 	defer f.Close()
 	fi, _ := f.Stat()
 	if fi.Size() != 64<<20 {
@@ -157,7 +166,7 @@ func TestDiskFileReadWriteFsync(t *testing.T) {
 	}
 
 	// O_DIRECT with an aligned buffer.
-	fd, err := unix.Open(filepath.Join(mnt, "disk"), unix.O_RDWR|unix.O_DIRECT, 0)
+	fd, err := unix.Open(f.Name(), unix.O_RDWR|unix.O_DIRECT, 0)
 	if err != nil {
 		t.Fatalf("O_DIRECT open: %v", err)
 	}
@@ -225,13 +234,7 @@ func TestSeekHoleEmpty1TiB(t *testing.T) {
 }
 
 func TestFallocate(t *testing.T) {
-	path := newImage(t, 16<<20)
-	c := openChain(t, path, false)
-	mnt, _ := mounted(t, c, Options{})
-	f, err := os.OpenFile(filepath.Join(mnt, "disk"), os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, _, f := openMountedDisk(t, 16<<20)
 	defer f.Close()
 	fd := int(f.Fd())
 	if _, err := f.WriteAt(pattern(8<<20, 5), 0); err != nil {

@@ -212,6 +212,12 @@ func (r *root) stamp(a *fuse.Attr) {
 	a.SetTimes(&r.mounted, &r.mounted, &r.mounted)
 }
 
+// dirAttr is every folder's mode and times.
+func (r *root) dirAttr(a *fuse.Attr) {
+	a.Mode = syscall.S_IFDIR | 0o755
+	r.stamp(a)
+}
+
 var (
 	_ fs.NodeLookuper  = (*root)(nil)
 	_ fs.NodeReaddirer = (*root)(nil)
@@ -325,8 +331,7 @@ func (r *root) part(n int) (Partition, bool) {
 }
 
 func (r *root) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.Mode = syscall.S_IFDIR | 0o755
-	r.stamp(&out.Attr)
+	r.dirAttr(&out.Attr)
 	out.Nlink = 2
 	return 0
 }
@@ -368,8 +373,7 @@ func (d *fsDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 func (d *fsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	for _, e := range d.subdirs() {
 		if e.Name == name {
-			out.Mode = syscall.S_IFDIR | 0o755
-			d.root.stamp(&out.Attr)
+			d.root.dirAttr(&out.Attr)
 			return d.NewInode(ctx, &emptyDir{root: d.root}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: e.Ino}), 0
 		}
 	}
@@ -377,8 +381,7 @@ func (d *fsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*f
 }
 
 func (d *fsDir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.Mode = syscall.S_IFDIR | 0o755
-	d.root.stamp(&out.Attr)
+	d.root.dirAttr(&out.Attr)
 	return 0
 }
 
@@ -388,8 +391,7 @@ type emptyDir struct {
 }
 
 func (d *emptyDir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.Mode = syscall.S_IFDIR | 0o755
-	d.root.stamp(&out.Attr)
+	d.root.dirAttr(&out.Attr)
 	return 0
 }
 

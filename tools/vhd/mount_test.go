@@ -118,7 +118,7 @@ func TestMountPartitionFormatCommit(t *testing.T) {
 		t.Errorf("vhd mount does not say where the undo disk is:\n%s", r)
 	}
 	runOK(t, "label: dos\n,64M,83\n,,7\n", "sfdisk", "-q", "--no-reread", "--no-tell-kernel", filepath.Join(mnt, "disk"))
-	if names := listDir(t, mnt); strings.Join(names, " ") != "disk info.json p1 p2" {
+	if names := entries(t, mnt); strings.Join(names, " ") != "disk info.json p1 p2" {
 		t.Fatalf("after sfdisk: %v", names)
 	}
 	runOK(t, "", "mkfs.ext4", "-q", "-F", filepath.Join(mnt, "p1"))
@@ -198,19 +198,6 @@ func extract(t *testing.T, path string, off, n int64) string {
 		t.Fatal(err)
 	}
 	return dst
-}
-
-func listDir(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
-	return names
 }
 
 // TestMountUndoModes: writes through the default mount go to the undo
@@ -459,12 +446,16 @@ func TestMountAsUser(t *testing.T) {
 			exec.Command("fusermount3", "-u", "-z", mnt).Run()
 		}
 	})
-	owner := strings.Fields(asUser("stat", "-c", "%u %g %Y", filepath.Join(mnt, "disk")))
-	if owner[0] != "65534" || owner[1] != "65534" {
-		t.Errorf("the mounted disk belongs to %s:%s, not to the user who mounted it", owner[0], owner[1])
-	}
-	if mtime, _ := strconv.ParseInt(owner[2], 10, 64); time.Since(time.Unix(mtime, 0)) > time.Hour {
-		t.Errorf("the mounted disk's time is %s, not the mount's", time.Unix(mtime, 0))
+	// The folder, the disk and info.json: owner and modification time.
+	for _, line := range strings.Split(strings.TrimSpace(asUser("stat", "-c", "%n %u %g %Y",
+		mnt, filepath.Join(mnt, "disk"), filepath.Join(mnt, "info.json"))), "\n") {
+		f := strings.Fields(line)
+		if f[1] != "65534" || f[2] != "65534" {
+			t.Errorf("%s belongs to %s:%s, not to the user who mounted it", f[0], f[1], f[2])
+		}
+		if mtime, _ := strconv.ParseInt(f[3], 10, 64); time.Since(time.Unix(mtime, 0)) > time.Hour {
+			t.Errorf("%s's time is %s, not the mount's", f[0], time.Unix(mtime, 0))
+		}
 	}
 	data := bytes.Repeat([]byte("user wrote this "), 4096) // 64 KiB
 	src := filepath.Join(dir, "data")
