@@ -53,6 +53,12 @@ under MOUNTPOINT/fs/: ext2/3/4, xfs and btrfs with the kernel, NTFS with
 ntfs-3g; read-write unless --read-only. A filesystem this machine cannot
 mount (vfat here: no driver) is reported, not fatal.
 
+What the mount shows belongs to the user who mounted it, and the kernel
+checks every access against its modes: the owner reads and (unless
+--read-only) writes; group and others get nothing unless --umask grants
+it (022: everyone reads; 002: the group writes too), and other users get
+in at all only with --allow-other.
+
 With no arguments, or --list, lists what is mounted from which image.
 Unmount with 'vhd umount MOUNTPOINT'.
 
@@ -61,7 +67,8 @@ Unmount with 'vhd umount MOUNTPOINT'.
 		cf := addChainFlags(fs)
 		readOnly := fs.Bool("read-only", false, "refuse writes")
 		noUndo := fs.Bool("no-undo", false, "write to IMAGE itself, not to an undo disk")
-		allowOther := fs.Bool("allow-other", false, "let other users in (non-root needs user_allow_other in /etc/fuse.conf)")
+		allowOther := fs.Bool("allow-other", false, "let other users in, as far as --umask allows (non-root needs user_allow_other in /etc/fuse.conf)")
+		umask := fs.String("umask", defaultUmask, "octal: permission bits taken from group and others (077: the owner alone; 022: everyone reads)")
 		foreground := fs.Bool("foreground", false, "serve from this process until unmounted or interrupted")
 		withFS := fs.Bool("fs", false, "also mount the filesystems inside under MOUNTPOINT/fs (root)")
 		list := fs.Bool("list", false, "list the mounts and exit")
@@ -87,6 +94,9 @@ Unmount with 'vhd umount MOUNTPOINT'.
 			}
 			req := mountRequest{cf: cf, readOnly: *readOnly, noUndo: *noUndo, allowOther: *allowOther, withFS: *withFS, debug: *debug}
 			var err error
+			if req.groupOther, err = parseUmask(*umask); err != nil {
+				return err
+			}
 			if req.image, err = filepath.Abs(args[0]); err != nil {
 				return err
 			}
@@ -116,6 +126,7 @@ type mountRequest struct {
 	image, mnt                          string
 	readOnly, noUndo, allowOther, debug bool
 	withFS                              bool
+	groupOther                          uint32 // vhdfs.Options.GroupOtherPerm, from --umask
 }
 
 func (r mountRequest) mode() string {
@@ -303,6 +314,8 @@ func serveMount(ctx context.Context, e *env, req mountRequest, readyFD int) (err
 		Info:       st,
 		Logger:     logger,
 		Debug:      req.debug,
+		// The kernel enforces the modes (vhdfs/perm.go).
+		GroupOtherPerm: req.groupOther,
 	})
 	if err != nil {
 		c.Close()
