@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -40,8 +41,10 @@ disk stays for later ('vhd undo'). --no-undo writes to IMAGE itself;
 --read-only refuses writes.
 
 The command returns once the mount is ready and a server keeps running
-in the background (its output goes to a log under the runtime folder:
-$XDG_RUNTIME_DIR/vhdkit, or /run/vhdkit as root); --foreground keeps it
+in the background (its output goes to a log under vhd's private folder:
+$XDG_RUNTIME_DIR/vhdkit, else /run/vhdkit as root, else
+$TMPDIR/vhdkit-UID; it must be yours alone, mode 0700, and vhd refuses
+one that is not, saying what to do); --foreground keeps it
 attached instead, until the mount is unmounted or the command is
 interrupted. Partitions written through disk (sfdisk, parted) appear
 without remounting. fsync on the files makes writes durable; SEEK_DATA
@@ -103,7 +106,10 @@ Unmount with 'vhd umount MOUNTPOINT'.
 			if req.mnt, err = filepath.Abs(args[1]); err != nil {
 				return err
 			}
-			if st, err := loadState(statePath(req.mnt)); err == nil && st.Alive {
+			if _, err := mountsFolder(true); err != nil {
+				return err
+			}
+			if st, err := loadStateOf(req.mnt); err == nil && st.Alive {
 				return fmt.Errorf("%s is already a mount of %s (pid %d); 'vhd umount %s' first", req.mnt, st.Image, st.PID, req.mnt)
 			}
 			if fi, err := os.Stat(req.mnt); err != nil || !fi.IsDir() {
@@ -154,10 +160,10 @@ func detach(ctx context.Context, e *env, req mountRequest) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(mountsDir(), 0o700); err != nil {
+	if _, err := mountsFolder(true); err != nil {
 		return err
 	}
-	logf, err := os.OpenFile(logPath(req.mnt), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	logf, err := openPrivateLog(logPath(req.mnt))
 	if err != nil {
 		return err
 	}
@@ -225,7 +231,14 @@ func detach(ctx context.Context, e *env, req mountRequest) error {
 // logTail is the end of a log file, for an error message, without the
 // lines that repeat known (the error the server already sent).
 func logTail(path, known string) string {
-	b, _ := os.ReadFile(path)
+	var b []byte
+	if f, err := openPrivateFile(path); err == nil {
+		if fi, err := f.Stat(); err == nil && fi.Size() > 64<<10 {
+			f.Seek(fi.Size()-64<<10, io.SeekStart)
+		}
+		b, _ = io.ReadAll(io.LimitReader(f, 64<<10))
+		f.Close()
+	}
 	var keep []string
 	for _, line := range strings.Split(string(b), "\n") {
 		if known == "" || !strings.Contains(line, known) {
