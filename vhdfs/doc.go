@@ -47,6 +47,18 @@
 //   - A read-only mount (Options.ReadOnly or a read-only disk) refuses
 //     opens for writing and every write with EROFS.
 //
+// # Permissions
+//
+// Everything belongs to the user who mounted, and the kernel checks
+// every access against the modes shown (the mount carries
+// default_permissions; the handlers never see who calls). The owner
+// reads, and writes unless the mount is read-only; group and others get
+// only the bits in Options.GroupOtherPerm, none by default. A read-only
+// mount shows no write bits, info.json none ever; folders show a search
+// bit for each class that reads. Other users need Options.AllowOther
+// as well: without it the kernel lets nobody else in, whatever the
+// modes. chmod and chown change nothing (perm.go).
+//
 // # Caching and O_DIRECT
 //
 // Files are opened with FOPEN_DIRECT_IO unless Options.PageCache is set:

@@ -243,10 +243,7 @@ func (n *dataNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrO
 	if e != 0 {
 		return e
 	}
-	out.Mode = syscall.S_IFREG | 0o644
-	if n.root.readOnly {
-		out.Mode = syscall.S_IFREG | 0o444
-	}
+	out.Mode = syscall.S_IFREG | n.root.perms.data
 	out.Nlink = 1
 	n.root.stamp(&out.Attr)
 	out.Size = uint64(length)
@@ -257,7 +254,8 @@ func (n *dataNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrO
 
 // Setattr accepts what does not change the file (chmod, utimes and a
 // truncate to its own size, which O_TRUNC and some tools send) and
-// refuses a size change: a disk's size is fixed ('vhd resize').
+// refuses a size change: a disk's size is fixed ('vhd resize'). chmod
+// changes nothing: the modes are the mount's (Options.GroupOtherPerm).
 func (n *dataNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	_, length, e := n.window()
 	if e != 0 {

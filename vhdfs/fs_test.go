@@ -83,8 +83,13 @@ func openMountedDisk(t *testing.T, size int64) (path string, c *chains.Chain, di
 
 func mounted(t *testing.T, disk engine.Disk, opts Options) (string, *Server) {
 	t.Helper()
+	return mountedAt(t, disk, opts, t.TempDir())
+}
+
+// mountedAt is mounted at a mount point of the caller's choosing.
+func mountedAt(t *testing.T, disk engine.Disk, opts Options, mnt string) (string, *Server) {
+	t.Helper()
 	needFUSE(t)
-	mnt := t.TempDir()
 	srv, err := Mount(context.Background(), disk, mnt, opts)
 	if err != nil {
 		t.Fatal(err)

@@ -28,8 +28,13 @@ type Options struct {
 	// ReadOnly refuses writes (EROFS) even if the disk takes them.
 	ReadOnly bool
 	// AllowOther lets users other than the mounting one in (needs
-	// user_allow_other in /etc/fuse.conf unless root).
+	// user_allow_other in /etc/fuse.conf unless root). What they may
+	// do is what the modes say (GroupOtherPerm, perm.go).
 	AllowOther bool
+	// GroupOtherPerm is the group and other read/write bits of the
+	// files (0o044: they read; 0o066: they write too). 0, the default:
+	// the owner alone. The kernel enforces the modes (perm.go).
+	GroupOtherPerm uint32
 	// PageCache lets the kernel cache file data (no direct_io). Off by
 	// default: disk and its partition files alias the same bytes, and
 	// other exports of the same Disk (NBD) write under the kernel's feet,
@@ -72,6 +77,10 @@ func Mount(ctx context.Context, disk engine.Disk, mountpoint string, opts Option
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	r := &root{disk: disk, opts: opts, log: logger, readOnly: opts.ReadOnly || disk.ReadOnly(), mounted: time.Now()}
+	var err error
+	if r.perms, err = newPerms(opts.GroupOtherPerm, r.readOnly); err != nil {
+		return nil, err
+	}
 	if err := r.reread(); err != nil {
 		return nil, err
 	}
@@ -118,7 +127,9 @@ func Mount(ctx context.Context, disk engine.Disk, mountpoint string, opts Option
 			DirectMount: true,
 		},
 	}
-	if opts.ReadOnly {
+	// The kernel checks every access against the modes (perm.go).
+	fo.MountOptions.Options = append(fo.MountOptions.Options, "default_permissions")
+	if r.readOnly {
 		fo.MountOptions.Options = append(fo.MountOptions.Options, "ro")
 	}
 	type result struct {
@@ -190,6 +201,7 @@ type root struct {
 	opts     Options
 	log      *slog.Logger
 	readOnly bool
+	perms    perms
 
 	// table is the partition table, replaced whole on every re-read.
 	table atomic.Pointer[Table]
@@ -214,7 +226,7 @@ func (r *root) stamp(a *fuse.Attr) {
 
 // dirAttr is every folder's mode and times.
 func (r *root) dirAttr(a *fuse.Attr) {
-	a.Mode = syscall.S_IFDIR | 0o755
+	a.Mode = syscall.S_IFDIR | r.perms.dir
 	r.stamp(a)
 }
 
@@ -422,7 +434,7 @@ func modeName(ro bool) string {
 }
 
 func (n *infoNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.Mode = syscall.S_IFREG | 0o444
+	out.Mode = syscall.S_IFREG | n.root.perms.info
 	n.root.stamp(&out.Attr)
 	out.Nlink = 1
 	out.Size = uint64(len(n.content()))

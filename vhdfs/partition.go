@@ -3,6 +3,7 @@ package vhdfs
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -75,11 +76,11 @@ type Table struct {
 // A disk without a valid table gives an empty Table, not an error; an
 // error means r failed.
 func ReadTable(r io.ReaderAt, size int64) (*Table, error) {
+	d := sectorReader{r: r, size: size}
 	var mbr [sectorSize]byte
-	if size < sectorSize {
-		return &Table{}, nil
-	}
-	if err := readFull(r, mbr[:], 0); err != nil {
+	if err := d.read(mbr[:], 0); errors.Is(err, errOutside) {
+		return &Table{}, nil // less than one sector: no table
+	} else if err != nil {
 		return nil, err
 	}
 	entries, ok := ParseMBR(mbr[:])
@@ -88,10 +89,10 @@ func ReadTable(r io.ReaderAt, size int64) (*Table, error) {
 	}
 	for _, e := range entries {
 		if e.Type == 0xEE {
-			return readGPT(r, size)
+			return readGPT(d)
 		}
 	}
-	return readMBR(r, size, entries)
+	return readMBR(d, entries)
 }
 
 // MBREntry is one raw 16-byte MBR (or EBR) entry.
@@ -123,14 +124,14 @@ func inDisk(first, count uint64, size int64) bool {
 	return count > 0 && first < sectors && count <= sectors-first
 }
 
-func readMBR(r io.ReaderAt, size int64, entries [4]MBREntry) (*Table, error) {
+func readMBR(d sectorReader, entries [4]MBREntry) (*Table, error) {
 	t := &Table{Kind: "mbr"}
 	var ext *MBREntry
 	for i, e := range entries {
 		if e.Type == 0 || e.Count == 0 {
 			continue
 		}
-		if !inDisk(uint64(e.FirstLBA), uint64(e.Count), size) {
+		if !inDisk(uint64(e.FirstLBA), uint64(e.Count), d.size) {
 			t.Problems = append(t.Problems, fmt.Sprintf("MBR entry %d (sectors %d+%d) lies outside the disk", i+1, e.FirstLBA, e.Count))
 			continue
 		}
@@ -143,7 +144,7 @@ func readMBR(r io.ReaderAt, size int64, entries [4]MBREntry) (*Table, error) {
 		t.Partitions = append(t.Partitions, Partition{Number: i + 1, Start: int64(e.FirstLBA) * sectorSize, Len: int64(e.Count) * sectorSize, Type: fmt.Sprintf("0x%02x", e.Type)})
 	}
 	if ext != nil {
-		if err := readLogical(r, t, uint64(ext.FirstLBA), uint64(ext.Count)); err != nil {
+		if err := readLogical(d, t, uint64(ext.FirstLBA), uint64(ext.Count)); err != nil {
 			return nil, err
 		}
 	}
@@ -153,7 +154,7 @@ func readMBR(r io.ReaderAt, size int64, entries [4]MBREntry) (*Table, error) {
 // readLogical walks the EBR chain of the extended partition at sectors
 // [extStart, extStart+extLen). The chain is bounded in length, must stay
 // inside the extended partition and must not revisit an EBR.
-func readLogical(r io.ReaderAt, t *Table, extStart, extLen uint64) error {
+func readLogical(d sectorReader, t *Table, extStart, extLen uint64) error {
 	seen := map[uint64]bool{}
 	ebr := extStart
 	var sec [sectorSize]byte
@@ -167,7 +168,10 @@ func readLogical(r io.ReaderAt, t *Table, extStart, extLen uint64) error {
 			return nil
 		}
 		seen[ebr] = true
-		if err := readFull(r, sec[:], int64(ebr)*sectorSize); err != nil {
+		if err := d.read(sec[:], ebr); errors.Is(err, errOutside) {
+			t.Problems = append(t.Problems, fmt.Sprintf("EBR at sector %d: %v", ebr, err))
+			return nil
+		} else if err != nil {
 			return err
 		}
 		e, ok := ParseMBR(sec[:])
@@ -278,33 +282,52 @@ func ParseGPTEntries(g *GPTHeader, arr []byte, size int64) (*Table, error) {
 	return t, nil
 }
 
-// readGPT reads the primary GPT, or the backup at the last sector if the
-// primary is damaged.
-func readGPT(r io.ReaderAt, size int64) (*Table, error) {
+// readGPT reads the primary GPT header (sector 1), or the backup at the
+// last sector if the primary is damaged. A disk too small to hold them
+// has no table: a problem of the table, not a failure to read.
+func readGPT(d sectorReader) (*Table, error) {
 	var problems []string
-	for _, lba := range []int64{1, size/sectorSize - 1} {
-		var sec [sectorSize]byte
-		if err := readFull(r, sec[:], lba*sectorSize); err != nil {
-			return nil, err
-		}
-		g, err := ParseGPTHeader(sec[:], size)
-		if err != nil {
+	headers := []uint64{1}
+	if sectors := uint64(d.size / sectorSize); sectors > 2 {
+		headers = append(headers, sectors-1) // a backup apart from sectors 0 and 1
+	}
+	for _, lba := range headers {
+		t, err := readGPTAt(d, lba)
+		if errors.Is(err, errGPT) || errors.Is(err, errOutside) {
 			problems = append(problems, fmt.Sprintf("GPT header at sector %d: %v", lba, err))
 			continue
 		}
-		arr := make([]byte, g.ArrayLen()) // bounded by maxGPTArray
-		if err := readFull(r, arr, int64(g.EntriesLBA)*sectorSize); err != nil {
-			return nil, err
-		}
-		t, err := ParseGPTEntries(g, arr, size)
 		if err != nil {
-			problems = append(problems, fmt.Sprintf("GPT at sector %d: %v", lba, err))
-			continue
+			return nil, err
 		}
 		t.Problems = append(problems, t.Problems...)
 		return t, nil
 	}
 	return &Table{Problems: problems}, nil
+}
+
+// errGPT marks a GPT header or entry array that does not parse.
+var errGPT = errors.New("invalid GPT")
+
+// readGPTAt reads the GPT whose header is at sector lba.
+func readGPTAt(d sectorReader, lba uint64) (*Table, error) {
+	var sec [sectorSize]byte
+	if err := d.read(sec[:], lba); err != nil {
+		return nil, err
+	}
+	g, err := ParseGPTHeader(sec[:], d.size)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errGPT, err)
+	}
+	arr := make([]byte, g.ArrayLen()) // bounded by maxGPTArray
+	if err := d.read(arr, g.EntriesLBA); err != nil {
+		return nil, err
+	}
+	t, err := ParseGPTEntries(g, arr, d.size)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errGPT, err)
+	}
+	return t, nil
 }
 
 // guidString formats a GUID stored mixed-endian, as GPT does.
@@ -325,14 +348,32 @@ func utf16Name(b []byte) string {
 	return string(utf16.Decode(u))
 }
 
-// readFull reads len(p) bytes at off; a short read is an error.
-func readFull(r io.ReaderAt, p []byte, off int64) error {
-	n, err := r.ReadAt(p, off)
-	if n == len(p) {
+// errOutside marks a read the table asked for that lies outside the
+// disk: a damaged or hostile table, or a disk too small for its table.
+var errOutside = errors.New("outside the disk")
+
+// sectorReader reads whole sectors of a disk of size bytes. Every
+// sector number the tables name reaches the disk through read, which
+// checks it against the disk's size first: a read past the end is
+// errOutside, told apart from a failure of the disk itself.
+type sectorReader struct {
+	r    io.ReaderAt
+	size int64
+}
+
+// read fills p from sector lba on; p, rounded up to whole sectors, must
+// lie inside the disk.
+func (d sectorReader) read(p []byte, lba uint64) error {
+	n := (uint64(len(p)) + sectorSize - 1) / sectorSize
+	if !inDisk(lba, n, d.size) {
+		return fmt.Errorf("sector %d (+%d): %w of %d sectors", lba, n, errOutside, d.size/sectorSize)
+	}
+	got, err := d.r.ReadAt(p, int64(lba)*sectorSize)
+	if got == len(p) {
 		return nil
 	}
 	if err == nil || err == io.EOF {
 		err = io.ErrUnexpectedEOF
 	}
-	return fmt.Errorf("read partition table at offset %#x: %w", off, err)
+	return fmt.Errorf("read partition table at offset %#x: %w", int64(lba)*sectorSize, err)
 }

@@ -191,19 +191,66 @@ func equalInts(a, b []int) bool {
 	return true
 }
 
+// protectiveMBR is a sector 0 holding one protective (0xEE) entry over
+// sectors 1+count: a GPT disk's MBR.
+func protectiveMBR(count uint32) []byte {
+	b := make([]byte, sectorSize)
+	b[446+4] = 0xEE
+	binary.LittleEndian.PutUint32(b[446+8:], 1)
+	binary.LittleEndian.PutUint32(b[446+12:], count)
+	b[510], b[511] = 0x55, 0xAA
+	return b
+}
+
+// TestReadTableSmallDisks: a GPT disk too small for the sectors its
+// table names (here: one sector, a protective MBR and nothing else) has
+// no readable table, which is a problem to report, not a failure to read
+// the disk. The reader holds exactly the disk, so any read past its end
+// fails, as a real disk's does.
+func TestReadTableSmallDisks(t *testing.T) {
+	gpt := sfdiskImage(t, 256<<10, gptScript)
+	for _, tc := range []struct {
+		name string
+		disk []byte
+	}{
+		{"one sector, protective MBR", protectiveMBR(0xFFFFFFFF)},
+		{"one and a half sectors", append(protectiveMBR(1), make([]byte, 200)...)},
+		{"GPT cut after its header", gpt[:2*sectorSize]},
+		{"GPT cut inside its entries", gpt[:10*sectorSize]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tab, err := ReadTable(bytes.NewReader(tc.disk), int64(len(tc.disk)))
+			if err != nil {
+				t.Fatalf("ReadTable: %v", err)
+			}
+			if tab.Kind != "" || len(tab.Partitions) != 0 || len(tab.Problems) == 0 {
+				t.Fatalf("got %+v, want no table and the problems listed", tab)
+			}
+			for _, p := range tab.Problems {
+				if !strings.Contains(p, "GPT header at sector") {
+					t.Errorf("problem %q does not say which header", p)
+				}
+			}
+		})
+	}
+}
+
 // FuzzReadTable feeds arbitrary disks to the table reader: it must not
-// panic, loop or return a partition outside the disk.
+// panic, loop, read past the disk's end or return a partition outside
+// the disk. The disk is exactly the input (any size, not only whole
+// sectors), so a read past its end fails as on a real disk.
 func FuzzReadTable(f *testing.F) {
 	if _, err := exec.LookPath("sfdisk"); err == nil {
 		f.Add(sfdiskImage(f, 256<<10, mbrScript))
 		f.Add(sfdiskImage(f, 256<<10, gptScript))
 	}
 	f.Add(make([]byte, 1024))
+	f.Add(protectiveMBR(1))
 	f.Fuzz(func(t *testing.T, disk []byte) {
-		size := int64(len(disk)) &^ 511
+		size := int64(len(disk))
 		tab, err := ReadTable(bytes.NewReader(disk), size)
 		if err != nil {
-			t.Fatal(err) // a byte slice cannot fail to read
+			t.Fatal(err) // reads inside a byte slice cannot fail
 		}
 		if len(tab.Partitions) > maxGPTEntries+4+maxLogical {
 			t.Fatalf("%d partitions", len(tab.Partitions))

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -40,8 +41,10 @@ disk stays for later ('vhd undo'). --no-undo writes to IMAGE itself;
 --read-only refuses writes.
 
 The command returns once the mount is ready and a server keeps running
-in the background (its output goes to a log under the runtime folder:
-$XDG_RUNTIME_DIR/vhdkit, or /run/vhdkit as root); --foreground keeps it
+in the background (its output goes to a log under vhd's private folder:
+$XDG_RUNTIME_DIR/vhdkit, else /run/vhdkit as root, else
+$TMPDIR/vhdkit-UID; it must be yours alone, mode 0700, and vhd refuses
+one that is not, saying what to do); --foreground keeps it
 attached instead, until the mount is unmounted or the command is
 interrupted. Partitions written through disk (sfdisk, parted) appear
 without remounting. fsync on the files makes writes durable; SEEK_DATA
@@ -53,6 +56,12 @@ under MOUNTPOINT/fs/: ext2/3/4, xfs and btrfs with the kernel, NTFS with
 ntfs-3g; read-write unless --read-only. A filesystem this machine cannot
 mount (vfat here: no driver) is reported, not fatal.
 
+What the mount shows belongs to the user who mounted it, and the kernel
+checks every access against its modes: the owner reads and (unless
+--read-only) writes; group and others get nothing unless --umask grants
+it (022: everyone reads; 002: the group writes too), and other users get
+in at all only with --allow-other.
+
 With no arguments, or --list, lists what is mounted from which image.
 Unmount with 'vhd umount MOUNTPOINT'.
 
@@ -61,7 +70,8 @@ Unmount with 'vhd umount MOUNTPOINT'.
 		cf := addChainFlags(fs)
 		readOnly := fs.Bool("read-only", false, "refuse writes")
 		noUndo := fs.Bool("no-undo", false, "write to IMAGE itself, not to an undo disk")
-		allowOther := fs.Bool("allow-other", false, "let other users in (non-root needs user_allow_other in /etc/fuse.conf)")
+		allowOther := fs.Bool("allow-other", false, "let other users in, as far as --umask allows (non-root needs user_allow_other in /etc/fuse.conf)")
+		umask := fs.String("umask", defaultUmask, "octal `MASK` of permission bits taken from group and others (077: the owner alone; 022: everyone reads)")
 		foreground := fs.Bool("foreground", false, "serve from this process until unmounted or interrupted")
 		withFS := fs.Bool("fs", false, "also mount the filesystems inside under MOUNTPOINT/fs (root)")
 		list := fs.Bool("list", false, "list the mounts and exit")
@@ -87,13 +97,19 @@ Unmount with 'vhd umount MOUNTPOINT'.
 			}
 			req := mountRequest{cf: cf, readOnly: *readOnly, noUndo: *noUndo, allowOther: *allowOther, withFS: *withFS, debug: *debug}
 			var err error
+			if req.groupOther, err = parseUmask(*umask); err != nil {
+				return err
+			}
 			if req.image, err = filepath.Abs(args[0]); err != nil {
 				return err
 			}
 			if req.mnt, err = filepath.Abs(args[1]); err != nil {
 				return err
 			}
-			if st, err := loadState(statePath(req.mnt)); err == nil && st.Alive {
+			if _, err := mountsFolder(true); err != nil {
+				return err
+			}
+			if st, err := loadStateOf(req.mnt); err == nil && st.Alive {
 				return fmt.Errorf("%s is already a mount of %s (pid %d); 'vhd umount %s' first", req.mnt, st.Image, st.PID, req.mnt)
 			}
 			if fi, err := os.Stat(req.mnt); err != nil || !fi.IsDir() {
@@ -116,6 +132,7 @@ type mountRequest struct {
 	image, mnt                          string
 	readOnly, noUndo, allowOther, debug bool
 	withFS                              bool
+	groupOther                          uint32 // vhdfs.Options.GroupOtherPerm, from --umask
 }
 
 func (r mountRequest) mode() string {
@@ -143,10 +160,10 @@ func detach(ctx context.Context, e *env, req mountRequest) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(mountsDir(), 0o700); err != nil {
+	if _, err := mountsFolder(true); err != nil {
 		return err
 	}
-	logf, err := os.OpenFile(logPath(req.mnt), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	logf, err := openPrivateLog(logPath(req.mnt))
 	if err != nil {
 		return err
 	}
@@ -214,7 +231,14 @@ func detach(ctx context.Context, e *env, req mountRequest) error {
 // logTail is the end of a log file, for an error message, without the
 // lines that repeat known (the error the server already sent).
 func logTail(path, known string) string {
-	b, _ := os.ReadFile(path)
+	var b []byte
+	if f, err := openPrivateFile(path); err == nil {
+		if fi, err := f.Stat(); err == nil && fi.Size() > 64<<10 {
+			f.Seek(fi.Size()-64<<10, io.SeekStart)
+		}
+		b, _ = io.ReadAll(io.LimitReader(f, 64<<10))
+		f.Close()
+	}
 	var keep []string
 	for _, line := range strings.Split(string(b), "\n") {
 		if known == "" || !strings.Contains(line, known) {
@@ -303,6 +327,8 @@ func serveMount(ctx context.Context, e *env, req mountRequest, readyFD int) (err
 		Info:       st,
 		Logger:     logger,
 		Debug:      req.debug,
+		// The kernel enforces the modes (vhdfs/perm.go).
+		GroupOtherPerm: req.groupOther,
 	})
 	if err != nil {
 		c.Close()

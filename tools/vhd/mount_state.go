@@ -25,7 +25,9 @@ import (
 //	  mounts/ID.log               the detached server's output
 //
 // ID is a hash of the absolute mount point. Files are written to a
-// temporary name and renamed, so a reader never sees half a file.
+// temporary name and renamed, so a reader never sees half a file. The
+// folders must be this user's alone (0700) and the files regular files
+// of theirs; statedir.go checks that, and says why.
 
 // mountState is one mount's state file.
 type mountState struct {
@@ -49,19 +51,6 @@ const (
 	modeReadOnly = "read-only"
 )
 
-// runtimeDir is where state files live.
-func runtimeDir() string {
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
-		return filepath.Join(d, "vhdkit")
-	}
-	if os.Geteuid() == 0 {
-		return "/run/vhdkit"
-	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("vhdkit-%d", os.Geteuid()))
-}
-
-func mountsDir() string { return filepath.Join(runtimeDir(), "mounts") }
-
 // mountID names the state of the mount at the absolute path mnt.
 func mountID(mnt string) string {
 	h := sha256.Sum256([]byte(mnt))
@@ -71,29 +60,36 @@ func mountID(mnt string) string {
 func statePath(mnt string) string { return filepath.Join(mountsDir(), mountID(mnt)+".json") }
 func logPath(mnt string) string   { return filepath.Join(mountsDir(), mountID(mnt)+".log") }
 
-// save writes the state atomically.
+// save writes the state atomically, into the checked folder.
 func (s *mountState) save() error {
-	if err := os.MkdirAll(mountsDir(), 0o700); err != nil {
+	dir, err := mountsFolder(true)
+	if err != nil {
 		return err
 	}
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return err
 	}
-	path := statePath(s.Mountpoint)
-	tmp := path + ".tmp" + strconv.Itoa(os.Getpid())
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
+	return writePrivateFile(dir, filepath.Base(statePath(s.Mountpoint)), append(b, '\n'))
 }
 
+// maxStateFile bounds what is read of a state file (a few hundred
+// bytes, more with many filesystems).
+const maxStateFile = 1 << 20
+
+// loadStateOf reads the state of the mount at mnt, after checking the
+// folder it is in. No folder or no file: fs.ErrNotExist.
+func loadStateOf(mnt string) (*mountState, error) {
+	if _, err := mountsFolder(false); err != nil {
+		return nil, err
+	}
+	return loadState(statePath(mnt))
+}
+
+// loadState reads a state file in a checked folder: only a regular file
+// of this user's (readPrivateFile).
 func loadState(path string) (*mountState, error) {
-	b, err := os.ReadFile(path)
+	b, err := readPrivateFile(path, maxStateFile)
 	if err != nil {
 		return nil, err
 	}
@@ -116,10 +112,14 @@ func removeState(mnt string) {
 // A dead server with its mount still there (ENOTCONN) stays listed, for
 // `vhd umount` to clean up.
 func listStates() ([]*mountState, error) {
-	ents, err := os.ReadDir(mountsDir())
+	dir, err := mountsFolder(false)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
+	if err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +129,7 @@ func listStates() ([]*mountState, error) {
 		if !strings.HasSuffix(e.Name(), ".json") {
 			continue
 		}
-		path := filepath.Join(mountsDir(), e.Name())
+		path := filepath.Join(dir, e.Name())
 		s, err := loadState(path)
 		if err != nil {
 			continue

@@ -26,7 +26,8 @@ var serveCmd = &command{
 	doc: `Exports each IMAGE over NBD under NAME (default: the file name without
 its extension); a single image is also the default export "". Without
 --socket or --listen it listens on a unix socket in $XDG_RUNTIME_DIR
-(else /run/user/UID, else the temporary folder); TCP only with --listen,
+(else /run/user/UID, else vhd's private folder: $TMPDIR/vhdkit-UID, or
+/run/vhdkit as root; see 'vhd help mount'); TCP only with --listen,
 on 127.0.0.1 unless a host is given. Each export's URI is printed on
 standard output, one per line. SIGINT or SIGTERM stops accepting,
 finishes the requests in flight, flushes and closes the images.

@@ -16,24 +16,14 @@ import (
 	"vhdkit/nbdserve"
 )
 
-// defaultSocket is where vhd serve listens when told nothing: the user's
-// runtime folder ($XDG_RUNTIME_DIR, else /run/user/UID), else the
-// temporary folder.
-func defaultSocket() string {
-	dir := os.Getenv("XDG_RUNTIME_DIR")
-	if dir == "" {
-		if d := fmt.Sprintf("/run/user/%d", os.Getuid()); isDir(d) {
-			dir = d
-		} else {
-			dir = os.TempDir()
-		}
+// defaultSocket is where vhd serve listens when told nothing: in a
+// folder only this user may write (socketDir, statedir.go).
+func defaultSocket() (string, error) {
+	dir, err := socketDir()
+	if err != nil {
+		return "", err
 	}
-	return filepath.Join(dir, fmt.Sprintf("vhd-serve-%d.sock", os.Getpid()))
-}
-
-func isDir(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && st.IsDir()
+	return filepath.Join(dir, fmt.Sprintf("vhd-serve-%d.sock", os.Getpid())), nil
 }
 
 // listen opens the listeners asked for and returns them with one URI per
@@ -59,7 +49,10 @@ func listen(o *serveOptions, srv *nbdserve.Server) ([]net.Listener, []string, er
 	if o.socketGiven || !o.listenGiven {
 		path := o.socket
 		if path == "" {
-			path = defaultSocket()
+			var err error
+			if path, err = defaultSocket(); err != nil {
+				return fail(err)
+			}
 		}
 		l, err := listenUnix(path)
 		if err != nil {

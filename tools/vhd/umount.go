@@ -49,7 +49,7 @@ as after any crash, every flushed write in place.
 			if err != nil {
 				return err
 			}
-			st, err := loadState(statePath(mnt))
+			st, err := loadStateOf(mnt)
 			if errors.Is(err, os.ErrNotExist) {
 				// No state (lost with /run, say): a vhd FUSE mount names
 				// its image as its source.
