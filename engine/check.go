@@ -58,7 +58,7 @@ const maxProblems = 100
 
 // CheckPath checks the image at path without locking it for writing.
 func CheckPath(path string, opts CheckOptions) (*Report, error) {
-	f, err := os.Open(path)
+	f, err := OpenChecked(path, os.O_RDONLY, true)
 	if err != nil {
 		return nil, err
 	}

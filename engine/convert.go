@@ -28,7 +28,7 @@ const (
 // Virtual PC), or at offset 0 (the footer copy of a dynamic image whose
 // end is damaged). It says nothing about whether the VHD is intact.
 func IsVHD(path string) (bool, error) {
-	f, err := os.Open(path)
+	f, err := OpenChecked(path, os.O_RDONLY, true)
 	if err != nil {
 		return false, err
 	}
@@ -199,7 +199,7 @@ func claimDestination(src, dst string, force bool) (*os.File, bool, error) {
 	if !st.Mode().IsRegular() {
 		return nil, false, fmt.Errorf("%s: %w and is not a regular file; convert writes image files, never over a device or folder", dst, ErrDestinationExists)
 	}
-	f, err := os.Open(dst)
+	f, err := OpenChecked(dst, os.O_RDONLY, false)
 	if err != nil {
 		return nil, false, err
 	}
