@@ -36,8 +36,12 @@
 //
 // Errors that mean the image is damaged match ErrCorrupt and are
 // *CorruptError values naming the structure, field and file offset. A
-// path that names a FIFO, socket, character device or folder gives a
-// *FileKindError (ErrNotFile). Other errors are I/O failures of the file.
+// file that positively holds another format (Detect: a qcow2, a VMDK, a
+// compressed file, a partitioned raw disk) is not a damaged VHD: opening,
+// checking or repairing it gives a *FormatError (ErrOtherFormat) naming
+// the format. A path that names a FIFO, socket, character device or
+// folder gives a *FileKindError (ErrNotFile). Other errors are I/O
+// failures of the file.
 //
 // # Concurrency
 //
@@ -156,6 +160,9 @@ func OpenFile(f File, name string, opts Options) (*Image, error) {
 		return nil, ioError("stat", 0, err)
 	}
 	if err := img.readFooter(size); err != nil {
+		if ferr := otherFormat(f, name, err); ferr != nil {
+			return nil, ferr // a qcow2 is not a damaged VHD: no repair advice
+		}
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	switch img.footer.DiskType {

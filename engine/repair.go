@@ -39,7 +39,7 @@ type RepairOptions struct {
 
 // RepairFile is Repair on an open file.
 func RepairFile(f File, name string, opts RepairOptions) ([]string, error) {
-	rep, err := Check(f, CheckOptions{})
+	rep, err := checkNamed(f, name, CheckOptions{})
 	if err != nil {
 		return nil, err
 	}
