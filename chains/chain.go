@@ -168,15 +168,15 @@ func openParent(child Layer, conf *confinement, opts Options, seen map[fileID]st
 }
 
 // openCandidate opens a vetted candidate read-only. A file that is not a
-// VHD, or not the one with the recorded UUID, is not used: img is nil and
-// why says what it was.
+// VHD (damaged, or another format), or not the one with the recorded
+// UUID, is not used: img is nil and why says what it was.
 func openCandidate(path string, want engine.UUID, opts Options) (img *engine.Image, why string, err error) {
 	f, err := openRegular(path)
 	if err != nil {
 		return nil, "", err
 	}
 	img, err = engine.OpenOS(f, path, engine.Options{ReadOnly: true, NoLock: opts.NoLock, Logger: opts.Logger})
-	if errors.Is(err, engine.ErrCorrupt) {
+	if errors.Is(err, engine.ErrCorrupt) || errors.Is(err, engine.ErrOtherFormat) {
 		return nil, fmt.Sprintf("not a usable VHD (%v)", err), nil
 	}
 	if err != nil {

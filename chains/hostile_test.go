@@ -102,6 +102,18 @@ func TestHostileChains(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a locator naming a qcow2 is passed over", func(t *testing.T) {
+		qcow2 := make([]byte, 1<<16)
+		copy(qcow2, "QFI\xfb\x00\x00\x00\x03")
+		if err := os.WriteFile(filepath.Join(allowed, "old.vhd"), qcow2, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		child := filepath.Join(allowed, "child-locator-to-qcow2.vhd")
+		makeChild(t, child, size, link(in, engine.LocatorPath{Code: "W2ru", Path: `.\old.vhd`}))
+		if err := openWithin(t, child, Options{}); err != nil {
+			t.Fatalf("the parent by name after a qcow2 locator: %v", err)
+		}
+	})
 	t.Run("accept modified parent", func(t *testing.T) {
 		child := filepath.Join(allowed, "child-modified-parent.vhd")
 		if err := openWithin(t, child, Options{AcceptModifiedParent: true}); err != nil {

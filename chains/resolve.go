@@ -168,27 +168,15 @@ func (c *confinement) vet(cand candidate) (string, error) {
 
 // openRegular opens path read-only only if it is a regular file, checked
 // on the open descriptor so the file cannot be swapped between check and
-// open. O_NONBLOCK keeps a FIFO from blocking the open; O_NOFOLLOW
-// refuses a symlink planted after vet resolved the path.
+// open (engine.OpenChecked: O_NONBLOCK keeps a FIFO from blocking the
+// open). O_NOFOLLOW refuses a symlink planted after vet resolved the path.
 func openRegular(path string) (*os.File, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	f, err := engine.OpenChecked(path, os.O_RDONLY|unix.O_NOFOLLOW, false)
+	if errors.Is(err, engine.ErrNotFile) {
+		return nil, fmt.Errorf("%w: %w", ErrNotRegular, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open parent %s: %w", path, err)
-	}
-	f := os.NewFile(uintptr(fd), path)
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		f.Close()
-		return nil, fmt.Errorf("%s: %w (%s)", path, ErrNotRegular, st.Mode().Type())
-	}
-	// Back to blocking mode for ordinary reads.
-	if err := unix.SetNonblock(fd, false); err != nil {
-		f.Close()
-		return nil, err
 	}
 	return f, nil
 }

@@ -58,19 +58,24 @@ const maxProblems = 100
 
 // CheckPath checks the image at path without locking it for writing.
 func CheckPath(path string, opts CheckOptions) (*Report, error) {
-	f, err := os.Open(path)
+	f, err := OpenChecked(path, os.O_RDONLY, true)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return Check(OSFile(f), opts)
+	return checkNamed(OSFile(f), path, opts)
 }
 
 // Check validates everything about an image file that vhd-util check
 // does, and a little more. It returns an error only when the file cannot
-// be read; damage goes in the report.
-func Check(f File, opts CheckOptions) (*Report, error) {
-	c := &checker{f: f, r: &Report{}}
+// be read, or is not a VHD at all (a *FormatError: a qcow2 image, a
+// compressed file, a raw disk with a partition table); damage goes in
+// the report.
+func Check(f File, opts CheckOptions) (*Report, error) { return checkNamed(f, "", opts) }
+
+// checkNamed is Check with the file's name for a FormatError.
+func checkNamed(f File, name string, opts CheckOptions) (*Report, error) {
+	c := &checker{f: f, name: name, r: &Report{}}
 	size, err := f.Size()
 	if err != nil {
 		return nil, err
@@ -83,8 +88,9 @@ func Check(f File, opts CheckOptions) (*Report, error) {
 }
 
 type checker struct {
-	f File
-	r *Report
+	f    File
+	name string
+	r    *Report
 }
 
 func (c *checker) add(fatal, fixable bool, err error) {
@@ -119,6 +125,9 @@ func (c *checker) run(size int64, opts CheckOptions) error {
 	if err := img.readFooter(size); err != nil {
 		if isIO(err) {
 			return err
+		}
+		if ferr := otherFormat(c.f, c.name, err); ferr != nil {
+			return ferr // not a VHD: nothing to report on, or to repair
 		}
 		c.add(true, false, err)
 		return nil

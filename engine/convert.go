@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -16,62 +15,64 @@ type Format string
 // Formats. FormatAuto and FormatVHD are for sources only; FormatFixed and
 // FormatDynamic for destinations; FormatRaw for both.
 const (
-	FormatAuto    Format = ""        // detect by the footer cookie
+	FormatAuto    Format = ""        // detect by signatures (Detect)
 	FormatVHD     Format = "vhd"     // any VHD the engine opens
 	FormatRaw     Format = "raw"     // a raw image file or a block device
 	FormatFixed   Format = "fixed"   // a fixed VHD
 	FormatDynamic Format = "dynamic" // a dynamic VHD
 )
 
-// IsVHD reports whether the file or device at path carries a VHD footer
-// cookie ("conectix"): in its last 512 bytes, in its last 511 (pre-2004
-// Virtual PC), or at offset 0 (the footer copy of a dynamic image whose
-// end is damaged). It says nothing about whether the VHD is intact.
+// IsVHD reports whether the file or device at path carries a VHD
+// signature (Detect): a footer cookie ("conectix") in its last 512 bytes,
+// in its last 511 (pre-2004 Virtual PC), or at offset 0 (the footer copy
+// of a dynamic image whose end is damaged), or a dynamic header at 512.
+// It says nothing about whether the VHD is intact.
 func IsVHD(path string) (bool, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	size, err := f.Seek(0, io.SeekEnd)
-	if err != nil {
-		return false, err
-	}
-	if size < FooterSize {
-		return false, nil
-	}
-	var buf [FooterSize]byte
-	if _, err := f.ReadAt(buf[:], size-FooterSize); err != nil {
-		return false, err
-	}
-	if string(buf[:8]) == footerCookie || string(buf[1:9]) == footerCookie {
-		return true, nil
-	}
-	if _, err := f.ReadAt(buf[:8], 0); err != nil {
-		return false, err
-	}
-	return string(buf[:8]) == footerCookie, nil
+	c, err := DetectPath(path)
+	return c.Kind == ContentVHD, err
 }
 
-// OpenAny opens path as a VHD (Open) if it carries a footer cookie, and
-// as a raw image or block device (OpenRaw) otherwise. opts.NoLock and
-// opts.Logger apply to VHDs only.
+// OpenAny opens path as a VHD (Open) if it carries a VHD signature, and
+// as a raw image or block device (OpenRaw) otherwise, unless it
+// positively holds another image format or is compressed (a
+// *FormatError: reading a qcow2's bytes as a disk gives garbage).
+// opts.NoLock and opts.Logger apply to VHDs only.
 func OpenAny(path string, opts Options) (Disk, error) {
-	vhd, err := IsVHD(path)
+	from, err := detectSource(path)
 	if err != nil {
 		return nil, err
 	}
-	if vhd {
+	if from == FormatVHD {
 		return Open(path, opts)
 	}
 	return OpenRaw(path, opts.ReadOnly)
 }
 
+// detectSource says whether path is read as a VHD or as a raw disk. A
+// file holding another image format, or compressed, is neither: the
+// error says how to convert it, and that FormatRaw reads it anyway.
+func detectSource(path string) (Format, error) {
+	c, err := DetectPath(path)
+	if err != nil {
+		return "", err
+	}
+	switch c.Kind {
+	case ContentVHD:
+		return FormatVHD, nil
+	case ContentImage, ContentPacked:
+		return "", &FormatError{Path: path, Content: c, AsRaw: true}
+	}
+	// A raw disk, with a signature (an MBR, an ISO 9660 image) or none:
+	// only a positive signature of another format refuses.
+	return FormatRaw, nil
+}
+
 // ConvertOptions describe a conversion.
 type ConvertOptions struct {
 	// From is the source's format: FormatAuto (the default) detects a
-	// VHD by its footer cookie; FormatRaw takes the file as a raw image
-	// even so.
+	// VHD by its footer cookie and refuses files that hold another image
+	// format or are compressed (Detect); FormatRaw takes any file as a
+	// raw image, even so.
 	From Format
 	// To is the destination's format: FormatRaw, FormatFixed or
 	// FormatDynamic.
@@ -199,7 +200,7 @@ func claimDestination(src, dst string, force bool) (*os.File, bool, error) {
 	if !st.Mode().IsRegular() {
 		return nil, false, fmt.Errorf("%s: %w and is not a regular file; convert writes image files, never over a device or folder", dst, ErrDestinationExists)
 	}
-	f, err := os.Open(dst)
+	f, err := OpenChecked(dst, os.O_RDONLY, false)
 	if err != nil {
 		return nil, false, err
 	}
@@ -213,13 +214,9 @@ func claimDestination(src, dst string, force bool) (*os.File, bool, error) {
 // openSource opens src read-only and describes it.
 func openSource(src string, from Format, openVHD func(string) (Disk, string, error)) (Disk, string, error) {
 	if from == FormatAuto {
-		vhd, err := IsVHD(src)
-		if err != nil {
+		var err error
+		if from, err = detectSource(src); err != nil {
 			return nil, "", err
-		}
-		from = FormatRaw
-		if vhd {
-			from = FormatVHD
 		}
 	}
 	if from == FormatRaw {

@@ -50,3 +50,31 @@ func corrupt(structure, field string, off int64, format string, args ...any) err
 func ioError(op string, off int64, err error) error {
 	return fmt.Errorf("vhd: %s at offset %#x: %w", op, off, err)
 }
+
+// ErrOtherFormat is matched (errors.Is) by a *FormatError: the file
+// positively holds another format than the one it was to be read as.
+var ErrOtherFormat = errors.New("vhd: the file holds another format")
+
+// FormatError says what a file holds instead of a VHD (or, read as a
+// raw disk by convert, instead of a disk) and how to convert it.
+type FormatError struct {
+	Path    string // "" when the caller had no name for the file
+	Content Content
+	// AsRaw is set when the file was to be read as a raw disk: the
+	// message then says how to do that anyway (convert's --from raw).
+	AsRaw bool
+}
+
+func (e *FormatError) Error() string {
+	path, prefix := e.Path, e.Path+": "
+	if path == "" {
+		path, prefix = "FILE", ""
+	}
+	if e.AsRaw {
+		return fmt.Sprintf("%s%s, not a raw disk or a VHD; %s, or pass --from raw to copy its bytes as they are", prefix, e.Content.What, e.Content.howToConvert(path))
+	}
+	return fmt.Sprintf("%s%s, not a VHD; %s", prefix, e.Content.What, e.Content.howToConvert(path))
+}
+
+// Is makes errors.Is(err, ErrOtherFormat) true.
+func (e *FormatError) Is(target error) bool { return target == ErrOtherFormat }

@@ -35,8 +35,13 @@
 // # Errors
 //
 // Errors that mean the image is damaged match ErrCorrupt and are
-// *CorruptError values naming the structure, field and file offset. Other
-// errors are I/O failures of the file.
+// *CorruptError values naming the structure, field and file offset. A
+// file that positively holds another format (Detect: a qcow2, a VMDK, a
+// compressed file, a partitioned raw disk) is not a damaged VHD: opening,
+// checking or repairing it gives a *FormatError (ErrOtherFormat) naming
+// the format. A path that names a FIFO, socket, character device or
+// folder gives a *FileKindError (ErrNotFile). Other errors are I/O
+// failures of the file.
 //
 // # Concurrency
 //
@@ -105,13 +110,15 @@ type layout interface {
 var _ Disk = (*Image)(nil)
 
 // Open opens the VHD at path, taking an OS lock: exclusive for writing,
-// shared for reading.
+// shared for reading. The path must name a regular file or a block
+// device (a VHD in a logical volume, as XenServer keeps them); anything
+// else is refused at once (OpenChecked).
 func Open(path string, opts Options) (*Image, error) {
 	flag := os.O_RDWR
 	if opts.ReadOnly {
 		flag = os.O_RDONLY
 	}
-	osf, err := os.OpenFile(path, flag, 0)
+	osf, err := OpenChecked(path, flag, true)
 	if err != nil {
 		return nil, err
 	}
@@ -153,6 +160,9 @@ func OpenFile(f File, name string, opts Options) (*Image, error) {
 		return nil, ioError("stat", 0, err)
 	}
 	if err := img.readFooter(size); err != nil {
+		if ferr := otherFormat(f, name, err); ferr != nil {
+			return nil, ferr // a qcow2 is not a damaged VHD: no repair advice
+		}
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	switch img.footer.DiskType {

@@ -44,18 +44,9 @@ func OpenRaw(path string, readOnly bool) (*RawDisk, error) {
 	if readOnly {
 		flag = os.O_RDONLY
 	}
-	f, err := os.OpenFile(path, flag, 0)
+	f, err := OpenChecked(path, flag, true)
 	if err != nil {
 		return nil, err
-	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if !st.Mode().IsRegular() && st.Mode()&os.ModeDevice == 0 {
-		f.Close()
-		return nil, fmt.Errorf("%s: %w: not a regular file or a block device", path, ErrUnsupportedImage)
 	}
 	unlock, err := lockFile(f, path, !readOnly)
 	if err != nil {

@@ -17,7 +17,7 @@ import (
 // it did; it refuses, changing nothing, when the image has damage it
 // cannot fix.
 func Repair(path string, opts RepairOptions) ([]string, error) {
-	osf, err := os.OpenFile(path, os.O_RDWR, 0)
+	osf, err := OpenChecked(path, os.O_RDWR, true)
 	if err != nil {
 		return nil, err
 	}
@@ -39,7 +39,7 @@ type RepairOptions struct {
 
 // RepairFile is Repair on an open file.
 func RepairFile(f File, name string, opts RepairOptions) ([]string, error) {
-	rep, err := Check(f, CheckOptions{})
+	rep, err := checkNamed(f, name, CheckOptions{})
 	if err != nil {
 		return nil, err
 	}

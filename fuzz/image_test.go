@@ -48,11 +48,15 @@ func hasFatal(r *engine.Report) bool {
 // accessor: Footer, Header, Size, Extents of the whole disk, reads of the
 // whole disk (up to readBudget) compared with an independent decoding of
 // the bytes, AllocatedBytes. Check and OpenFile must agree: an image Check
-// finds no fatal problem in opens.
+// finds no fatal problem in opens, and bytes Check calls another format
+// (a *FormatError) OpenFile refuses the same way.
 func FuzzOpen(f *testing.F) {
 	for _, b := range seedImages() {
 		f.Add(b, false)
 		f.Add(b, true)
+	}
+	for _, b := range detectSeeds() { // other formats: not VHDs
+		f.Add(b, false)
 	}
 	f.Fuzz(func(t *testing.T, data []byte, fix bool) {
 		if len(data) > maxInput {
@@ -63,6 +67,13 @@ func FuzzOpen(f *testing.F) {
 		}
 		before := totalAlloc()
 		rep, err := engine.Check(NewMemFile(data, 0), engine.CheckOptions{Bitmaps: true})
+		if errors.Is(err, engine.ErrOtherFormat) {
+			// Not a VHD (a qcow2's magic...): open must say so too.
+			if _, err := engine.OpenFile(NewMemFile(data, 0), "fuzz.vhd", engine.Options{ReadOnly: true}); !errors.Is(err, engine.ErrOtherFormat) || errors.Is(err, engine.ErrCorrupt) {
+				t.Fatalf("Check says another format, open says %v", err)
+			}
+			return
+		}
 		if err != nil {
 			t.Fatalf("Check of an in-memory file failed: %v", err)
 		}

@@ -21,7 +21,8 @@ unusable or unsafe to write) or "warning", with its file offset, and
 "(vhd repair fixes this)" where a repair can.
 
 Exit status: 0 no problems, 3 problems found, 1 the image could not be
-read. JSON keys: file, ok, type, virtual_size, file_size,
+read or is not a VHD (a qcow2, VMDK, compressed file... is named, and
+nothing is offered to repair). JSON keys: file, ok, type, virtual_size, file_size,
 allocated_blocks, problems [{fatal, fixable, offset, message}] (offset
 -1 when not known).`,
 	setup: func(fs *pflag.FlagSet) runFunc {

@@ -15,7 +15,11 @@ var convertCmd = &command{
 	summary: "copy a disk into a new raw image, fixed VHD or dynamic VHD",
 	doc: `SRC is a VHD (fixed, dynamic, or differencing with its chain of
 parents; detected by its footer cookie), a raw disk image, or a block
-device such as a physical disk (opened read-only).
+device such as a physical disk (opened read-only). A SRC in another
+image format (qcow2, VHDX, VMDK, VDI...) or compressed (gzip, xz, zip,
+tar/OVA...) is refused, saying how to convert or unpack it; --from raw
+copies its bytes anyway. A raw disk with an MBR, a GPT or an ISO 9660
+volume is a raw disk: it needs no flag.
 
 Only SRC's data is copied: its holes, unallocated blocks and runs of
 zeros are skipped, so a raw DST is sparse and a dynamic DST allocates no
@@ -32,7 +36,7 @@ use by another vhd process).
 ` + sizeHelp + "\n\n" + chainHelp,
 	setup: func(fs *pflag.FlagSet) runFunc {
 		to := fs.StringP("to", "O", "", "output format: raw, fixed or dynamic (required)")
-		from := fs.StringP("from", "f", "auto", "input format: auto (a VHD if it has a VHD footer, else raw), vhd or raw")
+		from := fs.StringP("from", "f", "auto", "input format: auto (a VHD if it has a VHD footer, refused if another image format or compressed, else raw), vhd or raw (any file's bytes as they are)")
 		var bs, align sizeFlag
 		fs.Var(&bs, "block-size", "block size of a dynamic DST (default 2M)")
 		fs.Var(&align, "align", "round DST's size up to a whole multiple of SIZE, e.g. 1M")

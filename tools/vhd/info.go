@@ -19,6 +19,9 @@ var infoCmd = &command{
 	summary: "show what a VHD is: type, size, creator, geometry, parent",
 	doc: `Reads the footer and dynamic header of IMAGE and prints them. A
 differencing image is shown on its own: its parent need not be there.
+A file in another format (qcow2, VHDX, VMDK, VDI, a compressed file, a
+raw disk with a partition table...) is named, with how to convert it,
+and info exits 1.
 
 JSON keys: file, type ("fixed", "dynamic", "differencing"), virtual_size,
 block_size (0 for fixed), allocated_bytes, file_size, uuid, timestamp

@@ -18,7 +18,8 @@ the copy at offset 0), a damaged or stale copy at offset 0, space after
 the last allocated block (blocks whose allocation never reached a
 flush), and with --bitmaps sectors holding data their bitmap disowns.
 It refuses, changing nothing, when the image has damage it cannot fix
-safely, and lists that damage (exit status 1). Close every program
+safely, and lists that damage (exit status 1), and when the file is not
+a VHD (another format, named). Close every program
 using the image first: repair takes it for writing.
 
 Prints each thing it did, or "nothing to repair", then any problems
