@@ -217,10 +217,7 @@ func checkLink(child, parent Layer, opts Options, seen map[fileID]string) error 
 		return fmt.Errorf("%s: %w: the child is %d bytes, its parent %s is %d bytes", child.Path, ErrParentMismatch, cs, parent.Path, ps)
 	}
 	if !opts.AcceptModifiedParent && !timestampMatches(child, parent) {
-		want := child.Image.Header().ParentTimestamp
-		got := parent.Image.Footer().Timestamp
-		return fmt.Errorf("%s: %w: the child recorded parent time %s, %s now says %s; the child may no longer be valid — open with --accept-modified-parent to use it anyway",
-			child.Path, ErrParentModified, engine.VHDTime(want).Format("2006-01-02 15:04:05"), parent.Path, engine.VHDTime(got).Format("2006-01-02 15:04:05"))
+		return modifiedParentError(child, parent)
 	}
 	return nil
 }
