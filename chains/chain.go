@@ -57,8 +57,25 @@ var _ engine.Disk = (*Chain)(nil)
 // Open opens the image at path and, if it is a differencing image, every
 // ancestor, checking each link: the parent's UUID, its timestamp (unless
 // opts.AcceptModifiedParent), its size, the allowed folders, cycles and
-// depth. Parents open read-only.
+// depth. Parents open read-only. Opening for writing an image that has an
+// undo disk or differencing children is refused (see guard.go).
 func Open(path string, opts Options) (*Chain, error) {
+	c, err := openKeepingView(path, opts)
+	if err != nil || opts.ReadOnly {
+		return c, err
+	}
+	// Under the top's exclusive lock: no vhdkit process can add a child
+	// meanwhile (that takes a shared lock on the parent).
+	if err := refuseDependents(path, c.Top().Footer().UUID, opts.ParentDirs, nil, false, forWriting); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// openKeepingView is Open without the check for dependents, for writers
+// that keep what the image shows (compaction).
+func openKeepingView(path string, opts Options) (*Chain, error) {
 	if err := checkNoMergeJournal(path); err != nil {
 		return nil, err
 	}
@@ -200,10 +217,7 @@ func checkLink(child, parent Layer, opts Options, seen map[fileID]string) error 
 		return fmt.Errorf("%s: %w: the child is %d bytes, its parent %s is %d bytes", child.Path, ErrParentMismatch, cs, parent.Path, ps)
 	}
 	if !opts.AcceptModifiedParent && !timestampMatches(child, parent) {
-		want := child.Image.Header().ParentTimestamp
-		got := parent.Image.Footer().Timestamp
-		return fmt.Errorf("%s: %w: the child recorded parent time %s, %s now says %s; the child may no longer be valid — open with --accept-modified-parent to use it anyway",
-			child.Path, ErrParentModified, engine.VHDTime(want).Format("2006-01-02 15:04:05"), parent.Path, engine.VHDTime(got).Format("2006-01-02 15:04:05"))
+		return modifiedParentError(child, parent)
 	}
 	return nil
 }

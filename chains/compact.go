@@ -40,7 +40,9 @@ func (r *CompactResult) Reclaimed() int64 { return r.HostBefore - r.HostAfter }
 func Compact(ctx context.Context, path string, opts CompactOptions) (*CompactResult, error) {
 	o := opts.Open
 	o.ReadOnly = false // the exclusive lock: nobody else may use it meanwhile
-	c, err := Open(path, o)
+	// Compaction keeps the data, UUID, timestamp and parent link, so what
+	// the image's undo disk and children read stays the same.
+	c, err := openKeepingView(path, o)
 	if err != nil {
 		return nil, err
 	}
@@ -166,8 +168,8 @@ type ResizeOptions struct {
 
 // Resize changes the size of a fixed or dynamic image (see
 // engine.Image.Resize for how each is kept crash-safe). Differencing
-// images take their parent's size; an image other images depend on is
-// refused unless forced.
+// images take their parent's size; an image with an undo disk is
+// refused, one other images depend on unless forced.
 func Resize(path string, size int64, opts ResizeOptions) error {
 	img, err := engine.Open(path, engine.Options{Logger: opts.Open.Logger})
 	if err != nil {
@@ -177,14 +179,8 @@ func Resize(path string, size int64, opts ResizeOptions) error {
 	if img.Type() == engine.TypeDifferencing {
 		return fmt.Errorf("%s is a differencing image: it has its parent's size; resize the base image and make a new child", path)
 	}
-	if !opts.Force {
-		deps, err := Dependents(img.Footer().UUID, path, nil, opts.Open.ParentDirs)
-		if err != nil {
-			return err
-		}
-		if len(deps) > 0 {
-			return fmt.Errorf("%w: %v depend on %s and would stop opening; use --force to resize anyway", ErrHasChildren, deps, path)
-		}
+	if err := refuseDependents(path, img.Footer().UUID, opts.Open.ParentDirs, nil, opts.Force, forResizing); err != nil {
+		return err
 	}
 	return img.Resize(size, opts.Shrink)
 }

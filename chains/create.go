@@ -78,9 +78,20 @@ func CreateChild(parentPath, childPath string, opts CreateOptions) (*Chain, erro
 // Snapshot freezes image as a read-only parent and starts newTop on it:
 // the image's write permission is removed (so nothing writes it by
 // accident and invalidates newTop) and newTop is created over it.
+//
+// Refused while image has an undo disk (its pending changes would be
+// left out of the snapshot, and could no longer be committed) or another
+// process has it open for writing (a mount or server: the shared lock
+// CreateChild takes fails, naming the holder; the lock then keeps a
+// writer from starting until newTop exists). Readers do not block a
+// snapshot: other children's chains hold their parents that way, and a
+// new child of a shared parent changes nothing they read.
 func Snapshot(image, newTop string, opts CreateOptions) (*Chain, error) {
 	if _, err := os.Stat(newTop); err == nil {
 		return nil, fmt.Errorf("%s already exists; choose another name for the new top", newTop)
+	}
+	if err := refuseSnapshotOfUndo(image); err != nil {
+		return nil, err
 	}
 	c, err := CreateChild(image, newTop, opts)
 	if err != nil {
@@ -93,4 +104,15 @@ func Snapshot(image, newTop string, opts CreateOptions) (*Chain, error) {
 		}
 	}
 	return c, nil
+}
+
+// refuseSnapshotOfUndo refuses to snapshot an image with an undo disk.
+func refuseSnapshotOfUndo(image string) error {
+	img, err := engine.Open(image, engine.Options{ReadOnly: true, NoLock: true})
+	if err != nil {
+		return err
+	}
+	id := img.Footer().UUID
+	img.Close()
+	return refuseUndoDisk(image, id, nil, forSnapshot)
 }

@@ -21,6 +21,9 @@ var (
 	// ErrHasChildren: other images depend on the one an operation would
 	// change.
 	ErrHasChildren = errors.New("other differencing images depend on this image")
+	// ErrHasUndoDisk: the image has an undo disk, whose changes writing
+	// the image would make wrong.
+	ErrHasUndoDisk = errors.New("image has an undo disk")
 	// ErrMergeInterrupted: a merge out of this image did not finish.
 	ErrMergeInterrupted = errors.New("a merge out of this image was interrupted")
 )

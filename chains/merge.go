@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"vhdkit/engine"
 )
@@ -63,6 +64,11 @@ func Merge(ctx context.Context, child string, opts MergeOptions) (*MergeResult, 
 	for _, l := range c.layers[:k] {
 		res.Removed = append(res.Removed, l.Path)
 	}
+	// The target's undo disk blocks even a forced merge (see guard.go).
+	if err := refuseUndoDisk(res.Target, c.layers[k].Image.Footer().UUID, res.Removed, forMerge); err != nil {
+		c.Close()
+		return nil, err
+	}
 	if !opts.Force {
 		deps, err := Dependents(c.layers[k].Image.Footer().UUID, c.layers[k].Path, res.Removed, opts.Open.ParentDirs)
 		if err != nil {
@@ -71,7 +77,7 @@ func Merge(ctx context.Context, child string, opts MergeOptions) (*MergeResult, 
 		}
 		if len(deps) > 0 {
 			c.Close()
-			return nil, fmt.Errorf("%w: %v would be invalidated by merging into %s; merge or delete them first, or use --force", ErrHasChildren, deps, res.Target)
+			return nil, fmt.Errorf("%w: %s would be invalidated by merging into %s; merge or delete them first", ErrHasChildren, strings.Join(deps, ", "), res.Target)
 		}
 	}
 	j := &mergeJournal{Target: res.Target, TargetUUID: c.layers[k].Image.Footer().UUID.String(), Remove: res.Removed}

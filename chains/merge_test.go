@@ -104,7 +104,7 @@ func TestMergeRefusesWhenOtherChildrenDepend(t *testing.T) {
 	if _, err := Merge(context.Background(), paths[1], MergeOptions{Force: true}); err != nil {
 		t.Fatal(err)
 	}
-	openVerify(t, paths[0], model, Options{})
+	openVerify(t, paths[0], model, Options{ReadOnly: true}) // other still names it: not writable
 	if _, err := Open(other, Options{}); !errors.Is(err, ErrParentModified) {
 		t.Errorf("sibling after a forced merge: %v, want ErrParentModified", err)
 	}

@@ -53,7 +53,7 @@ func SetParent(child, parent string, opts SetParentOptions) error {
 	link := Layer{Image: img, Path: child}
 	if !timestampMatches(link, Layer{Image: p.Top(), Path: parent}) {
 		if !opts.Open.AcceptModifiedParent && !opts.IgnoreUUID {
-			return fmt.Errorf("%s: %w since %s was made; use --accept-modified-parent to link it anyway", parent, ErrParentModified, child)
+			return fmt.Errorf("%s: %w since %s was made, so its changes may sit over different data; only if you know the parent's data did not change (a tool rewrote its footer), link it anyway with --accept-modified-parent (the child then records the new time, and opens without a word)", parent, ErrParentModified, child)
 		}
 		ts = pft.Timestamp
 	}

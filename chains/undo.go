@@ -116,6 +116,13 @@ func Discard(image string) error {
 	if h := u.Header(); u.Type() != engine.TypeDifferencing || h.ParentUUID != id {
 		return fmt.Errorf("%s is not an undo disk of %s (its parent UUID does not match): not deleting it", vud, image)
 	}
+	deps, err := Dependents(u.Footer().UUID, vud, []string{vud}, nil)
+	if err != nil {
+		return err
+	}
+	if len(deps) > 0 {
+		return fmt.Errorf("%s: %w: %s; deleting it would leave them without their parent: merge or delete them first", vud, ErrHasChildren, strings.Join(deps, ", "))
+	}
 	if err := os.Remove(vud); err != nil {
 		return err
 	}

@@ -194,11 +194,13 @@ func claimDestination(src, dst string, force bool) (*os.File, bool, error) {
 	if sst, err := os.Stat(src); err == nil && os.SameFile(st, sst) {
 		return nil, false, fmt.Errorf("%s: source and destination are the same file; convert to a new name, then rename it", dst)
 	}
-	if !force {
-		return nil, false, fmt.Errorf("%s: %w; pass --force to replace it, or choose another name", dst, ErrDestinationExists)
-	}
+	// A folder or device is never replaced, forced or not, so that comes
+	// first: the message must not offer a replacement that would fail.
 	if !st.Mode().IsRegular() {
-		return nil, false, fmt.Errorf("%s: %w and is not a regular file; convert writes image files, never over a device or folder", dst, ErrDestinationExists)
+		return nil, false, fmt.Errorf("%s: %w and is not a regular file; convert writes image files, never over a device or folder: choose a file name", dst, ErrDestinationExists)
+	}
+	if !force {
+		return nil, false, fmt.Errorf("%s: %w; choose another name", dst, ErrDestinationExists)
 	}
 	f, err := OpenChecked(dst, os.O_RDONLY, false)
 	if err != nil {

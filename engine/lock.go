@@ -11,7 +11,9 @@ import (
 // lockFile takes a non-blocking OS lock on f: exclusive for a writer,
 // shared for a reader. flock locks belong to the open file description,
 // so a second open in the same process is refused too, which is what we
-// want: one writer per image, even inside one process.
+// want: one writer per image, even inside one process. A refusal is a
+// *LockedError naming the holder when it can: the message names no flag,
+// since which one helps (if any) depends on the command.
 func lockFile(f *os.File, path string, write bool) (func(), error) {
 	how := unix.LOCK_SH
 	if write {
@@ -19,13 +21,28 @@ func lockFile(f *os.File, path string, write bool) (func(), error) {
 	}
 	err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
 	if errors.Is(err, unix.EWOULDBLOCK) {
-		if write {
-			return nil, fmt.Errorf("%s: %w: another process (or open) has it open; close it first, or open read-only", path, ErrLocked)
-		}
-		return nil, fmt.Errorf("%s: %w: another process (or open) has it open for writing; use --force-share to read it anyway", path, ErrLocked)
+		pid, cmd := lockHolder(f)
+		return nil, &LockedError{Path: path, Write: write, PID: pid, Command: cmd}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: lock: %w", path, err)
 	}
 	return func() { unix.Flock(int(f.Fd()), unix.LOCK_UN) }, nil
+}
+
+// CheckLock reports whether path could be locked now for writing (write)
+// or reading, without keeping the lock: nil if so, a *LockedError naming
+// the holder if another open holds a conflicting lock.
+func CheckLock(path string, write bool) error {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	unlock, err := lockFile(f, path, write)
+	if err != nil {
+		return err
+	}
+	unlock()
+	return nil
 }

@@ -25,7 +25,7 @@ func addChainFlags(fs *pflag.FlagSet) *chainFlags {
 	c := &chainFlags{}
 	fs.StringArrayVar(&c.parentDirs, "parent-dir", nil, "allow parents only inside this folder (repeatable; adds to VHD_PARENT_PATH)")
 	fs.IntVar(&c.maxDepth, "max-depth", chains.DefaultMaxDepth, "refuse chains with more layers than this")
-	fs.BoolVar(&c.acceptModified, "accept-modified-parent", false, "use a parent even though it changed after the child was made (the child's data may then be wrong)")
+	fs.BoolVar(&c.acceptModified, "accept-modified-parent", false, "use a parent written after the child was made: right only if its data did not change (else the disk reads a mix of old and new)")
 	return c
 }
 

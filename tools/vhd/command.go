@@ -83,7 +83,10 @@ func wantArgs(args []string, names ...string) error {
 
 // hint says what to do about err, when its message does not already.
 func hint(cmd *command, err error) string {
+	var le *engine.LockedError
 	switch {
+	case errors.As(err, &le):
+		return holderHint(le)
 	case errors.Is(err, engine.ErrLocked), errors.Is(err, engine.ErrDestinationExists):
 		return "" // the message says what to do
 	case errors.Is(err, fs.ErrNotExist):

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 
 	"github.com/spf13/pflag"
 
+	"vhdkit/chains"
 	"vhdkit/engine"
 )
 
@@ -75,9 +78,18 @@ use by another vhd process).
 				bar = newProgressBar(e)
 				opts.Progress = bar.update
 			}
+			if *force {
+				// Replacing an image others depend on would orphan them.
+				if err := chains.RefuseReplace(args[1], cf.options(true).ParentDirs); err != nil {
+					return err
+				}
+			}
 			res, err := engine.Convert(ctx, args[0], args[1], opts)
 			if bar != nil {
 				bar.finish()
+			}
+			if errors.Is(err, engine.ErrDestinationExists) && !*force && isRegular(args[1]) {
+				return fmt.Errorf("%w, or --force to replace it", err)
 			}
 			if err != nil {
 				return err
@@ -111,4 +123,11 @@ func kind(to string) string {
 		return "raw image"
 	}
 	return to + " VHD"
+}
+
+// isRegular reports whether path is a regular file (what --force may
+// replace; a folder or device never is).
+func isRegular(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.Mode().IsRegular()
 }

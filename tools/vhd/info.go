@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"text/tabwriter"
@@ -42,6 +43,9 @@ found_via}] top to base, or chain_error. Sizes are bytes.
 				return err
 			}
 			in, err := readInfo(args[0], *share)
+			if errors.Is(err, engine.ErrLocked) {
+				return fmt.Errorf("%w; -U (--force-share) shows it anyway, perhaps inconsistent", err)
+			}
 			if err != nil {
 				return err
 			}

@@ -50,7 +50,7 @@ NEW, leaving the chain as it is (like 'vhd convert').
 			res, err := chains.Merge(ctx, args[0], chains.MergeOptions{Into: *into, Force: *force, Open: cf.options(false), Progress: bar.update})
 			bar.finish()
 			if errors.Is(err, chains.ErrHasChildren) {
-				return fmt.Errorf("%w\n  (merging changes the target under them; merge them first, or delete them)", err)
+				return fmt.Errorf("%w (--force merges anyway, and they become invalid)", err)
 			}
 			if err != nil {
 				return err

@@ -36,8 +36,10 @@ var mountCmd = &command{
 
 By default writes go to an undo disk (IMAGE's name with .vud, beside it)
 and IMAGE itself is never written; 'vhd umount --commit' merges the
-changes into IMAGE, --discard drops them, and without either the undo
-disk stays for later ('vhd undo'). --no-undo writes to IMAGE itself;
+changes into IMAGE, 'vhd umount --discard' drops them, and without
+either the undo disk stays for later ('vhd undo'). --no-undo writes to
+IMAGE itself, and is refused while IMAGE has an undo disk or other
+differencing images depend on it (writing it would make them wrong);
 --read-only refuses writes.
 
 The command returns once the mount is ready and a server keeps running
@@ -255,7 +257,7 @@ func logTail(path, known string) string {
 func printMounted(e *env, st *mountState) {
 	fmt.Fprintf(e.stdout, "mounted %s at %s (%s, pid %d)\n", st.Image, st.Mountpoint, st.Mode, st.PID)
 	if st.Mode == modeUndo {
-		fmt.Fprintf(e.stdout, "changes go to the undo disk %s: 'vhd umount --commit %s' keeps them in the image, --discard drops them\n", st.UndoDisk, st.Mountpoint)
+		fmt.Fprintf(e.stdout, "changes go to the undo disk %s: 'vhd umount --commit %s' keeps them in the image, 'vhd umount --discard %s' drops them\n", st.UndoDisk, st.Mountpoint, st.Mountpoint)
 	}
 	for _, f := range st.FS {
 		if f.Mounted {

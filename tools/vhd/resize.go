@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/spf13/pflag"
@@ -39,7 +40,11 @@ differencing images depend on is refused unless --force.
 			if err := engine.ValidateSize(size.n); err != nil {
 				return usageErr("--size: %v", err)
 			}
-			if err := chains.Resize(args[0], size.n, chains.ResizeOptions{Shrink: *shrink, Force: *force, Open: cf.options(false)}); err != nil {
+			err := chains.Resize(args[0], size.n, chains.ResizeOptions{Shrink: *shrink, Force: *force, Open: cf.options(false)})
+			if errors.Is(err, chains.ErrHasChildren) {
+				return fmt.Errorf("%w (--force resizes anyway, and they stop opening)", err)
+			}
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "%s is now %s (%d bytes)\n", args[0], human(size.n), size.n)

@@ -35,7 +35,8 @@ finishes the requests in flight, flushes and closes the images.
 A differencing IMAGE is served with its chain of parents (writes go to
 it). Images open for writing (one writer per image) unless --read-only;
 --undo sends writes to the image's undo disk (.vud, see 'vhd undo')
-instead. Flushes (NBD FLUSH and FUA) are acknowledged only once the data
+instead. Writing an image that has an undo disk, or that other
+differencing images depend on, is refused: it would make them wrong. Flushes (NBD FLUSH and FUA) are acknowledged only once the data
 is durable; several connections may share an export (multi-conn).
 
 --fuse DIR also mounts the same open disks over FUSE (see 'vhd mount'):

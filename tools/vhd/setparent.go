@@ -18,7 +18,9 @@ W2ru, MacX) for PARENT's place, atomically (a crash leaves the old link
 or the new one). PARENT must have the UUID and size CHILD recorded, and
 must not have changed since CHILD was made; --ignore-uuid accepts
 another UUID (only right when PARENT holds the same data, e.g. a copy a
-tool gave a new UUID) and --accept-modified-parent a changed parent.
+tool gave a new UUID) and --accept-modified-parent a parent whose
+timestamp changed (only right when its data did not: CHILD then records
+the new time and opens without complaint).
 
 ` + chainHelp,
 	setup: func(fs *pflag.FlagSet) runFunc {

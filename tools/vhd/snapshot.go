@@ -18,6 +18,11 @@ W2ru and MacX locators), and removes IMAGE's write permission: from now
 on writes go to NEWTOP, and IMAGE must not change (a parent modified
 after its child was made is refused when the child is opened).
 
+Refused while IMAGE has an undo disk (commit or discard it first, with
+'vhd undo') or another process has it open for writing (a 'vhd mount'
+or 'vhd serve': the error names it). Processes that only read IMAGE
+(mounts of its other children, read-only exports) do not stop it.
+
 ` + chainHelp,
 	setup: func(fs *pflag.FlagSet) runFunc {
 		cf := addChainFlags(fs)

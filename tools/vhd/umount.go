@@ -20,8 +20,9 @@ var umountCmd = &command{
 	args:    "[--commit | --discard] MOUNTPOINT",
 	summary: "unmount a 'vhd mount'; commit or discard its undo disk",
 	doc: `Unmounts what 'vhd mount' mounted at MOUNTPOINT, in order: the
-filesystems of --fs, their loop devices, then the FUSE mount. It waits
-for the server to flush the image and let go of it, then:
+filesystems of 'vhd mount --fs', their loop devices, then the FUSE
+mount. It waits for the server to flush the image and let go of it,
+then:
 
   --commit   merges the undo disk into the image and deletes it
   --discard  deletes the undo disk: the image is exactly as before
@@ -90,6 +91,9 @@ as after any crash, every flushed write in place.
 			switch {
 			case *commit:
 				res, err := chains.Commit(ctx, st.Image, chains.MergeOptions{Open: cf.options(false)})
+				if errors.Is(err, chains.ErrHasChildren) {
+					return fmt.Errorf("commit: %w; the undo disk %s is kept ('vhd undo commit --force %s' commits it anyway, and they become invalid)", err, st.UndoDisk, st.Image)
+				}
 				if err != nil {
 					return fmt.Errorf("commit: %w (the undo disk %s is kept)", err, st.UndoDisk)
 				}

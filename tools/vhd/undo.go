@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/spf13/pflag"
@@ -18,8 +19,13 @@ that takes every write made to IMAGE through 'vhd mount' or 'vhd serve'
 while IMAGE itself stays unchanged. Keeping it is the default.
 
   status   whether IMAGE has an undo disk and how much it holds
-  commit   merge the undo disk into IMAGE and delete it
+  commit   merge the undo disk into IMAGE and delete it (refused if
+           other differencing images depend on IMAGE, unless --force)
   discard  delete the undo disk: IMAGE stays exactly as it was
+
+While the undo disk exists, IMAGE is not written any other way: a mount
+or export writing IMAGE itself, a resize of it or a merge into it is
+refused until the undo disk is committed or discarded.
 
 ` + chainHelp,
 	setup: func(fs *pflag.FlagSet) runFunc {
@@ -47,6 +53,9 @@ while IMAGE itself stays unchanged. Keeping it is the default.
 				fmt.Fprintf(e.stdout, "%s has an undo disk, %s, holding %s of changes ('vhd undo commit' keeps them in the image, 'vhd undo discard' drops them)\n", image, st.UndoDisk, human(st.Changed))
 			case "commit":
 				res, err := chains.Commit(ctx, image, chains.MergeOptions{Force: *force, Open: cf.options(false)})
+				if errors.Is(err, chains.ErrHasChildren) {
+					return fmt.Errorf("%w (--force commits anyway, and they become invalid)", err)
+				}
 				if err != nil {
 					return err
 				}

@@ -1,0 +1,43 @@
+package chains
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"vhdkit/engine"
+)
+
+// A parent whose footer timestamp no longer matches the one its child
+// recorded was written after the child was made (vhdkit stamps an image
+// the first time a flush writes data to it). The child's changes were
+// made over data that may no longer be there, so reading the chain may
+// give a mix of old and new sectors. What to say depends on the child:
+//
+//   - an undo disk holds pending writes over its image: nothing can make
+//     them right again, and the truthful choice is to drop them;
+//   - another child may still be right if only the parent's metadata
+//     changed (a tool that restamps footers): the user may accept the
+//     parent, knowing that is what it means.
+
+// modifiedParentError explains a timestamp mismatch between child and
+// parent, with the choices that are true for that child.
+func modifiedParentError(child, parent Layer) error {
+	want := child.Image.Header().ParentTimestamp
+	got := parent.Image.Footer().Timestamp
+	when := fmt.Sprintf("it recorded parent time %s, %s now says %s",
+		engine.VHDTime(want).Format("2006-01-02 15:04:05"), parent.Path, engine.VHDTime(got).Format("2006-01-02 15:04:05"))
+	if isUndoDiskOf(child.Path, parent.Path) {
+		return fmt.Errorf("%s: %w: %s; it is the undo disk of %s, and its changes were made over data that has since been written, so they can no longer be used: drop them with 'vhd undo discard %s'", child.Path, ErrParentModified, when, parent.Path, parent.Path)
+	}
+	return fmt.Errorf("%s: %w: %s; its changes may now sit over different data: restore the parent from a backup, or, only if you know the parent's data did not change (a tool rewrote its footer), accept it with --accept-modified-parent", child.Path, ErrParentModified, when)
+}
+
+// isUndoDiskOf reports whether child is parent's undo disk by name (an
+// undo disk is named after its image, with .vud).
+func isUndoDiskOf(child, parent string) bool {
+	if !strings.EqualFold(filepath.Ext(child), ".vud") {
+		return false
+	}
+	return sameFile(child, UndoPath(parent)) || filepath.Base(child) == filepath.Base(UndoPath(parent))
+}

@@ -1,0 +1,58 @@
+package chains
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"vhdkit/engine"
+)
+
+// TestStaleUndoDiskSaysDiscard: when the image was written under its
+// undo disk anyway (another tool, an older vhd), opening the undo disk
+// says what happened and offers what is true (discard), never the flag
+// that would read its changes over the new data.
+func TestStaleUndoDiskSaysDiscard(t *testing.T) {
+	dir := t.TempDir()
+	base, _ := withUndoDisk(t, dir)
+	img, err := engine.Open(base, engine.Options{}) // below chains: no guard
+	if err != nil {
+		t.Fatal(err)
+	}
+	img.WriteAt([]byte("written under the undo disk"), 0)
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = OpenUndo(base, Options{})
+	if !errors.Is(err, ErrParentModified) {
+		t.Fatalf("stale undo disk: %v, want ErrParentModified", err)
+	}
+	wantMention(t, err, "stale undo disk", "undo disk of", "'vhd undo discard")
+	if err := Discard(base); err != nil {
+		t.Fatalf("discard a stale undo disk: %v", err)
+	}
+	checkClean(t, base)
+}
+
+// TestModifiedParentOfAChildSaysWhenToAccept: for an ordinary child the
+// flag is offered only with the condition under which it is right.
+func TestModifiedParentOfAChildSaysWhenToAccept(t *testing.T) {
+	dir := t.TempDir()
+	paths, _ := buildChain(t, dir, 2, 4<<20, 23)
+	img, err := engine.Open(paths[0], engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img.WriteAt([]byte("written under its child"), 0)
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(paths[1], Options{ReadOnly: true})
+	if !errors.Is(err, ErrParentModified) {
+		t.Fatalf("child of a written parent: %v, want ErrParentModified", err)
+	}
+	if !strings.Contains(err.Error(), "only if you know the parent's data did not change") {
+		t.Errorf("the error offers --accept-modified-parent without saying when it is right: %v", err)
+	}
+	checkClean(t, paths...)
+}
