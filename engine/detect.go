@@ -197,7 +197,7 @@ func (c Content) howToConvert(path string) string {
 	case ContentPacked:
 		return fmt.Sprintf("unpack it first (%s), then convert the disk image inside", unpackCommand(c.Format, path))
 	}
-	return fmt.Sprintf("vhd convert --to dynamic %s NEW.vhd makes a VHD of it", path)
+	return fmt.Sprintf("'vhd convert --to dynamic %s NEW.vhd' makes a VHD of it", path)
 }
 
 func unpackCommand(format, path string) string {

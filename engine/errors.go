@@ -71,7 +71,7 @@ func (e *FormatError) Error() string {
 		path, prefix = "FILE", ""
 	}
 	if e.AsRaw {
-		return fmt.Sprintf("%s%s, not a raw disk or a VHD; %s, or pass --from raw to copy its bytes as they are", prefix, e.Content.What, e.Content.howToConvert(path))
+		return fmt.Sprintf("%s%s, not a raw disk or a VHD; %s, or copy its bytes as they are with 'vhd convert --from raw'", prefix, e.Content.What, e.Content.howToConvert(path))
 	}
 	return fmt.Sprintf("%s%s, not a VHD; %s", prefix, e.Content.What, e.Content.howToConvert(path))
 }
