@@ -48,11 +48,13 @@
 //	TRIM          Disk.Trim (frees whole blocks of a dynamic image).
 //	WRITE_ZEROES  Disk.Zero; NO_HOLE keeps the range allocated
 //	              (engine.ZeroKeepAllocated). FAST_ZERO succeeds only
-//	              when no data has to be written: no NO_HOLE, and a fixed
-//	              image (the range is punched out of the host file) or a
-//	              dynamic one whose range is whole blocks apart from edges
-//	              that are already holes. Otherwise it fails at once with
-//	              ENOTSUP, and the client writes the zeros itself.
+//	              when the disk says no data has to be written
+//	              (engine.FastZeroer): no NO_HOLE, and on a fixed image
+//	              whole sectors (punched out of the host file), on a
+//	              dynamic or differencing one (or a chain, whose top
+//	              answers) whole blocks with no data below them and
+//	              unallocated parts of blocks. Otherwise it fails at once
+//	              with ENOTSUP, and the client writes the zeros itself.
 //	BLOCK_STATUS  base:allocation from Disk.Extents: holes are HOLE|ZERO
 //	              (HOLE alone cannot happen; a bare differencing image's
 //	              holes are reported as data, since they show the
