@@ -81,8 +81,8 @@
 //
 // The connection is dropped only when the stream itself cannot be
 // trusted: a bad request or option magic, unknown client flags, option
-// data over the limit, or a failed write to the socket. Other
-// connections never notice.
+// data over the limit, a failed write to the socket, or a client stalled
+// past StallTimeout. Other connections never notice.
 //
 // # Concurrency and memory
 //
@@ -92,9 +92,22 @@
 // parallel and are answered in the order they finish; a small READ or
 // WRITE with no other request waiting in the socket buffer runs in the
 // reader itself, which saves a goroutine handoff at queue depth one. At
-// most MaxInFlight requests run at once and their buffers hold at most
-// MaxBufferBytes; when either is used up the reader stops reading, which
-// pushes back on the client. Buffers come from size-class pools.
+// most MaxInFlight requests of a connection run at once.
+//
+// Request data (a READ's data until its reply is sent, a WRITE's until
+// it is on the disk) comes out of one server-wide MemoryBudget (128 MiB
+// by default), of which one connection may hold at most MaxBufferBytes
+// (half). A request that does not fit waits in line, in arrival order,
+// and its connection is not read meanwhile, which pushes back on that
+// client; a request larger than the whole budget waits for all of it.
+// So memory does not grow with the number of clients: 8 clients that
+// queue 32 MiB reads and read no reply hold 128 MiB, not 8 times 96 MiB.
+// A client that stops reading holds its part until StallTimeout (30 s):
+// every piece of at most 4 MiB of a reply must be taken, and of a
+// WRITE's data must arrive, within it, or the connection is closed. A
+// client that reads its replies therefore waits at most until the
+// stalled clients ahead of it in line are cut off. Buffers come from
+// size-class pools.
 //
 // Replies never interleave: a finished request queues its reply, and the
 // first handler to find nobody writing becomes the writer, sending every
@@ -104,10 +117,13 @@
 // # Shutdown
 //
 // When Serve's context ends it closes the listener, makes every
-// connection stop reading at the next request, waits for the requests
-// already read to be answered, flushes each writable export a
-// connection was using, and closes the connections. Closing the disks
-// is the caller's job, after Serve returns.
+// connection stop reading at the next request (a request still waiting
+// for memory is answered ESHUTDOWN), and waits up to ShutdownGrace (5 s)
+// for the requests already read to be answered. Connections still busy
+// then (a client that takes no replies) are closed: their requests
+// finish on the disk and their replies are dropped. Each writable export
+// a connection was using is flushed as the connection ends. Closing the
+// disks is the caller's job, after Serve returns.
 //
 // # Logging
 //

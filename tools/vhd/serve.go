@@ -29,7 +29,15 @@ its extension); a single image is also the default export "". Without
 (else /run/user/UID, else the temporary folder); TCP only with --listen,
 on 127.0.0.1 unless a host is given. Each export's URI is printed on
 standard output, one per line. SIGINT or SIGTERM stops accepting,
-finishes the requests in flight, flushes and closes the images.
+finishes the requests in flight (waiting at most --shutdown-grace, then
+closing the connections still busy), flushes and closes the images; a
+second signal flushes the images and exits at once (status 1).
+
+Request data of all clients together is held within --memory-budget; a
+request that does not fit waits, and its client is not read meanwhile
+(one client may hold at most half the budget). A client that takes none
+of a reply, or sends none of a WRITE's data, for --stall-timeout is
+disconnected.
 
 A differencing IMAGE is served with its chain of parents (writes go to
 it). Images open for writing (one writer per image) unless --read-only;
@@ -55,12 +63,14 @@ With --tls-cert and --tls-key, TLS is required of every client; with
 		fs.StringVar(&o.tlsCert, "tls-cert", "", "server certificate (PEM); makes TLS mandatory")
 		fs.StringVar(&o.tlsKey, "tls-key", "", "server private key (PEM)")
 		fs.StringVar(&o.tlsCA, "tls-ca", "", "CA (PEM) that client certificates must chain to")
+		o.limits = addServeLimits(fs)
 		cf := addChainFlags(fs)
 		return func(ctx context.Context, e *env, args []string) error {
 			o.socketGiven, o.listenGiven = fs.Changed("socket"), fs.Changed("listen")
 			if err := o.validate(args); err != nil {
 				return err
 			}
+			o.stderr = e.stderr
 			log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 			return serve(ctx, o, cf, e.stdout, log)
 		}
@@ -75,6 +85,8 @@ type serveOptions struct {
 	tlsCert, tlsKey, tlsCA   string
 	exports                  []exportArg
 	socketGiven, listenGiven bool
+	limits                   *serveLimits
+	stderr                   io.Writer
 }
 
 type exportArg struct{ path, name string }
@@ -89,6 +101,9 @@ func (o *serveOptions) validate(args []string) error {
 	}
 	if o.readOnly && o.undo {
 		return usageErr("--read-only and --undo do not go together")
+	}
+	if err := o.limits.validate(); err != nil {
+		return err
 	}
 	if len(args) == 0 {
 		return usageErr("no image to serve")
@@ -123,6 +138,9 @@ func parseExportArg(a string) exportArg {
 // them).
 func serve(ctx context.Context, o *serveOptions, cf *chainFlags, stdout io.Writer, log *slog.Logger) (err error) {
 	srv := &nbdserve.Server{Exports: map[string]*nbdserve.Export{}, Logger: log}
+	o.limits.apply(srv)
+	em := &emergency{stderr: o.stderr}
+	defer em.watch()() // to the very end: closing the images may take long
 	defer func() {
 		for _, e := range srv.Exports {
 			if cerr := e.Disk.Close(); cerr != nil && err == nil {
@@ -136,6 +154,7 @@ func serve(ctx context.Context, o *serveOptions, cf *chainFlags, stdout io.Write
 			return err
 		}
 		srv.Exports[a.name] = &nbdserve.Export{Name: a.name, Description: filepath.Base(a.path), Disk: d}
+		em.addDisk(a.name, d)
 	}
 	if len(o.exports) == 1 {
 		srv.Default = o.exports[0].name
@@ -149,10 +168,12 @@ func serve(ctx context.Context, o *serveOptions, cf *chainFlags, stdout io.Write
 	if err != nil {
 		return err
 	}
+	em.setSockets(unixSockets(listeners))
 	var mounts []fuseMount
 	if o.fuse != "" {
 		mounts, err = mountExports(ctx, srv, o, log)
 		defer unmountAll(mounts, log)
+		em.setMounts(mounts)
 		if err != nil {
 			return err
 		}
@@ -177,12 +198,21 @@ func serve(ctx context.Context, o *serveOptions, cf *chainFlags, stdout io.Write
 		}()
 	}
 	wg.Wait()
-	for _, l := range listeners {
-		if ul, ok := l.(*net.UnixListener); ok {
-			os.Remove(ul.Addr().String())
-		}
+	for _, s := range unixSockets(listeners) {
+		os.Remove(s)
 	}
 	return errors.Join(errs...)
+}
+
+// unixSockets lists the socket files of the unix listeners.
+func unixSockets(ls []net.Listener) []string {
+	var out []string
+	for _, l := range ls {
+		if ul, ok := l.(*net.UnixListener); ok {
+			out = append(out, ul.Addr().String())
+		}
+	}
+	return out
 }
 
 // openExport opens an image with its chain, or with its undo disk on top.
