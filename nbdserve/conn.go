@@ -72,10 +72,21 @@ type conn struct {
 	work    chan *request
 	workers int
 	idle    atomic.Int32
+
+	// lis is the listener the connection came through. negotiating is
+	// set until the handshake ends; active is when the connection last
+	// did something (accepted, read a request, sent replies), in
+	// UnixNano; evicted is set once it was chosen to make room. Eviction
+	// reads them (evict.go).
+	lis         *listener
+	negotiating atomic.Bool
+	active      atomic.Int64
+	evicted     atomic.Bool
 }
 
-func newConn(s *Server, nc net.Conn) *conn {
+func newConn(s *Server, lis *listener, nc net.Conn) *conn {
 	c := &conn{
+		lis:   lis,
 		srv:   s,
 		raw:   nc,
 		nc:    nc,
@@ -86,8 +97,14 @@ func newConn(s *Server, nc net.Conn) *conn {
 		quit:  make(chan struct{}),
 		share: newBudget(s.connShare()),
 	}
+	c.negotiating.Store(true)
+	c.touch()
 	return c
 }
+
+// touch records activity, which keeps the connection from being evicted
+// as idle.
+func (c *conn) touch() { c.active.Store(time.Now().UnixNano()) }
 
 func remoteName(nc net.Conn) string {
 	if a := nc.RemoteAddr(); a != nil && a.String() != "" {
@@ -118,6 +135,8 @@ func (c *conn) serve(ctx context.Context) {
 	}
 	// Clear the deadline, then look at stopping: see stopReading.
 	c.raw.SetDeadline(time.Time{})
+	c.touch()
+	c.negotiating.Store(false)
 	if c.stopping.Load() {
 		return
 	}

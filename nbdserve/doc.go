@@ -19,12 +19,25 @@
 // NBD_REP_ERR_UNKNOWN (EXPORT_NAME, which cannot carry an error, ends
 // the connection instead). Option data longer than 64 KiB ends the
 // connection before it is read; names and queries are at most 4096
-// bytes; a negotiation is at most 1024 options and HandshakeTimeout long.
+// bytes; a negotiation is at most 1024 options and HandshakeTimeout (10
+// s) long.
 //
 // With TLSConfig set the server runs in FORCEDTLS mode: every option but
 // STARTTLS and ABORT is answered NBD_REP_ERR_TLS_REQD until the client
 // has started TLS, and state negotiated before STARTTLS is forgotten.
 // Client certificates are checked as TLSConfig says (ClientAuth).
+//
+// # Connections
+//
+// Each listener (each Serve call) serves at most MaxConnections (256)
+// at once. When it is full, a new client takes the slot of the
+// connection that costs least to lose: the one negotiating longest, else
+// the one idle longest (at least 2 s, with no request in flight), which
+// stops reading, answers what it read, flushes its export and closes, as
+// for DISC. Only when every connection has a request in flight is the
+// new client refused. So idle or half-negotiated connections cannot
+// lock clients out, and an idle client is disconnected only while the
+// listener is full, never by a timer (evict.go argues the choice).
 //
 // # Transmission flags
 //

@@ -46,10 +46,13 @@ const (
 	// that a container manager's stop timeout (10 s for Docker) still
 	// leaves time for the final flush.
 	DefaultShutdownGrace = 5 * time.Second
-	// DefaultMaxConnections bounds the connections served at once.
+	// DefaultMaxConnections bounds the connections one listener serves
+	// at once.
 	DefaultMaxConnections = 256
-	// DefaultHandshakeTimeout bounds the whole negotiation phase.
-	DefaultHandshakeTimeout = 30 * time.Second
+	// DefaultHandshakeTimeout bounds the whole negotiation phase: real
+	// clients take milliseconds; a connection that negotiates no further
+	// holds a connection slot meanwhile (see evict.go).
+	DefaultHandshakeTimeout = 10 * time.Second
 	// maxOptionLen bounds an option's data; longer options end the
 	// connection before anything is read into memory. The longest valid
 	// option (SET_META_CONTEXT with a few queries) is far shorter.
@@ -223,7 +226,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	}
 	stop := context.AfterFunc(ctx, func() { l.Close() })
 	defer stop()
-	slots := make(chan struct{}, s.maxConnections())
+	lis := &listener{slots: make(chan struct{}, s.maxConnections())}
 	var err error
 	var delay time.Duration
 	for {
@@ -247,19 +250,17 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			break
 		}
 		delay = 0
-		select {
-		case slots <- struct{}{}:
-		default:
-			s.log().Warn("nbd: too many connections; refusing one", "remote", nc.RemoteAddr().String())
+		if !s.admit(ctx, lis) {
+			s.log().Warn("nbd: every connection is busy; refusing a new one", "remote", nc.RemoteAddr().String(), "limit", s.maxConnections())
 			nc.Close()
 			continue
 		}
-		c := newConn(s, nc)
+		c := newConn(s, lis, nc)
 		s.track(c, true)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			defer func() { <-slots }()
+			defer func() { <-lis.slots }()
 			defer s.track(c, false)
 			c.serve(ctx)
 		}()

@@ -61,6 +61,9 @@ func (c *conn) transmit() {
 			switch {
 			case errors.Is(err, errDisc):
 				graceful = true
+			case c.evicted.Load() && (isTimeout(err) || errors.Is(err, errConnClosing)):
+				c.log.Info("nbd: idle connection closed to make room for a new client")
+				graceful = true
 			case c.stopping.Load() && (isTimeout(err) || errors.Is(err, errConnClosing)):
 				graceful = true
 			case errors.Is(err, errConnClosing):
@@ -187,6 +190,7 @@ func (c *conn) readRequest(r *request) error {
 	if r.typ == cmdDisc {
 		return errDisc
 	}
+	c.touch()
 	c.slots <- struct{}{}
 	r.held = true
 	max := uint32(c.srv.maxPayload())
@@ -443,6 +447,7 @@ func (c *conn) writeBatch(batch []*request) {
 		}
 	}
 	clear(c.iov[:n])
+	c.touch()
 	for _, r := range batch {
 		c.done(r)
 		c.inflight.Done()

@@ -50,13 +50,23 @@ at DIR for a single image, at DIR/NAME for several. A write through one
 is read back through the other at once.
 
 With --tls-cert and --tls-key, TLS is required of every client; with
---tls-ca, clients must also present a certificate signed by that CA.
+--tls-ca, clients must also present a certificate signed by that CA
+(libnbd clients: add ?tls-certificates=DIR to the URI, DIR holding
+ca-cert.pem, client-cert.pem and client-key.pem). NBD has no password,
+so --listen on an address other machines reach is refused without
+--tls-ca, unless --insecure-tcp is given.
+
+Each listener serves at most --max-connections clients; when it is full
+a new client takes the place of the connection negotiating longest, else
+of the one idle longest (2 s or more, no request in flight), which is
+flushed and closed. Negotiation must end within --handshake-timeout.
 
 ` + chainHelp,
 	setup: func(fs *pflag.FlagSet) runFunc {
 		o := &serveOptions{}
 		fs.StringVar(&o.socket, "socket", "", "listen on this unix socket (default: $XDG_RUNTIME_DIR/vhd-serve-PID.sock)")
 		fs.StringVar(&o.listen, "listen", "", "listen on TCP HOST:PORT (HOST defaults to 127.0.0.1)")
+		fs.BoolVar(&o.insecureTCP, "insecure-tcp", false, "allow --listen beyond this machine without TLS client certificates (anyone who reaches the port can read and write the disks)")
 		fs.BoolVar(&o.readOnly, "read-only", false, "export the images read-only")
 		fs.BoolVar(&o.undo, "undo", false, "send writes to each image's undo disk (.vud) instead of the image")
 		fs.StringVar(&o.fuse, "fuse", "", "also mount the disks over FUSE at this folder")
@@ -80,6 +90,7 @@ With --tls-cert and --tls-key, TLS is required of every client; with
 // serveOptions are the parsed command line of vhd serve.
 type serveOptions struct {
 	socket, listen           string
+	insecureTCP              bool
 	readOnly, undo           bool
 	fuse                     string
 	tlsCert, tlsKey, tlsCA   string
@@ -103,6 +114,9 @@ func (o *serveOptions) validate(args []string) error {
 		return usageErr("--read-only and --undo do not go together")
 	}
 	if err := o.limits.validate(); err != nil {
+		return err
+	}
+	if err := o.checkExposure(); err != nil {
 		return err
 	}
 	if len(args) == 0 {
@@ -169,6 +183,9 @@ func serve(ctx context.Context, o *serveOptions, cf *chainFlags, stdout io.Write
 		return err
 	}
 	em.setSockets(unixSockets(listeners))
+	if o.insecureTCP && o.tlsCA == "" {
+		fmt.Fprintf(o.stderr, "vhd serve: warning: --insecure-tcp: clients of %s are not authenticated\n", o.listen)
+	}
 	var mounts []fuseMount
 	if o.fuse != "" {
 		mounts, err = mountExports(ctx, srv, o, log)
