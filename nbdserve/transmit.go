@@ -61,11 +61,8 @@ func (c *conn) transmit() {
 			switch {
 			case errors.Is(err, errDisc):
 				graceful = true
-			case c.evicted.Load() && (isTimeout(err) || errors.Is(err, errConnClosing)):
-				c.log.Info("nbd: idle connection closed to make room for a new client")
-				graceful = true
 			case c.stopping.Load() && (isTimeout(err) || errors.Is(err, errConnClosing)):
-				graceful = true
+				graceful = true // shutdown, or evicted for a new client
 			case errors.Is(err, errConnClosing):
 				c.log.Debug("nbd: connection closing", "error", err)
 			case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
