@@ -94,7 +94,7 @@ func Copy(ctx context.Context, dst, src Disk, opts CopyOptions) (CopyStats, erro
 	}()
 
 	w := writer{dst: dst, zeroed: opts.DstZeroed, st: &st}
-	w.wb, _ = dst.(interface{ StartWriteback() error })
+	w.wb, _ = dst.(WritebackStarter)
 	var done int64
 	var werr error
 	for p := range work {
@@ -139,8 +139,8 @@ func Copy(ctx context.Context, dst, src Disk, opts CopyOptions) (CopyStats, erro
 // holesAreZero reports whether src's holes read as zeros: everywhere but
 // in a differencing layer, whose holes show its parent.
 func holesAreZero(src Disk) bool {
-	img, ok := src.(*Image)
-	return !ok || img.Type() != TypeDifferencing
+	ps, ok := src.(ParentShower)
+	return !ok || !ps.ShowsParent()
 }
 
 // piece is a run of the disk handed from reader to writer: data read
@@ -222,7 +222,7 @@ type writer struct {
 	// wb, if dst has it, starts writing dst's dirty pages to disk every
 	// writebackEvery bytes, so the disk works while the copy runs and
 	// the final flush has little left to wait for.
-	wb      interface{ StartWriteback() error }
+	wb      WritebackStarter
 	pending int64
 }
 

@@ -2,12 +2,6 @@ package engine
 
 import "golang.org/x/sys/unix"
 
-// writebackStarter is implemented by files that can start writing their
-// dirty pages to disk without waiting.
-type writebackStarter interface {
-	StartWriteback() error
-}
-
 // StartWriteback starts writing every dirty page of the file to disk
 // (sync_file_range SYNC_FILE_RANGE_WRITE). It waits for nothing and
 // makes nothing durable: it only leaves less for a later Sync.
@@ -21,7 +15,7 @@ func (o *osFile) StartWriteback() error {
 // changes no durability guarantee: data, then metadata, still become
 // durable only in Flush, in Flush's order.
 func (img *Image) StartWriteback() error {
-	if ws, ok := img.f.(writebackStarter); ok && !img.readOnly {
+	if ws, ok := img.f.(WritebackStarter); ok && !img.readOnly {
 		return ws.StartWriteback()
 	}
 	return nil

@@ -181,12 +181,11 @@ func covers(ext []engine.Extent, off, n int64) bool {
 }
 
 // holesAreZero tells whether the disk's holes read as zeros. A bare
-// differencing image's holes show its parent instead.
+// differencing image's holes show its parent instead (a whole chain's do
+// not: it says so itself).
 func holesAreZero(d engine.Disk) bool {
-	if t, ok := d.(interface{ Type() engine.DiskType }); ok {
-		return t.Type() != engine.TypeDifferencing
-	}
-	return true
+	ps, ok := d.(engine.ParentShower)
+	return !ok || !ps.ShowsParent()
 }
 
 func (c *conn) readsAsZero(s engine.ExtentState) bool {
@@ -251,48 +250,11 @@ outer:
 }
 
 // zeroIsFast decides NBD_CMD_FLAG_FAST_ZERO: a zero is fast when it
-// writes no data. That holds when holes may be made (no NO_HOLE) and
-// either the image is fixed (the range is punched out of the host file)
-// or it is dynamic and the parts of the range that do not cover whole
-// blocks are already holes: whole blocks are freed in the BAT and zeros
-// written over holes are dropped, so nothing but metadata changes.
-// Anything else (NO_HOLE, other disks, data at the edges) answers
-// ENOTSUP at once, so a client like nbdcopy falls back to writing.
+// writes no data, which only the disk can tell (engine.FastZeroer: an
+// image, or a chain, whose top knows what the layers below hold). A disk
+// that cannot tell, and NO_HOLE, answer ENOTSUP at once, so a client like
+// nbdcopy falls back to writing.
 func (c *conn) zeroIsFast(off, n int64, mode engine.ZeroMode) bool {
-	d := c.export.Disk
-	if mode != engine.ZeroMayDeallocate || !holesAreZero(d) {
-		return false
-	}
-	img, ok := d.(interface {
-		Type() engine.DiskType
-		BlockSize() int64
-	})
-	if !ok {
-		return false
-	}
-	if img.Type() == engine.TypeFixed {
-		return true
-	}
-	bs := img.BlockSize()
-	if bs <= 0 || n == 0 {
-		return n == 0
-	}
-	end := off + n
-	headEnd := min((off+bs-1)/bs*bs, end)
-	tailStart := max(end/bs*bs, headEnd)
-	for _, edge := range [][2]int64{{off, headEnd}, {tailStart, end}} {
-		if edge[1] <= edge[0] {
-			continue
-		}
-		ext, err := d.Extents(edge[0], edge[1]-edge[0])
-		if err != nil {
-			return false
-		}
-		for _, e := range ext {
-			if !c.readsAsZero(e.State) {
-				return false
-			}
-		}
-	}
-	return true
+	fz, ok := c.export.Disk.(engine.FastZeroer)
+	return ok && fz.ZeroIsFast(off, n, mode)
 }

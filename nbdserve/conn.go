@@ -38,8 +38,11 @@ type conn struct {
 	tflags uint16
 
 	// stopping is set when the server shuts down: the reader stops at
-	// the next request boundary (see stopReading).
+	// the next request boundary (see stopReading). quit is closed then
+	// too, ending any wait for memory budget.
 	stopping atomic.Bool
+	quit     chan struct{}
+	quitOnce sync.Once
 
 	// werr is the first error writing to the client; after it nothing is
 	// sent. Written by the handshake, then only by the active reply
@@ -57,8 +60,9 @@ type conn struct {
 
 	// slots bounds the requests in flight.
 	slots chan struct{}
-	// budget bounds the bytes of request buffers in flight.
-	budget budget
+	// share bounds the bytes of this connection's request buffers, within
+	// the server's budget (srv.memory()).
+	share *budget
 	// inflight counts the requests being handled.
 	inflight sync.WaitGroup
 
@@ -68,10 +72,21 @@ type conn struct {
 	work    chan *request
 	workers int
 	idle    atomic.Int32
+
+	// lis is the listener the connection came through. negotiating is
+	// set until the handshake ends; active is when the connection last
+	// did something (accepted, read a request, sent replies), in
+	// UnixNano; evicted is set once it was chosen to make room. Eviction
+	// reads them (evict.go).
+	lis         *listener
+	negotiating atomic.Bool
+	active      atomic.Int64
+	evicted     atomic.Bool
 }
 
-func newConn(s *Server, nc net.Conn) *conn {
+func newConn(s *Server, lis *listener, nc net.Conn) *conn {
 	c := &conn{
+		lis:   lis,
 		srv:   s,
 		raw:   nc,
 		nc:    nc,
@@ -79,10 +94,17 @@ func newConn(s *Server, nc net.Conn) *conn {
 		log:   s.log().With("remote", remoteName(nc)),
 		slots: make(chan struct{}, s.maxInFlight()),
 		work:  make(chan *request, s.maxInFlight()),
+		quit:  make(chan struct{}),
+		share: newBudget(s.connShare()),
 	}
-	c.budget.init(s.maxBufferBytes())
+	c.negotiating.Store(true)
+	c.touch()
 	return c
 }
+
+// touch records activity, which keeps the connection from being evicted
+// as idle.
+func (c *conn) touch() { c.active.Store(time.Now().UnixNano()) }
 
 func remoteName(nc net.Conn) string {
 	if a := nc.RemoteAddr(); a != nil && a.String() != "" {
@@ -113,6 +135,8 @@ func (c *conn) serve(ctx context.Context) {
 	}
 	// Clear the deadline, then look at stopping: see stopReading.
 	c.raw.SetDeadline(time.Time{})
+	c.touch()
+	c.negotiating.Store(false)
 	if c.stopping.Load() {
 		return
 	}
@@ -125,7 +149,38 @@ func (c *conn) serve(ctx context.Context) {
 // Requests already read are finished and answered.
 func (c *conn) stopReading() {
 	c.stopping.Store(true)
+	c.closeQuit()
 	c.raw.SetReadDeadline(time.Now())
+}
+
+// forceClose ends a connection that did not drain in the shutdown grace
+// period: a reply write blocked on a client that reads nothing fails at
+// once, and so does everything after it. Requests running on the disk
+// finish; their replies are dropped.
+func (c *conn) forceClose() {
+	c.stopReading()
+	c.raw.Close()
+}
+
+// abort ends a connection whose stream broke (a reply could not be
+// sent): the reader stops, whether it waits for the socket or for
+// memory.
+func (c *conn) abort() {
+	c.closeQuit()
+	c.raw.Close()
+}
+
+func (c *conn) closeQuit() { c.quitOnce.Do(func() { close(c.quit) }) }
+
+// setReadDeadline sets the read deadline without losing a stop:
+// stopReading sets stopping, then a deadline in the past, so a deadline
+// set here before that is replaced by it, and one set after is replaced
+// by the check.
+func (c *conn) setReadDeadline(t time.Time) {
+	c.raw.SetReadDeadline(t)
+	if c.stopping.Load() {
+		c.raw.SetReadDeadline(time.Now())
+	}
 }
 
 // isTimeout reports a read ended by stopReading (or a handshake deadline).
@@ -150,35 +205,4 @@ func (c *conn) writeAll(bufs ...[]byte) error {
 func (c *conn) discard(n int64) error {
 	_, err := io.CopyN(io.Discard, c.br, n)
 	return err
-}
-
-// budget is a byte semaphore for request buffers.
-type budget struct {
-	mu   sync.Mutex
-	cond sync.Cond
-	max  int64
-	used int64 // guarded by mu
-}
-
-func (b *budget) init(max int64) {
-	b.max = max
-	b.cond.L = &b.mu
-}
-
-// acquire waits until n more bytes fit. n never exceeds max (requests are
-// bounded by the maximum payload first).
-func (b *budget) acquire(n int64) {
-	b.mu.Lock()
-	for b.used+n > b.max {
-		b.cond.Wait()
-	}
-	b.used += n
-	b.mu.Unlock()
-}
-
-func (b *budget) release(n int64) {
-	b.mu.Lock()
-	b.used -= n
-	b.mu.Unlock()
-	b.cond.Broadcast()
 }

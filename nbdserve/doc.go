@@ -19,12 +19,25 @@
 // NBD_REP_ERR_UNKNOWN (EXPORT_NAME, which cannot carry an error, ends
 // the connection instead). Option data longer than 64 KiB ends the
 // connection before it is read; names and queries are at most 4096
-// bytes; a negotiation is at most 1024 options and HandshakeTimeout long.
+// bytes; a negotiation is at most 1024 options and HandshakeTimeout (10
+// s) long.
 //
 // With TLSConfig set the server runs in FORCEDTLS mode: every option but
 // STARTTLS and ABORT is answered NBD_REP_ERR_TLS_REQD until the client
 // has started TLS, and state negotiated before STARTTLS is forgotten.
 // Client certificates are checked as TLSConfig says (ClientAuth).
+//
+// # Connections
+//
+// Each listener (each Serve call) serves at most MaxConnections (256)
+// at once. When it is full, a new client takes the slot of the
+// connection that costs least to lose: the one negotiating longest, else
+// the one idle longest (at least 2 s, with no request in flight), which
+// stops reading, answers what it read, flushes its export and closes, as
+// for DISC. Only when every connection has a request in flight is the
+// new client refused. So idle or half-negotiated connections cannot
+// lock clients out, and an idle client is disconnected only while the
+// listener is full, never by a timer (evict.go argues the choice).
 //
 // # Transmission flags
 //
@@ -48,11 +61,13 @@
 //	TRIM          Disk.Trim (frees whole blocks of a dynamic image).
 //	WRITE_ZEROES  Disk.Zero; NO_HOLE keeps the range allocated
 //	              (engine.ZeroKeepAllocated). FAST_ZERO succeeds only
-//	              when no data has to be written: no NO_HOLE, and a fixed
-//	              image (the range is punched out of the host file) or a
-//	              dynamic one whose range is whole blocks apart from edges
-//	              that are already holes. Otherwise it fails at once with
-//	              ENOTSUP, and the client writes the zeros itself.
+//	              when the disk says no data has to be written
+//	              (engine.FastZeroer): no NO_HOLE, and on a fixed image
+//	              whole sectors (punched out of the host file), on a
+//	              dynamic or differencing one (or a chain, whose top
+//	              answers) whole blocks with no data below them and
+//	              unallocated parts of blocks. Otherwise it fails at once
+//	              with ENOTSUP, and the client writes the zeros itself.
 //	BLOCK_STATUS  base:allocation from Disk.Extents: holes are HOLE|ZERO
 //	              (HOLE alone cannot happen; a bare differencing image's
 //	              holes are reported as data, since they show the
@@ -79,8 +94,8 @@
 //
 // The connection is dropped only when the stream itself cannot be
 // trusted: a bad request or option magic, unknown client flags, option
-// data over the limit, or a failed write to the socket. Other
-// connections never notice.
+// data over the limit, a failed write to the socket, or a client stalled
+// past StallTimeout. Other connections never notice.
 //
 // # Concurrency and memory
 //
@@ -90,9 +105,22 @@
 // parallel and are answered in the order they finish; a small READ or
 // WRITE with no other request waiting in the socket buffer runs in the
 // reader itself, which saves a goroutine handoff at queue depth one. At
-// most MaxInFlight requests run at once and their buffers hold at most
-// MaxBufferBytes; when either is used up the reader stops reading, which
-// pushes back on the client. Buffers come from size-class pools.
+// most MaxInFlight requests of a connection run at once.
+//
+// Request data (a READ's data until its reply is sent, a WRITE's until
+// it is on the disk) comes out of one server-wide MemoryBudget (128 MiB
+// by default), of which one connection may hold at most MaxBufferBytes
+// (half). A request that does not fit waits in line, in arrival order,
+// and its connection is not read meanwhile, which pushes back on that
+// client; a request larger than the whole budget waits for all of it.
+// So memory does not grow with the number of clients: 8 clients that
+// queue 32 MiB reads and read no reply hold 128 MiB, not 8 times 96 MiB.
+// A client that stops reading holds its part until StallTimeout (30 s):
+// every piece of at most 4 MiB of a reply must be taken, and of a
+// WRITE's data must arrive, within it, or the connection is closed. A
+// client that reads its replies therefore waits at most until the
+// stalled clients ahead of it in line are cut off. Buffers come from
+// size-class pools.
 //
 // Replies never interleave: a finished request queues its reply, and the
 // first handler to find nobody writing becomes the writer, sending every
@@ -102,10 +130,13 @@
 // # Shutdown
 //
 // When Serve's context ends it closes the listener, makes every
-// connection stop reading at the next request, waits for the requests
-// already read to be answered, flushes each writable export a
-// connection was using, and closes the connections. Closing the disks
-// is the caller's job, after Serve returns.
+// connection stop reading at the next request (a request still waiting
+// for memory is answered ESHUTDOWN), and waits up to ShutdownGrace (5 s)
+// for the requests already read to be answered. Connections still busy
+// then (a client that takes no replies) are closed: their requests
+// finish on the disk and their replies are dropped. Each writable export
+// a connection was using is flushed as the connection ends. Closing the
+// disks is the caller's job, after Serve returns.
 //
 // # Logging
 //

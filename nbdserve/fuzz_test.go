@@ -30,7 +30,7 @@ func FuzzConn(f *testing.F) {
 		srv := oneExport(newMemDisk(1 << 20))
 		srv.HandshakeTimeout = 2 * time.Second
 		client, server := net.Pipe()
-		c := newConn(srv, server)
+		c := newConn(srv, &listener{}, server)
 		done := make(chan struct{})
 		go func() {
 			defer close(done)

@@ -34,13 +34,25 @@ const (
 	DefaultMaxPayload = 32 << 20
 	// DefaultMaxInFlight bounds the requests one connection runs at once.
 	DefaultMaxInFlight = 64
-	// DefaultMaxBufferBytes bounds the data buffers of one connection's
-	// requests in flight (two maximal requests, plus room for many small).
-	DefaultMaxBufferBytes = 2*DefaultMaxPayload + 32<<20
-	// DefaultMaxConnections bounds the connections served at once.
+	// DefaultMemoryBudget bounds the request data of all connections
+	// together: four maximal requests, or 512 of 256 KiB (what nbdcopy
+	// keeps in flight over four connections, twice over).
+	DefaultMemoryBudget = 4 * DefaultMaxPayload
+	// DefaultStallTimeout is how long a client may leave a reply untaken
+	// (or a WRITE's data unsent) before it is disconnected.
+	DefaultStallTimeout = 30 * time.Second
+	// DefaultShutdownGrace is how long shutdown waits for requests in
+	// flight before it closes the connections still busy: short enough
+	// that a container manager's stop timeout (10 s for Docker) still
+	// leaves time for the final flush.
+	DefaultShutdownGrace = 5 * time.Second
+	// DefaultMaxConnections bounds the connections one listener serves
+	// at once.
 	DefaultMaxConnections = 256
-	// DefaultHandshakeTimeout bounds the whole negotiation phase.
-	DefaultHandshakeTimeout = 30 * time.Second
+	// DefaultHandshakeTimeout bounds the whole negotiation phase: real
+	// clients take milliseconds; a connection that negotiates no further
+	// holds a connection slot meanwhile (see evict.go).
+	DefaultHandshakeTimeout = 10 * time.Second
 	// maxOptionLen bounds an option's data; longer options end the
 	// connection before anything is read into memory. The longest valid
 	// option (SET_META_CONTEXT with a few queries) is far shorter.
@@ -68,9 +80,32 @@ type Server struct {
 	// Limits; the Default* constants when zero.
 	MaxPayload       int
 	MaxInFlight      int
-	MaxBufferBytes   int64
 	MaxConnections   int
 	HandshakeTimeout time.Duration
+
+	// MemoryBudget bounds the request data (READ data on its way out,
+	// WRITE data on its way in) held for all connections together. A
+	// request that does not fit waits, and its connection is not read
+	// meanwhile, which pushes back on that client; one larger than the
+	// whole budget waits for all of it. DefaultMemoryBudget when zero.
+	MemoryBudget int64
+	// MaxBufferBytes bounds one connection's share of MemoryBudget, so a
+	// client that stops reading replies cannot hold all of it; half the
+	// budget when zero.
+	MaxBufferBytes int64
+	// StallTimeout is how long a client may hold server memory without
+	// moving: a reply it takes none of, or a WRITE whose data stops
+	// arriving. The connection is then closed, which frees the memory.
+	// DefaultStallTimeout when zero.
+	StallTimeout time.Duration
+	// ShutdownGrace is how long shutdown waits for the requests in flight
+	// to be answered before it closes the connections still busy.
+	// DefaultShutdownGrace when zero.
+	ShutdownGrace time.Duration
+
+	memOnce sync.Once
+	// mem is the server-wide MemoryBudget, made on first use.
+	mem *budget
 
 	mu sync.Mutex
 	// conns are the live connections, for shutdown. Guarded by mu.
@@ -99,11 +134,39 @@ func (s *Server) maxInFlight() int {
 	return DefaultMaxInFlight
 }
 
-func (s *Server) maxBufferBytes() int64 {
+// memory is the server-wide budget for request data.
+func (s *Server) memory() *budget {
+	s.memOnce.Do(func() {
+		n := s.MemoryBudget
+		if n <= 0 {
+			n = DefaultMemoryBudget
+		}
+		s.mem = newBudget(n)
+	})
+	return s.mem
+}
+
+// connShare is one connection's share of the memory budget.
+func (s *Server) connShare() int64 {
+	all := s.memory().max
 	if s.MaxBufferBytes > 0 {
-		return max(s.MaxBufferBytes, int64(s.maxPayload()))
+		return min(s.MaxBufferBytes, all)
 	}
-	return max(DefaultMaxBufferBytes, 2*int64(s.maxPayload()))
+	return max(all/2, 1)
+}
+
+func (s *Server) stallTimeout() time.Duration {
+	if s.StallTimeout > 0 {
+		return s.StallTimeout
+	}
+	return DefaultStallTimeout
+}
+
+func (s *Server) shutdownGrace() time.Duration {
+	if s.ShutdownGrace > 0 {
+		return s.ShutdownGrace
+	}
+	return DefaultShutdownGrace
 }
 
 func (s *Server) maxConnections() int {
@@ -163,7 +226,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	}
 	stop := context.AfterFunc(ctx, func() { l.Close() })
 	defer stop()
-	slots := make(chan struct{}, s.maxConnections())
+	lis := &listener{slots: make(chan struct{}, s.maxConnections())}
 	var err error
 	var delay time.Duration
 	for {
@@ -187,19 +250,17 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			break
 		}
 		delay = 0
-		select {
-		case slots <- struct{}{}:
-		default:
-			s.log().Warn("nbd: too many connections; refusing one", "remote", nc.RemoteAddr().String())
+		if !s.admit(ctx, lis) {
+			s.log().Warn("nbd: every connection is busy; refusing a new one", "remote", nc.RemoteAddr().String(), "limit", s.maxConnections())
 			nc.Close()
 			continue
 		}
-		c := newConn(s, nc)
+		c := newConn(s, lis, nc)
 		s.track(c, true)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			defer func() { <-slots }()
+			defer func() { <-lis.slots }()
 			defer s.track(c, false)
 			c.serve(ctx)
 		}()
@@ -235,14 +296,38 @@ func (s *Server) track(c *conn, on bool) {
 }
 
 // shutdown asks every connection to stop reading requests and waits for
-// them to drain.
+// them to drain, at most the grace period: then it closes the ones still
+// busy (a client that takes no replies would otherwise hold shutdown
+// until its stall timeout) and waits for their requests to leave the
+// disk. Each connection flushes its export as it ends.
 func (s *Server) shutdown() {
-	s.mu.Lock()
-	for c := range s.conns {
-		c.stopReading()
+	s.eachConn((*conn).stopReading)
+	drained := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(drained)
+	}()
+	grace := time.NewTimer(s.shutdownGrace())
+	defer grace.Stop()
+	select {
+	case <-drained:
+		return
+	case <-grace.C:
 	}
-	s.mu.Unlock()
-	s.wg.Wait()
+	n := s.eachConn((*conn).forceClose)
+	s.log().Warn("nbd: shutdown grace period over; closing connections still busy", "connections", n, "grace", s.shutdownGrace())
+	<-drained
+}
+
+// eachConn calls fn for every live connection and returns how many there
+// were.
+func (s *Server) eachConn(fn func(*conn)) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		fn(c)
+	}
+	return len(s.conns)
 }
 
 var errServerShutdown = errors.New("nbdserve: server shutting down")

@@ -22,7 +22,7 @@ type request struct {
 	held bool
 
 	// buf holds a WRITE's payload or a READ's data; charged is what it
-	// took from the connection's budget.
+	// took from the connection's share and the server's budget.
 	buf     []byte
 	charged int64
 
@@ -57,16 +57,14 @@ func (c *conn) transmit() {
 		r.reset()
 		err := c.readRequest(r)
 		if err != nil {
-			if r.held {
-				c.done(r)
-			} else {
-				requestPool.Put(r)
-			}
+			c.dropRequest(r, err)
 			switch {
 			case errors.Is(err, errDisc):
 				graceful = true
-			case c.stopping.Load() && isTimeout(err):
-				graceful = true
+			case c.stopping.Load() && (isTimeout(err) || errors.Is(err, errConnClosing)):
+				graceful = true // shutdown, or evicted for a new client
+			case errors.Is(err, errConnClosing):
+				c.log.Debug("nbd: connection closing", "error", err)
 			case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 				c.log.Debug("nbd: client hung up")
 			default:
@@ -83,7 +81,9 @@ func (c *conn) transmit() {
 	}
 	close(c.work)
 	c.inflight.Wait()
-	if graceful && !c.export.Disk.ReadOnly() {
+	// At shutdown the export is flushed even for a connection closed at
+	// the end of the grace period: its requests have left the disk.
+	if (graceful || c.stopping.Load()) && !c.export.Disk.ReadOnly() {
 		if err := c.export.Disk.Flush(); err != nil {
 			c.log.Error("nbd: flush at disconnect failed", "export", c.export.Name, "error", err)
 		}
@@ -91,6 +91,22 @@ func (c *conn) transmit() {
 }
 
 var errDisc = errors.New("nbd: client disconnected")
+
+// dropRequest disposes of a request whose reading failed. One that was
+// waiting for memory when the server began shutting down is answered
+// ESHUTDOWN, as the spec suggests; the connection ends after it.
+func (c *conn) dropRequest(r *request, err error) {
+	switch {
+	case !r.held:
+		requestPool.Put(r)
+	case errors.Is(err, errConnClosing) && c.stopping.Load():
+		c.inflight.Add(1)
+		c.buildReply(r, errShutdown)
+		c.enqueue(r)
+	default:
+		c.done(r)
+	}
+}
 
 // dispatch hands r to an idle worker, starting one if none is idle.
 // Workers live as long as the connection, so their stacks are grown once
@@ -171,6 +187,7 @@ func (c *conn) readRequest(r *request) error {
 	if r.typ == cmdDisc {
 		return errDisc
 	}
+	c.touch()
 	c.slots <- struct{}{}
 	r.held = true
 	max := uint32(c.srv.maxPayload())
@@ -180,35 +197,58 @@ func (c *conn) readRequest(r *request) error {
 			r.oversize = true
 			return c.discard(int64(r.length))
 		}
-		c.charge(r)
-		if _, err := io.ReadFull(c.br, r.buf); err != nil {
-			return err
+		if !c.charge(r) {
+			return errConnClosing
 		}
+		return c.readPayload(r.buf)
 	case cmdRead:
 		if r.length > max {
 			r.oversize = true
 			return nil
 		}
-		c.charge(r)
+		if !c.charge(r) {
+			return errConnClosing
+		}
 	}
 	return nil
 }
 
-// charge takes a buffer of the request's length from the budget and pool.
-func (c *conn) charge(r *request) {
-	r.charged = int64(r.length)
-	c.budget.acquire(r.charged)
-	r.buf = getBuf(int(r.length))
+// charge takes a buffer of the request's length from the connection's
+// share and the server's budget, waiting (and so not reading from this
+// client) until both have room. It fails, holding nothing, only when
+// the connection is being closed.
+func (c *conn) charge(r *request) bool {
+	n := int64(r.length)
+	if n > 0 {
+		if !c.share.acquire(n, c.quit) {
+			return false
+		}
+		if !c.srv.memory().acquire(n, c.quit) {
+			c.share.release(n)
+			return false
+		}
+		r.charged = n
+	}
+	r.buf = getBuf(int(n))
+	return true
+}
+
+// freeBuf gives back the request's buffer and its budget.
+func (c *conn) freeBuf(r *request) {
+	if r.buf != nil {
+		putBuf(r.buf)
+		r.buf = nil
+	}
+	if r.charged > 0 {
+		c.srv.memory().release(r.charged)
+		c.share.release(r.charged)
+		r.charged = 0
+	}
 }
 
 // done gives back what the request held.
 func (c *conn) done(r *request) {
-	if r.buf != nil {
-		putBuf(r.buf)
-	}
-	if r.charged > 0 {
-		c.budget.release(r.charged)
-	}
+	c.freeBuf(r)
 	<-c.slots
 	requestPool.Put(r)
 }
@@ -220,6 +260,11 @@ func (c *conn) run(r *request) {
 	errno, cause := c.execSafe(r)
 	if errno != 0 {
 		c.logFailure(r, errno, cause)
+	}
+	if r.typ != cmdRead {
+		// A WRITE's data is on the disk now: its memory is free before
+		// the reply goes out, however long the client takes to read it.
+		c.freeBuf(r)
 	}
 	c.buildReply(r, errno)
 	c.enqueue(r)
@@ -385,16 +430,21 @@ func (c *conn) writeBatch(batch []*request) {
 		bufs = append(bufs, r.bufs...)
 	}
 	c.iov = bufs[:0]
-	n := len(bufs) // WriteTo consumes bufs
+	n := len(bufs) // sending consumes bufs
 	if c.werr == nil {
-		if _, err := bufs.WriteTo(c.nc); err != nil {
+		if err := c.send(bufs); err != nil {
 			c.werr = err
-			c.log.Debug("nbd: reply not sent", "error", err)
+			if isTimeout(err) {
+				c.log.Warn("nbd: client takes no replies; closing the connection", "waited", c.srv.stallTimeout())
+			} else {
+				c.log.Debug("nbd: reply not sent", "error", err)
+			}
 			// The stream is broken; make the reader stop too.
-			c.raw.Close()
+			c.abort()
 		}
 	}
 	clear(c.iov[:n])
+	c.touch()
 	for _, r := range batch {
 		c.done(r)
 		c.inflight.Done()

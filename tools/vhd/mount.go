@@ -19,7 +19,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"vhdkit/chains"
-	"vhdkit/engine"
 	"vhdkit/vhdfs"
 )
 
@@ -315,13 +314,7 @@ func serveMount(ctx context.Context, e *env, req mountRequest, readyFD int) (err
 	if ready != nil {
 		st.Log = logPath(req.mnt)
 	}
-	// A chain of one image is served by the image itself: the chain's
-	// resolver only pays off with parents (it doubled a 4 KiB read).
-	var disk engine.Disk = c
-	if c.Depth() == 1 {
-		disk = c.Top()
-	}
-	srv, err := vhdfs.Mount(ctx, disk, req.mnt, vhdfs.Options{
+	srv, err := vhdfs.Mount(ctx, c, req.mnt, vhdfs.Options{
 		ReadOnly:   req.readOnly,
 		AllowOther: req.allowOther,
 		FSDirs:     req.withFS,

@@ -30,7 +30,15 @@ its extension); a single image is also the default export "". Without
 /run/vhdkit as root; see 'vhd help mount'); TCP only with --listen,
 on 127.0.0.1 unless a host is given. Each export's URI is printed on
 standard output, one per line. SIGINT or SIGTERM stops accepting,
-finishes the requests in flight, flushes and closes the images.
+finishes the requests in flight (waiting at most --shutdown-grace, then
+closing the connections still busy), flushes and closes the images; a
+second signal flushes the images and exits at once (status 1).
+
+Request data of all clients together is held within --memory-budget; a
+request that does not fit waits, and its client is not read meanwhile
+(one client may hold at most half the budget). A client that takes none
+of a reply, or sends none of a WRITE's data, for --stall-timeout is
+disconnected.
 
 A differencing IMAGE is served with its chain of parents (writes go to
 it). Images open for writing (one writer per image) unless --read-only;
@@ -44,25 +52,37 @@ at DIR for a single image, at DIR/NAME for several. A write through one
 is read back through the other at once.
 
 With --tls-cert and --tls-key, TLS is required of every client; with
---tls-ca, clients must also present a certificate signed by that CA.
+--tls-ca, clients must also present a certificate signed by that CA
+(libnbd clients: add ?tls-certificates=DIR to the URI, DIR holding
+ca-cert.pem, client-cert.pem and client-key.pem). NBD has no password,
+so --listen on an address other machines reach is refused without
+--tls-ca, unless --insecure-tcp is given.
+
+Each listener serves at most --max-connections clients; when it is full
+a new client takes the place of the connection negotiating longest, else
+of the one idle longest (2 s or more, no request in flight), which is
+flushed and closed. Negotiation must end within --handshake-timeout.
 
 ` + chainHelp,
 	setup: func(fs *pflag.FlagSet) runFunc {
 		o := &serveOptions{}
 		fs.StringVar(&o.socket, "socket", "", "listen on this unix socket (default: $XDG_RUNTIME_DIR/vhd-serve-PID.sock)")
 		fs.StringVar(&o.listen, "listen", "", "listen on TCP HOST:PORT (HOST defaults to 127.0.0.1)")
+		fs.BoolVar(&o.insecureTCP, "insecure-tcp", false, "allow --listen beyond this machine without TLS client certificates (anyone who reaches the port can read and write the disks)")
 		fs.BoolVar(&o.readOnly, "read-only", false, "export the images read-only")
 		fs.BoolVar(&o.undo, "undo", false, "send writes to each image's undo disk (.vud) instead of the image")
 		fs.StringVar(&o.fuse, "fuse", "", "also mount the disks over FUSE at this folder")
 		fs.StringVar(&o.tlsCert, "tls-cert", "", "server certificate (PEM); makes TLS mandatory")
 		fs.StringVar(&o.tlsKey, "tls-key", "", "server private key (PEM)")
 		fs.StringVar(&o.tlsCA, "tls-ca", "", "CA (PEM) that client certificates must chain to")
+		o.limits = addServeLimits(fs)
 		cf := addChainFlags(fs)
 		return func(ctx context.Context, e *env, args []string) error {
 			o.socketGiven, o.listenGiven = fs.Changed("socket"), fs.Changed("listen")
 			if err := o.validate(args); err != nil {
 				return err
 			}
+			o.stderr = e.stderr
 			log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 			return serve(ctx, o, cf, e.stdout, log)
 		}
@@ -72,11 +92,14 @@ With --tls-cert and --tls-key, TLS is required of every client; with
 // serveOptions are the parsed command line of vhd serve.
 type serveOptions struct {
 	socket, listen           string
+	insecureTCP              bool
 	readOnly, undo           bool
 	fuse                     string
 	tlsCert, tlsKey, tlsCA   string
 	exports                  []exportArg
 	socketGiven, listenGiven bool
+	limits                   *serveLimits
+	stderr                   io.Writer
 }
 
 type exportArg struct{ path, name string }
@@ -91,6 +114,12 @@ func (o *serveOptions) validate(args []string) error {
 	}
 	if o.readOnly && o.undo {
 		return usageErr("--read-only and --undo do not go together")
+	}
+	if err := o.limits.validate(); err != nil {
+		return err
+	}
+	if err := o.checkExposure(); err != nil {
+		return err
 	}
 	if len(args) == 0 {
 		return usageErr("no image to serve")
@@ -125,6 +154,9 @@ func parseExportArg(a string) exportArg {
 // them).
 func serve(ctx context.Context, o *serveOptions, cf *chainFlags, stdout io.Writer, log *slog.Logger) (err error) {
 	srv := &nbdserve.Server{Exports: map[string]*nbdserve.Export{}, Logger: log}
+	o.limits.apply(srv)
+	em := &emergency{stderr: o.stderr}
+	defer em.watch()() // to the very end: closing the images may take long
 	defer func() {
 		for _, e := range srv.Exports {
 			if cerr := e.Disk.Close(); cerr != nil && err == nil {
@@ -138,6 +170,7 @@ func serve(ctx context.Context, o *serveOptions, cf *chainFlags, stdout io.Write
 			return err
 		}
 		srv.Exports[a.name] = &nbdserve.Export{Name: a.name, Description: filepath.Base(a.path), Disk: d}
+		em.addDisk(a.name, d)
 	}
 	if len(o.exports) == 1 {
 		srv.Default = o.exports[0].name
@@ -151,10 +184,15 @@ func serve(ctx context.Context, o *serveOptions, cf *chainFlags, stdout io.Write
 	if err != nil {
 		return err
 	}
+	em.setSockets(unixSockets(listeners))
+	if o.insecureTCP && o.tlsCA == "" {
+		fmt.Fprintf(o.stderr, "vhd serve: warning: --insecure-tcp: clients of %s are not authenticated\n", o.listen)
+	}
 	var mounts []fuseMount
 	if o.fuse != "" {
 		mounts, err = mountExports(ctx, srv, o, log)
 		defer unmountAll(mounts, log)
+		em.setMounts(mounts)
 		if err != nil {
 			return err
 		}
@@ -179,12 +217,21 @@ func serve(ctx context.Context, o *serveOptions, cf *chainFlags, stdout io.Write
 		}()
 	}
 	wg.Wait()
-	for _, l := range listeners {
-		if ul, ok := l.(*net.UnixListener); ok {
-			os.Remove(ul.Addr().String())
-		}
+	for _, s := range unixSockets(listeners) {
+		os.Remove(s)
 	}
 	return errors.Join(errs...)
+}
+
+// unixSockets lists the socket files of the unix listeners.
+func unixSockets(ls []net.Listener) []string {
+	var out []string
+	for _, l := range ls {
+		if ul, ok := l.(*net.UnixListener); ok {
+			out = append(out, ul.Addr().String())
+		}
+	}
+	return out
 }
 
 // openExport opens an image with its chain, or with its undo disk on top.

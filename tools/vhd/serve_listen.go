@@ -93,6 +93,46 @@ func tcpAddr(s string) (string, error) {
 	return net.JoinHostPort(host, port), nil
 }
 
+// checkExposure refuses a TCP listener beyond this machine unless
+// clients must authenticate (TLS with client certificates: --tls-ca) or
+// the user says --insecure-tcp: NBD itself has no authentication, so
+// anyone who can reach the port could read and write the disks. TLS
+// without --tls-ca encrypts but lets any client in, so it does not
+// count. Checked before anything listens.
+func (o *serveOptions) checkExposure() error {
+	if !o.listenGiven || o.insecureTCP || o.tlsCA != "" {
+		return nil
+	}
+	addr, err := tcpAddr(o.listen)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	if local, known := loopbackOnly(host); local || !known {
+		return nil // a name that does not resolve fails in net.Listen
+	}
+	return usageErr("--listen %s is reachable from other machines and NBD has no password: require client certificates with --tls-cert, --tls-key and --tls-ca, or add --insecure-tcp to let anyone who reaches the port read and write the disks", o.listen)
+}
+
+// loopbackOnly reports whether host means only this machine: a loopback
+// address, or a name whose addresses are all loopback (localhost).
+// known is false when the name does not resolve.
+func loopbackOnly(host string) (local, known bool) {
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.IsLoopback(), true
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil || len(ips) == 0 {
+		return false, false
+	}
+	for _, ip := range ips {
+		if !ip.IsLoopback() {
+			return false, true
+		}
+	}
+	return true, true
+}
+
 // listenUnix listens on path, replacing a stale socket nobody answers on
 // but never another file or a live server's socket.
 func listenUnix(path string) (net.Listener, error) {
