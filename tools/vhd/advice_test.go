@@ -92,11 +92,11 @@ func TestSnapshotRefusedWhileServedOrMounted(t *testing.T) {
 	sock := filepath.Join(dir, "s.sock")
 	srv, _ := startServe(t, nil, "--socket", sock, img)
 	refused("snapshot of a served image", "'vhd serve' (pid "+strconv.Itoa(srv.Process.Pid), sock)
-	stopServe(srv)
+	stopServe(t, srv)
 
 	srv, _ = startServe(t, nil, "--undo", "--socket", sock, img)
 	refused("snapshot of an image served through its undo disk", chains.UndoPath(img), "in use", "'vhd serve' (pid "+strconv.Itoa(srv.Process.Pid))
-	stopServe(srv)
+	stopServe(t, srv)
 	vhdOK(t, "undo", "discard", img)
 
 	if _, err := os.Stat("/dev/fuse"); err == nil {
@@ -116,7 +116,7 @@ func TestSnapshotRefusedWhileServedOrMounted(t *testing.T) {
 	// Readers only: the snapshot goes ahead.
 	srv, _ = startServe(t, nil, "--read-only", "--socket", sock, img)
 	vhdOK(t, "snapshot", img, top)
-	stopServe(srv)
+	stopServe(t, srv)
 	checkOK(t, img)
 	checkOK(t, top)
 }

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 )
 
@@ -30,11 +28,6 @@ func saysAll(t *testing.T, what string, r result, words ...string) {
 
 // stopServe ends a vhd serve started by startServe and waits for it to
 // flush and close its images.
-func stopServe(srv *exec.Cmd) {
-	srv.Process.Signal(syscall.SIGTERM)
-	srv.Wait()
-}
-
 // TestLockRefusalNamesTheServer: an image a real vhd serve holds is
 // refused with the server named (pid and socket); only info, which has
 // -U, offers --force-share.
@@ -53,6 +46,6 @@ func TestLockRefusalNamesTheServer(t *testing.T) {
 	r = vhdCode(t, exitFailed, "repair", img)
 	saysAll(t, "repair of a served image", r, holder)
 	noFlagOffered(t, "repair of a served image", r, "--force-share")
-	stopServe(srv)
+	stopServe(t, srv)
 	checkOK(t, img)
 }

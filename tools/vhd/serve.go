@@ -184,7 +184,7 @@ func serve(ctx context.Context, o *serveOptions, cf *chainFlags, stdout io.Write
 	if err != nil {
 		return err
 	}
-	em.setSockets(unixSockets(listeners))
+	em.setSockets(listenerSockets(listeners))
 	if o.insecureTCP && o.tlsCA == "" {
 		fmt.Fprintf(o.stderr, "vhd serve: warning: --insecure-tcp: clients of %s are not authenticated\n", o.listen)
 	}
@@ -217,14 +217,14 @@ func serve(ctx context.Context, o *serveOptions, cf *chainFlags, stdout io.Write
 		}()
 	}
 	wg.Wait()
-	for _, s := range unixSockets(listeners) {
+	for _, s := range listenerSockets(listeners) {
 		os.Remove(s)
 	}
 	return errors.Join(errs...)
 }
 
-// unixSockets lists the socket files of the unix listeners.
-func unixSockets(ls []net.Listener) []string {
+// listenerSockets lists the socket files of the unix listeners.
+func listenerSockets(ls []net.Listener) []string {
 	var out []string
 	for _, l := range ls {
 		if ul, ok := l.(*net.UnixListener); ok {
