@@ -94,15 +94,15 @@ func RepairFile(f File, name string, opts RepairOptions) ([]string, error) {
 	}
 	if err := s.repairFooterCopy(); err != nil {
 		return did, err
-	} else if !img.footerFromCopy && hasProblem(rep, "footer copy") {
+	} else if !img.footerFromCopy && (hasProblem(rep, CodeFooterCopyDamaged) || hasProblem(rep, CodeFooterCopyDiffers)) {
 		did = append(did, "rewrote the footer copy at offset 0 from the footer at the end")
 	}
 	return did, f.Sync()
 }
 
-func hasProblem(r *Report, prefix string) bool {
+func hasProblem(r *Report, code string) bool {
 	for _, p := range r.Problems {
-		if strings.HasPrefix(p.Message, prefix) {
+		if p.Code == code {
 			return true
 		}
 	}

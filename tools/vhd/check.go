@@ -22,8 +22,9 @@ unusable or unsafe to write) or "warning", with its file offset, and
 
 Exit status: 0 no problems, 3 problems found, 1 the image could not be
 read. JSON keys: file, ok, type, virtual_size, file_size,
-allocated_blocks, problems [{fatal, fixable, offset, message}] (offset
--1 when not known).`,
+allocated_blocks, problems [{code, fatal, fixable, offset, message}]
+(offset -1 when not known). The code says what kind of problem it is
+(docs/CLI.md lists them); match codes, not messages.`,
 	setup: func(fs *pflag.FlagSet) runFunc {
 		asJSON := fs.Bool("json", false, "print the report as JSON (keys above)")
 		bitmaps := fs.Bool("bitmaps", false, "also read every allocated block and check that sectors its bitmap marks absent hold zeros (slow)")
