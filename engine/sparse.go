@@ -234,8 +234,9 @@ func (s *sparse) reservedSpans(fileSize int64) ([]span, error) {
 }
 
 // loadBAT reads and validates the entries that cover the disk. The
-// table's size comes from the header, so it is checked against the file
-// before anything is allocated: the memory used is bounded by the file.
+// table's size comes from the header, so it is checked against the
+// file's size first; then it is read so that memory follows what the
+// file holds, not what it claims (bat_read.go).
 func (s *sparse) loadBAT(fileSize int64) error {
 	n := s.blocks()
 	if int64(s.hdr.MaxTableEntries) < n {
@@ -261,18 +262,8 @@ func (s *sparse) loadBAT(fileSize int64) error {
 		return err
 	}
 	s.setReserved(reserved)
-	s.bat = make([]uint32, n)
-	const chunk = 1 << 20
-	buf := make([]byte, min(4*n, chunk))
-	for i := int64(0); i < n; {
-		c := min(n-i, chunk/4)
-		if _, err := s.f.ReadAt(buf[:4*c], s.tableOff+4*i); err != nil {
-			return ioError("read BAT", s.tableOff+4*i, err)
-		}
-		decodeBAT(s.bat[i:i+c], buf)
-		i += c
-	}
-	return nil
+	s.bat, err = readBAT(s.f, s.tableOff, n)
+	return err
 }
 
 func (s *sparse) entry(b int64) uint32 { return atomic.LoadUint32(&s.bat[b]) }
