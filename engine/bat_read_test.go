@@ -102,9 +102,9 @@ func TestLargeEmptyTableOpens(t *testing.T) {
 	for _, holes := range []bool{true, false} {
 		var mem uint64
 		mem, _ = allocated(func() {
-			f, err := os.Open(path)
-			if err != nil {
-				t.Fatal(err)
+			f, ferr := os.Open(path)
+			if ferr != nil {
+				t.Fatal(ferr)
 			}
 			var file File = OSFile(f)
 			if !holes {
