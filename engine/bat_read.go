@@ -1,5 +1,10 @@
 package engine
 
+import (
+	"encoding/binary"
+	"slices"
+)
+
 // Reading the BAT so that memory follows what the file holds. The table's
 // length comes from the header and is checked against the file's size,
 // but a file's size says nothing of what it holds: a sparse file of 8 KiB
@@ -32,9 +37,8 @@ func readBAT(f File, off, n int64) ([]uint32, error) {
 			bat = grow(bat, int(min(n, max(2*int64(cap(bat)), i+c))))
 		}
 		bat = bat[:i+c]
-		decodeBAT(bat[i:], buf)
-		if err := zeroEntry(bat[i:], off+4*i, i); err != nil {
-			return nil, err
+		if k := decodeNonZero(bat[i:], buf); k >= 0 {
+			return nil, zeroEntry(off+4*(i+int64(k)), i+int64(k))
 		}
 		i += c
 	}
@@ -48,16 +52,27 @@ func grow(bat []uint32, n int) []uint32 {
 	return g
 }
 
-// zeroEntry refuses a chunk of entries (the first, index first, at file
-// offset off) that holds an entry of zero: a block over the footer copy,
-// which is what a hole in the table reads as.
-func zeroEntry(chunk []uint32, off, first int64) error {
-	for k, e := range chunk {
-		if e == 0 {
-			return batCorrupt(CodeBATOverlap, off+4*int64(k), "block %d at 0x0 overlaps the footer copy at 0x0 (the table reads as zeros here: a hole in the file?)", first+int64(k))
-		}
+// decodeNonZero decodes entries from b into dst, and returns the index of
+// the first entry of zero, or -1. (The loop keeps the least entry rather
+// than testing each: opening a 2040 GiB image decodes a million.)
+func decodeNonZero(dst []uint32, b []byte) int {
+	b = b[:4*len(dst)]
+	least := uint32(batUnused)
+	for i := range dst {
+		v := binary.BigEndian.Uint32(b[4*i:])
+		dst[i] = v
+		least = min(least, v)
 	}
-	return nil
+	if least != 0 {
+		return -1
+	}
+	return slices.Index(dst, 0)
+}
+
+// zeroEntry is the damage of entry i, at file offset off, being zero: a
+// block over the footer copy, which is what a hole in the table reads as.
+func zeroEntry(off, i int64) error {
+	return batCorrupt(CodeBATOverlap, off, "block %d at 0x0 overlaps the footer copy at 0x0 (the table reads as zeros here: a hole in the file?)", i)
 }
 
 // holdsAll reports whether f is known to hold every byte of [off,
