@@ -41,10 +41,14 @@ func (s *sparse) summarize(b int64, bm *bitmap, from, to int64) {
 	for k := from >> s.partShift; k <= (to-1)>>s.partShift; k++ {
 		lo := k << s.partShift
 		hi := min(lo+1<<s.partShift, n)
-		if _, clr := bitsIn(bm.bits, lo, hi); lo >= hi || !clr {
+		if lo >= hi {
 			sum |= 1 << k // past the disk's end counts as present: never read
-		} else {
+			continue
+		}
+		if _, clr := bitsIn(bm.bits, lo, hi); clr {
 			sum &^= 1 << k
+		} else {
+			sum |= 1 << k
 		}
 	}
 	bm.present.Store(sum)
