@@ -20,8 +20,8 @@ which reads do not show but readers that ignore bitmaps would) is
 reported. Only blocks that are not full are read, and only where the
 file holds data. It reads the image without locking it, so it can check
 an image in use. Each problem is printed as "error" (the image is
-unusable or unsafe to write) or "warning", with its file offset, and
-"(vhd repair fixes this)" where a repair can.
+unusable or unsafe to write) or "warning", with its code and file
+offset, and "(vhd repair fixes this)" where a repair can.
 
 Exit status: 0 no problems, 3 problems found, 1 the image could not be
 read. JSON keys: file, ok, type, virtual_size, file_size,
