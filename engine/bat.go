@@ -63,7 +63,7 @@ func batProblems(bat []uint32, tableOff int64, blockLen int64, dataEnd int64, re
 		off := int64(e) * SectorSize
 		at := tableOff + 4*int64(i)
 		if off+blockLen > dataEnd {
-			if !add(corrupt("BAT", "entry", at, "block %d at %#x+%#x runs past the data area, which ends at %#x", i, off, blockLen, dataEnd)) {
+			if !add(batCorrupt(CodeBATOutOfRange, at, "block %d at %#x+%#x runs past the data area, which ends at %#x", i, off, blockLen, dataEnd)) {
 				return errs
 			}
 			continue
@@ -71,7 +71,7 @@ func batProblems(bat []uint32, tableOff int64, blockLen int64, dataEnd int64, re
 		blk := span{off: off, len: blockLen}
 		for _, r := range reserved {
 			if blk.overlaps(r) {
-				if !add(corrupt("BAT", "entry", at, "block %d at %#x overlaps the %s at %#x", i, off, r.what, r.off)) {
+				if !add(batCorrupt(CodeBATOverlap, at, "block %d at %#x overlaps the %s at %#x", i, off, r.what, r.off)) {
 					return errs
 				}
 			}
@@ -91,10 +91,17 @@ func batProblems(bat []uint32, tableOff int64, blockLen int64, dataEnd int64, re
 		prev, cur := used[k-1], used[k]
 		if cur.off < prev.off+blockLen {
 			at := tableOff + 4*int64(cur.idx)
-			if !add(corrupt("BAT", "entry", at, "block %d at %#x overlaps block %d at %#x", cur.idx, cur.off, prev.idx, prev.off)) {
+			if !add(batCorrupt(CodeBATOverlap, at, "block %d at %#x overlaps block %d at %#x", cur.idx, cur.off, prev.idx, prev.off)) {
 				return errs
 			}
 		}
 	}
 	return errs
+}
+
+// batCorrupt is damage to the BAT entry at off, under code.
+func batCorrupt(code string, off int64, format string, args ...any) error {
+	err := corrupt("BAT", "entry", off, format, args...).(*CorruptError)
+	err.Code = code
+	return err
 }

@@ -1,5 +1,7 @@
 package engine
 
+import "sync/atomic"
+
 // Sector bitmaps: bit i (MSB first) of a block's bitmap is set when the
 // image holds sector i of the block.
 
@@ -44,26 +46,38 @@ func allSet(bits []byte, n int64) bool {
 // loadBitmap returns block b's bitmap, reading it if it is not cached.
 // The caller holds b's stripe lock and e is b's current BAT entry.
 func (s *sparse) loadBitmap(b int64, e uint32) (*bitmap, error) {
+	slot := s.recentSlot(b)
+	if bm := slot.Load(); bm != nil && bm.block == uint32(b) && bm.entry == e {
+		return bm, nil
+	}
 	s.metaMu.Lock()
 	bm := s.bitmaps[uint32(b)]
 	s.metaMu.Unlock()
 	if bm != nil && bm.entry == e {
+		slot.Store(bm)
 		return bm, nil
 	}
-	bm = &bitmap{bits: make([]byte, s.bitmapSize), entry: e}
+	bm = &bitmap{bits: make([]byte, s.bitmapSize), block: uint32(b), entry: e}
 	if err := s.pread(bm.bits, int64(e)*SectorSize); err != nil {
 		return nil, err
 	}
 	if allSet(bm.bits, s.sectorsIn(b)) {
 		s.setFull(b, true)
 	}
+	s.summarize(b, bm, 0, s.blockSize/SectorSize)
 	s.cacheBitmap(b, bm)
 	return bm, nil
+}
+
+// recentSlot is block b's slot in recent.
+func (s *sparse) recentSlot(b int64) *atomic.Pointer[bitmap] {
+	return &s.recent[b&int64(len(s.recent)-1)]
 }
 
 // cacheBitmap puts block b's bitmap in the cache, making room if needed.
 // The caller holds b's stripe lock.
 func (s *sparse) cacheBitmap(b int64, bm *bitmap) {
+	s.recentSlot(b).Store(bm)
 	s.metaMu.Lock()
 	if old := s.bitmaps[uint32(b)]; old != nil {
 		s.bitmapBytes -= int64(len(old.bits))
@@ -134,6 +148,9 @@ func (s *sparse) markBitmapDirty(b int64, bm *bitmap) (tooMany bool) {
 // dropBitmap forgets block b's bitmap (its block was deallocated). The
 // caller holds b's stripe lock.
 func (s *sparse) dropBitmap(b int64) {
+	if slot := s.recentSlot(b); slot.Load() != nil && slot.Load().block == uint32(b) {
+		slot.Store(nil)
+	}
 	s.metaMu.Lock()
 	if bm := s.bitmaps[uint32(b)]; bm != nil {
 		delete(s.bitmaps, uint32(b))

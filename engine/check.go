@@ -10,6 +10,9 @@ import (
 
 // Problem is one thing Check found wrong.
 type Problem struct {
+	// Code says what kind of problem it is (check_codes.go): stable, for
+	// scripts and Repair to match, where Message may be reworded.
+	Code string `json:"code"`
 	// Fatal problems make the image unusable or unsafe to write; the
 	// others are departures from the format that readers tolerate.
 	Fatal bool `json:"fatal"`
@@ -29,9 +32,9 @@ func (p Problem) String() string {
 		fix = " (vhd repair fixes this)"
 	}
 	if p.Offset >= 0 {
-		return fmt.Sprintf("%s at %#x: %s%s", kind, p.Offset, p.Message, fix)
+		return fmt.Sprintf("%s %s at %#x: %s%s", kind, p.Code, p.Offset, p.Message, fix)
 	}
-	return fmt.Sprintf("%s: %s%s", kind, p.Message, fix)
+	return fmt.Sprintf("%s %s: %s%s", kind, p.Code, p.Message, fix)
 }
 
 // Report is the result of Check.
@@ -48,8 +51,9 @@ func (r *Report) OK() bool { return len(r.Problems) == 0 }
 
 // CheckOptions select the slower checks.
 type CheckOptions struct {
-	// Bitmaps reads every allocated block and checks that sectors the
-	// bitmap marks absent hold zeros, as the format requires.
+	// Bitmaps changes nothing any more: Check always looks for data
+	// under clear bitmap bits, at a cost bounded by the data the file
+	// holds there (stray.go). Kept so callers that set it still build.
 	Bitmaps bool
 }
 
@@ -93,13 +97,18 @@ type checker struct {
 	r    *Report
 }
 
-func (c *checker) add(fatal, fixable bool, err error) {
+// add reports damage found by a parser, under the code the error
+// carries, or code if it carries none.
+func (c *checker) add(code string, fatal, fixable bool, err error) {
 	if len(c.r.Problems) >= maxProblems {
 		return
 	}
-	p := Problem{Fatal: fatal, Fixable: fixable, Offset: -1, Message: err.Error()}
+	p := Problem{Code: code, Fatal: fatal, Fixable: fixable, Offset: -1, Message: err.Error()}
 	var ce *CorruptError
 	if errors.As(err, &ce) {
+		if ce.Code != "" {
+			p.Code = ce.Code
+		}
 		p.Offset = ce.Offset
 		p.Message = ce.Struct
 		if ce.Field != "" {
@@ -110,11 +119,11 @@ func (c *checker) add(fatal, fixable bool, err error) {
 	c.r.Problems = append(c.r.Problems, p)
 }
 
-func (c *checker) problem(fatal, fixable bool, off int64, format string, args ...any) {
+func (c *checker) problem(code string, fatal, fixable bool, off int64, format string, args ...any) {
 	if len(c.r.Problems) >= maxProblems {
 		return
 	}
-	c.r.Problems = append(c.r.Problems, Problem{Fatal: fatal, Fixable: fixable, Offset: off, Message: fmt.Sprintf(format, args...)})
+	c.r.Problems = append(c.r.Problems, Problem{Code: code, Fatal: fatal, Fixable: fixable, Offset: off, Message: fmt.Sprintf(format, args...)})
 }
 
 // isIO tells an I/O failure from damage: damage goes in the report.
@@ -129,11 +138,11 @@ func (c *checker) run(size int64, opts CheckOptions) error {
 		if ferr := otherFormat(c.f, c.name, err); ferr != nil {
 			return ferr // not a VHD: nothing to report on, or to repair
 		}
-		c.add(true, false, err)
+		c.add(CodeFooterInvalid, true, false, err)
 		return nil
 	}
 	if img.footerFromCopy {
-		c.problem(true, true, size-FooterSize, "footer at end of file is damaged; the copy at offset 0 is intact")
+		c.problem(CodeFooterDamaged, true, true, size-FooterSize, "footer at end of file is damaged; the copy at offset 0 is intact")
 	}
 	ft := img.footer
 	c.r.Type = ft.DiskType.String()
@@ -147,19 +156,19 @@ func (c *checker) run(size int64, opts CheckOptions) error {
 
 func (c *checker) checkFooterFields(ft Footer) {
 	if ft.Features&featureReserved == 0 {
-		c.problem(false, false, offFooterFeatures, "footer features %#x lack the reserved bit 0x2", ft.Features)
+		c.problem(CodeFooterFeatures, false, false, offFooterFeatures, "footer features %#x lack the reserved bit 0x2", ft.Features)
 	}
 	if t := VHDTime(ft.Timestamp); t.After(time.Now().Add(24 * time.Hour)) {
-		c.problem(false, false, offFooterTimestamp, "footer timestamp %s is in the future", t.Format(time.RFC3339))
+		c.problem(CodeFooterTimestamp, false, false, offFooterTimestamp, "footer timestamp %s is in the future", t.Format(time.RFC3339))
 	}
 	// The CHS maximum, 65535/16/255, is exempt: QEMU writes it on every
 	// image made with force_size=on as a marker meaning "go by current
 	// size" (block/vpc.c), so it is a convention, not damage.
 	if g := ft.Geometry; g.Bytes() > int64(ft.CurrentSize) && g.Bytes() != maxCHSSectors*SectorSize {
-		c.problem(false, false, offFooterGeometry, "geometry %s (%d bytes) is larger than the disk (%d bytes)", g, g.Bytes(), ft.CurrentSize)
+		c.problem(CodeFooterGeometry, false, false, offFooterGeometry, "geometry %s (%d bytes) is larger than the disk (%d bytes)", g, g.Bytes(), ft.CurrentSize)
 	}
 	if ft.SavedState != 0 {
-		c.problem(false, false, offFooterSavedState, "saved-state flag is set: a virtual machine saved its state with this disk; compacting or resizing it would break that state")
+		c.problem(CodeSavedState, false, false, offFooterSavedState, "saved-state flag is set: a virtual machine saved its state with this disk; compacting or resizing it would break that state")
 	}
 }
 
@@ -170,9 +179,9 @@ func (c *checker) checkFixed(ft Footer, size int64) error {
 	}
 	switch {
 	case size < want:
-		c.problem(true, false, size, "file is %d bytes, too short for a fixed disk of %d bytes plus its footer", size, ft.CurrentSize)
+		c.problem(CodeFixedTooShort, true, false, size, "file is %d bytes, too short for a fixed disk of %d bytes plus its footer", size, ft.CurrentSize)
 	case size > want:
-		c.problem(false, true, int64(ft.CurrentSize), "%d bytes between the disk's data and the footer belong to nothing", size-want)
+		c.problem(CodeFixedGap, false, true, int64(ft.CurrentSize), "%d bytes between the disk's data and the footer belong to nothing", size-want)
 	}
 	return nil
 }
@@ -186,21 +195,32 @@ func (c *checker) checkSparse(img *Image, size int64, opts CheckOptions) error {
 		if isIO(err) {
 			return err
 		}
-		c.add(true, false, err)
+		c.add(CodeHeaderInvalid, true, false, err)
 		return nil
 	}
 	c.checkHeaderFields(s)
 	for _, e := range batProblems(s.bat, s.tableOff, s.bitmapSize+s.blockSize, img.dataLimit(size), s.reserved, maxProblems) {
-		c.add(true, false, e)
+		c.add(CodeBATOverlap, true, false, e)
 	}
 	c.r.Blocks = s.allocatedBlocks()
 	if tail := s.orphanTail(size - FooterSize); !img.footerFromCopy && tail > 0 {
-		c.problem(false, true, size-FooterSize-tail, "%d bytes after the last allocated block belong to nothing (blocks allocated but never flushed)", tail)
+		c.problem(CodeOrphanTail, false, true, size-FooterSize-tail, "%d bytes after the last allocated block belong to nothing (blocks allocated but never flushed)", tail)
 	}
-	if opts.Bitmaps && len(c.r.Problems) == 0 {
-		return c.checkBitmaps(s)
+	if c.usable() {
+		return c.checkStray(s)
 	}
 	return nil
+}
+
+// usable reports whether the structures are sound enough to read blocks:
+// no problem so far that Repair cannot fix.
+func (c *checker) usable() bool {
+	for _, p := range c.r.Problems {
+		if p.Fatal && !p.Fixable {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *checker) checkFooterCopy(img *Image, size int64) error {
@@ -213,12 +233,12 @@ func (c *checker) checkFooterCopy(img *Image, size int64) error {
 	}
 	cp, err := ParseFooter(buf[:], 0)
 	if err != nil {
-		c.problem(false, true, 0, "footer copy at offset 0 is damaged: %v", err)
+		c.problem(CodeFooterCopyDamaged, false, true, 0, "footer copy at offset 0 is damaged: %v", err)
 		return nil
 	}
 	ft := img.footer
 	if cp.Marshal() != ft.Marshal() {
-		c.problem(false, true, 0, "footer copy at offset 0 differs from the footer at the end")
+		c.problem(CodeFooterCopyDiffers, false, true, 0, "footer copy at offset 0 differs from the footer at the end")
 	}
 	return nil
 }
@@ -226,16 +246,16 @@ func (c *checker) checkFooterCopy(img *Image, size int64) error {
 func (c *checker) checkHeaderFields(s *sparse) {
 	h := s.hdr
 	if h.DataOffset != ^uint64(0) && h.DataOffset != 0xFFFFFFFF {
-		c.problem(false, false, s.hdrOff+offHdrDataOffset, "dynamic header data offset is %#x, want all ones", h.DataOffset)
+		c.problem(CodeHeaderDataOffset, false, false, s.hdrOff+offHdrDataOffset, "dynamic header data offset is %#x, want all ones", h.DataOffset)
 	}
 	if !s.differencing {
 		if !h.ParentUUID.IsZero() || h.ParentName != "" {
-			c.problem(false, false, s.hdrOff+offHdrParentUUID, "a dynamic disk has parent fields set (parent %q, %s)", h.ParentName, h.ParentUUID)
+			c.problem(CodeHeaderParentFields, false, false, s.hdrOff+offHdrParentUUID, "a dynamic disk has parent fields set (parent %q, %s)", h.ParentName, h.ParentUUID)
 		}
 		return
 	}
 	if h.ParentUUID.IsZero() {
-		c.problem(true, false, s.hdrOff+offHdrParentUUID, "differencing disk has no parent UUID")
+		c.problem(CodeParentUUIDMissing, true, false, s.hdrOff+offHdrParentUUID, "differencing disk has no parent UUID")
 	}
 	seen := map[string]bool{}
 	n := 0
@@ -245,43 +265,29 @@ func (c *checker) checkHeaderFields(s *sparse) {
 		}
 		n++
 		if seen[l.CodeString()] {
-			c.problem(false, false, l.at, "parent locator %q appears twice", l.CodeString())
+			c.problem(CodeLocatorDuplicate, false, false, l.at, "parent locator %q appears twice", l.CodeString())
 		}
 		seen[l.CodeString()] = true
 	}
 	if n == 0 && h.ParentName == "" {
-		c.problem(true, false, s.hdrOff+offHdrLocators, "differencing disk names no parent: no parent name and no locators")
+		c.problem(CodeParentUnnamed, true, false, s.hdrOff+offHdrLocators, "differencing disk names no parent: no parent name and no locators")
 	}
 }
 
-// checkBitmaps reads each allocated block and checks that every sector
-// its bitmap marks absent is zero in the file.
-func (c *checker) checkBitmaps(s *sparse) error {
-	bits := make([]byte, s.bitmapSize)
-	// The block buffer (up to 256 MiB, by the header's say-so) is made
-	// only once a block is known to lie inside the file, so the memory
-	// used is bounded by the file's size.
-	var data []byte
-	for b := range s.bat {
-		e := s.entry(int64(b))
-		if e == batUnused {
-			continue
+// checkStray reports blocks that hold data under clear bitmap bits, one
+// problem per block, at the first such sector (see stray.go).
+func (c *checker) checkStray(s *sparse) error {
+	last := int64(-1)
+	return s.strayRuns(c.f, func(b, off, _ int64) error {
+		if b == last {
+			return nil
 		}
-		if data == nil {
-			data = make([]byte, s.blockSize)
+		last = b
+		if len(c.r.Problems) >= maxProblems {
+			return errStopScan
 		}
-		if _, err := c.f.ReadAt(bits, int64(e)*SectorSize); err != nil {
-			return ioError("read bitmap", int64(e)*SectorSize, err)
-		}
-		if _, err := c.f.ReadAt(data, s.dataOff(e)); err != nil {
-			return ioError("read block", s.dataOff(e), err)
-		}
-		for sec := int64(0); sec < s.sectorsIn(int64(b)); sec++ {
-			if !bitSet(bits, sec) && !isZero(data[sec*SectorSize:(sec+1)*SectorSize]) {
-				c.problem(false, true, s.dataOff(e)+sec*SectorSize, "block %d sector %d holds data but its bitmap bit is clear", b, sec)
-				break
-			}
-		}
-	}
-	return nil
+		sec := (off - s.dataOff(s.entry(b))) / SectorSize
+		c.problem(CodeDataUnderClearBit, false, true, off, "block %d sector %d holds data but its bitmap bit is clear: a write that never reached a flush, which reads do not show", b, sec)
+		return nil
+	})
 }

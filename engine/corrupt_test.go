@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -205,6 +206,8 @@ type corruptCase struct {
 	// check is a substring of a problem Check must report; "" means the
 	// report must be clean. Defaults to want.
 	check string
+	// code is that problem's code.
+	code string
 	// checkFatal is whether that problem is fatal (defaults to true when
 	// Open fails).
 	checkFatal *bool
@@ -237,23 +240,23 @@ func corruptCases() []corruptCase {
 	}{{"dynamic", dyn}, {"fixed", fixed}} {
 		both := base.img != fixed
 		n := base.name + "/footer "
-		add(corruptCase{name: n + "cookie", base: base.img, mess: rawFooters(both, func(f []byte) { f[0] = 'C' }), want: "footer cookie"})
-		add(corruptCase{name: n + "checksum", base: base.img, mess: rawFooters(both, func(f []byte) { f[offFooterChecksum+3]++ }), want: "footer checksum"})
-		add(corruptCase{name: n + "checksum of a changed field", base: base.img, mess: rawFooters(both, func(f []byte) { f[offFooterCurSize+5]++ }), want: "footer checksum"})
-		add(corruptCase{name: n + "version 2.0", base: base.img, mess: footers(both, put32(offFooterVersion, 0x00020000)), want: "footer version"})
-		add(corruptCase{name: n + "version 0", base: base.img, mess: footers(both, put32(offFooterVersion, 0)), want: "footer version"})
-		add(corruptCase{name: n + "disk type 0", base: base.img, mess: footers(both, put32(offFooterDiskType, 0)), want: "footer disk type"})
-		add(corruptCase{name: n + "disk type 5", base: base.img, mess: footers(both, put32(offFooterDiskType, 5)), want: "footer disk type"})
-		add(corruptCase{name: n + "disk type 1<<31", base: base.img, mess: footers(both, put32(offFooterDiskType, 1<<31)), want: "footer disk type"})
-		add(corruptCase{name: n + "current size not a sector multiple", base: base.img, mess: footers(both, func(f []byte) { f[offFooterCurSize+7] += 7 }), want: "footer current size"})
-		add(corruptCase{name: n + "current size over 2040 GiB", base: base.img, mess: footers(both, put64(offFooterCurSize, MaxSize+512)), want: "footer current size"})
-		add(corruptCase{name: n + "current size 2^64-512", base: base.img, mess: footers(both, put64(offFooterCurSize, ^uint64(511))), want: "footer current size"})
+		add(corruptCase{code: CodeFooterInvalid, name: n + "cookie", base: base.img, mess: rawFooters(both, func(f []byte) { f[0] = 'C' }), want: "footer cookie"})
+		add(corruptCase{code: CodeFooterInvalid, name: n + "checksum", base: base.img, mess: rawFooters(both, func(f []byte) { f[offFooterChecksum+3]++ }), want: "footer checksum"})
+		add(corruptCase{code: CodeFooterInvalid, name: n + "checksum of a changed field", base: base.img, mess: rawFooters(both, func(f []byte) { f[offFooterCurSize+5]++ }), want: "footer checksum"})
+		add(corruptCase{code: CodeFooterInvalid, name: n + "version 2.0", base: base.img, mess: footers(both, put32(offFooterVersion, 0x00020000)), want: "footer version"})
+		add(corruptCase{code: CodeFooterInvalid, name: n + "version 0", base: base.img, mess: footers(both, put32(offFooterVersion, 0)), want: "footer version"})
+		add(corruptCase{code: CodeFooterInvalid, name: n + "disk type 0", base: base.img, mess: footers(both, put32(offFooterDiskType, 0)), want: "footer disk type"})
+		add(corruptCase{code: CodeFooterInvalid, name: n + "disk type 5", base: base.img, mess: footers(both, put32(offFooterDiskType, 5)), want: "footer disk type"})
+		add(corruptCase{code: CodeFooterInvalid, name: n + "disk type 1<<31", base: base.img, mess: footers(both, put32(offFooterDiskType, 1<<31)), want: "footer disk type"})
+		add(corruptCase{code: CodeFooterInvalid, name: n + "current size not a sector multiple", base: base.img, mess: footers(both, func(f []byte) { f[offFooterCurSize+7] += 7 }), want: "footer current size"})
+		add(corruptCase{code: CodeFooterInvalid, name: n + "current size over 2040 GiB", base: base.img, mess: footers(both, put64(offFooterCurSize, MaxSize+512)), want: "footer current size"})
+		add(corruptCase{code: CodeFooterInvalid, name: n + "current size 2^64-512", base: base.img, mess: footers(both, put64(offFooterCurSize, ^uint64(511))), want: "footer current size"})
 	}
 	// Data offset and size lies, by layout.
-	add(corruptCase{name: "fixed/footer data offset 512", base: fixed, mess: footers(false, put64(offFooterDataOffset, 512)), want: "footer data offset"})
-	add(corruptCase{name: "fixed/footer current size larger than the file", base: fixed, mess: footers(false, put64(offFooterCurSize, cbFixedSize+512)), want: "too short for a fixed disk"})
-	add(corruptCase{name: "fixed/footer current size 2040 GiB", base: fixed, mess: footers(false, put64(offFooterCurSize, MaxSize)), want: "too short for a fixed disk"})
-	add(corruptCase{name: "fixed/footer current size 0", base: fixed, mess: footers(false, put64(offFooterCurSize, 0)), emptyDisk: true,
+	add(corruptCase{code: CodeFooterInvalid, name: "fixed/footer data offset 512", base: fixed, mess: footers(false, put64(offFooterDataOffset, 512)), want: "footer data offset"})
+	add(corruptCase{code: CodeFixedTooShort, name: "fixed/footer current size larger than the file", base: fixed, mess: footers(false, put64(offFooterCurSize, cbFixedSize+512)), want: "too short for a fixed disk"})
+	add(corruptCase{code: CodeFixedTooShort, name: "fixed/footer current size 2040 GiB", base: fixed, mess: footers(false, put64(offFooterCurSize, MaxSize)), want: "too short for a fixed disk"})
+	add(corruptCase{code: CodeFixedGap, name: "fixed/footer current size 0", base: fixed, mess: footers(false, put64(offFooterCurSize, 0)), emptyDisk: true,
 		check: "bytes between the disk's data and the footer", checkFatal: no()})
 	for _, v := range []struct {
 		name string
@@ -268,25 +271,29 @@ func corruptCases() []corruptCase {
 		{"2^63", 1 << 63, "footer data offset"},
 		{"inside the BAT", 1536, "dynamic header cookie"},
 	} {
-		add(corruptCase{name: "dynamic/footer data offset " + v.name, base: dyn, mess: footers(true, put64(offFooterDataOffset, v.off)), want: v.want})
+		code := CodeFooterInvalid
+		if strings.HasPrefix(v.want, "dynamic header") {
+			code = CodeHeaderInvalid
+		}
+		add(corruptCase{code: code, name: "dynamic/footer data offset " + v.name, base: dyn, mess: footers(true, put64(offFooterDataOffset, v.off)), want: v.want})
 	}
-	add(corruptCase{name: "dynamic/footer current size beyond the BAT", base: dyn, mess: footers(true, put64(offFooterCurSize, cbSize+cbBlockSize)), want: "dynamic header max table entries"})
-	add(corruptCase{name: "dynamic/footer current size 2040 GiB", base: dyn, mess: footers(true, put64(offFooterCurSize, MaxSize)), want: "dynamic header max table entries"})
-	add(corruptCase{name: "dynamic/footer says fixed", base: dyn, mess: footers(true, func(f []byte) {
+	add(corruptCase{code: CodeHeaderInvalid, name: "dynamic/footer current size beyond the BAT", base: dyn, mess: footers(true, put64(offFooterCurSize, cbSize+cbBlockSize)), want: "dynamic header max table entries"})
+	add(corruptCase{code: CodeHeaderInvalid, name: "dynamic/footer current size 2040 GiB", base: dyn, mess: footers(true, put64(offFooterCurSize, MaxSize)), want: "dynamic header max table entries"})
+	add(corruptCase{code: CodeFixedTooShort, name: "dynamic/footer says fixed", base: dyn, mess: footers(true, func(f []byte) {
 		put32(offFooterDiskType, uint32(TypeFixed))(f)
 		put64(offFooterDataOffset, noDataOffset)(f)
 	}), want: "footer"})
 
 	// One footer damaged: the other stands in.
-	add(corruptCase{name: "dynamic/footer at the end torn", base: dyn, mess: rawFooters(false, func(f []byte) { clear(f[40:]) }), fromCopy: true,
+	add(corruptCase{code: CodeFooterDamaged, name: "dynamic/footer at the end torn", base: dyn, mess: rawFooters(false, func(f []byte) { clear(f[40:]) }), fromCopy: true,
 		check: "footer at end of file is damaged"})
-	add(corruptCase{name: "dynamic/footer at the end zeroed", base: dyn, mess: rawFooters(false, func(f []byte) { clear(f) }), fromCopy: true,
+	add(corruptCase{code: CodeFooterDamaged, name: "dynamic/footer at the end zeroed", base: dyn, mess: rawFooters(false, func(f []byte) { clear(f) }), fromCopy: true,
 		check: "footer at end of file is damaged"})
-	add(corruptCase{name: "differencing/footer at the end bad cookie", base: diff, mess: rawFooters(false, func(f []byte) { f[1] = 'X' }), fromCopy: true,
+	add(corruptCase{code: CodeFooterDamaged, name: "differencing/footer at the end bad cookie", base: diff, mess: rawFooters(false, func(f []byte) { f[1] = 'X' }), fromCopy: true,
 		check: "footer at end of file is damaged"})
-	add(corruptCase{name: "dynamic/footer copy at 0 damaged", base: dyn, mess: func(b []byte) []byte { b[offFooterChecksum]++; return b },
+	add(corruptCase{code: CodeFooterCopyDamaged, name: "dynamic/footer copy at 0 damaged", base: dyn, mess: func(b []byte) []byte { b[offFooterChecksum]++; return b },
 		check: "footer copy at offset 0 is damaged", checkFatal: no()})
-	add(corruptCase{name: "dynamic/footer copy at 0 differs", base: dyn, mess: func(b []byte) []byte {
+	add(corruptCase{code: CodeFooterCopyDiffers, name: "dynamic/footer copy at 0 differs", base: dyn, mess: func(b []byte) []byte {
 		put32(offFooterTimestamp, 12345)(b)
 		fixSum(b[:FooterSize], offFooterChecksum)
 		return b
@@ -294,71 +301,71 @@ func corruptCases() []corruptCase {
 
 	// Dynamic header fields.
 	h := "dynamic/header "
-	add(corruptCase{name: h + "cookie", base: dyn, mess: func(b []byte) []byte { header(b)[3] = 'X'; return b }, want: "dynamic header cookie"})
-	add(corruptCase{name: h + "checksum", base: dyn, mess: func(b []byte) []byte { header(b)[offHdrChecksum]++; return b }, want: "dynamic header checksum"})
-	add(corruptCase{name: h + "checksum of a changed field", base: dyn, mess: func(b []byte) []byte { header(b)[offHdrBlockSize+1]++; return b }, want: "dynamic header checksum"})
-	add(corruptCase{name: h + "version 2.0", base: dyn, mess: headerField(put32(offHdrVersion, 0x00020000)), want: "dynamic header version"})
-	add(corruptCase{name: h + "table offset past the end", base: dyn, mess: headerField(put64(offHdrTableOffset, 1<<30)), want: "dynamic header table offset"})
-	add(corruptCase{name: h + "table offset 2^64-512", base: dyn, mess: headerField(put64(offHdrTableOffset, ^uint64(511))), want: "dynamic header table offset"})
-	add(corruptCase{name: h + "table offset in the last sector", base: dyn, mess: func(b []byte) []byte {
+	add(corruptCase{code: CodeHeaderInvalid, name: h + "cookie", base: dyn, mess: func(b []byte) []byte { header(b)[3] = 'X'; return b }, want: "dynamic header cookie"})
+	add(corruptCase{code: CodeHeaderInvalid, name: h + "checksum", base: dyn, mess: func(b []byte) []byte { header(b)[offHdrChecksum]++; return b }, want: "dynamic header checksum"})
+	add(corruptCase{code: CodeHeaderInvalid, name: h + "checksum of a changed field", base: dyn, mess: func(b []byte) []byte { header(b)[offHdrBlockSize+1]++; return b }, want: "dynamic header checksum"})
+	add(corruptCase{code: CodeHeaderInvalid, name: h + "version 2.0", base: dyn, mess: headerField(put32(offHdrVersion, 0x00020000)), want: "dynamic header version"})
+	add(corruptCase{code: CodeHeaderInvalid, name: h + "table offset past the end", base: dyn, mess: headerField(put64(offHdrTableOffset, 1<<30)), want: "dynamic header table offset"})
+	add(corruptCase{code: CodeHeaderInvalid, name: h + "table offset 2^64-512", base: dyn, mess: headerField(put64(offHdrTableOffset, ^uint64(511))), want: "dynamic header table offset"})
+	add(corruptCase{code: CodeHeaderInvalid, name: h + "table offset in the last sector", base: dyn, mess: func(b []byte) []byte {
 		return headerField(put64(offHdrTableOffset, uint64(len(b)-FooterSize)))(b)
 	}, want: "dynamic header table offset"})
-	add(corruptCase{name: h + "table offset unaligned", base: dyn, mess: headerField(put64(offHdrTableOffset, 1536+4)), want: "dynamic header table offset"})
-	add(corruptCase{name: h + "table offset 0 (the footer copy)", base: dyn, mess: headerField(put64(offHdrTableOffset, 0)), want: "BAT entry"})
-	add(corruptCase{name: h + "max table entries too small", base: dyn, mess: headerField(put32(offHdrMaxEntries, 6)), want: "dynamic header max table entries"})
-	add(corruptCase{name: h + "max table entries 0", base: dyn, mess: headerField(put32(offHdrMaxEntries, 0)), want: "dynamic header max table entries"})
-	add(corruptCase{name: h + "max table entries huge", base: dyn, mess: headerField(put32(offHdrMaxEntries, 0xFFFFFFFF)), want: "dynamic header max table entries"})
-	add(corruptCase{name: h + "block size not a power of two", base: dyn, mess: headerField(put32(offHdrBlockSize, 3*512)), want: "dynamic header block size"})
-	add(corruptCase{name: h + "block size 0", base: dyn, mess: headerField(put32(offHdrBlockSize, 0)), want: "dynamic header block size"})
-	add(corruptCase{name: h + "block size 256", base: dyn, mess: headerField(put32(offHdrBlockSize, 256)), want: "dynamic header block size"})
-	add(corruptCase{name: h + "block size 1 GiB", base: dyn, mess: headerField(put32(offHdrBlockSize, 1<<30)), want: "dynamic header block size"})
-	add(corruptCase{name: h + "block size 2^31", base: dyn, mess: headerField(put32(offHdrBlockSize, 1<<31)), want: "dynamic header block size"})
+	add(corruptCase{code: CodeHeaderInvalid, name: h + "table offset unaligned", base: dyn, mess: headerField(put64(offHdrTableOffset, 1536+4)), want: "dynamic header table offset"})
+	add(corruptCase{code: CodeBATOverlap, name: h + "table offset 0 (the footer copy)", base: dyn, mess: headerField(put64(offHdrTableOffset, 0)), want: "BAT entry"})
+	add(corruptCase{code: CodeHeaderInvalid, name: h + "max table entries too small", base: dyn, mess: headerField(put32(offHdrMaxEntries, 6)), want: "dynamic header max table entries"})
+	add(corruptCase{code: CodeHeaderInvalid, name: h + "max table entries 0", base: dyn, mess: headerField(put32(offHdrMaxEntries, 0)), want: "dynamic header max table entries"})
+	add(corruptCase{code: CodeHeaderInvalid, name: h + "max table entries huge", base: dyn, mess: headerField(put32(offHdrMaxEntries, 0xFFFFFFFF)), want: "dynamic header max table entries"})
+	add(corruptCase{code: CodeHeaderInvalid, name: h + "block size not a power of two", base: dyn, mess: headerField(put32(offHdrBlockSize, 3*512)), want: "dynamic header block size"})
+	add(corruptCase{code: CodeHeaderInvalid, name: h + "block size 0", base: dyn, mess: headerField(put32(offHdrBlockSize, 0)), want: "dynamic header block size"})
+	add(corruptCase{code: CodeHeaderInvalid, name: h + "block size 256", base: dyn, mess: headerField(put32(offHdrBlockSize, 256)), want: "dynamic header block size"})
+	add(corruptCase{code: CodeHeaderInvalid, name: h + "block size 1 GiB", base: dyn, mess: headerField(put32(offHdrBlockSize, 1<<30)), want: "dynamic header block size"})
+	add(corruptCase{code: CodeHeaderInvalid, name: h + "block size 2^31", base: dyn, mess: headerField(put32(offHdrBlockSize, 1<<31)), want: "dynamic header block size"})
 	// A power of two the BAT does not match: blocks now overlap...
-	add(corruptCase{name: h + "block size 1 MiB", base: dyn, mess: headerField(put32(offHdrBlockSize, 1<<20)), want: "BAT entry"})
+	add(corruptCase{code: CodeBATOverlap, name: h + "block size 1 MiB", base: dyn, mess: headerField(put32(offHdrBlockSize, 1<<20)), want: "BAT entry"})
 	// ...or, at 2 MiB, they do not (only block 0 is still in the table):
 	// the structures are consistent, the data is not. Check's bitmap
 	// pass sees sectors with data their bit disowns.
-	add(corruptCase{name: h + "block size 2 MiB", base: dyn, mess: headerField(put32(offHdrBlockSize, 2<<20)), wrongData: true,
+	add(corruptCase{code: CodeDataUnderClearBit, name: h + "block size 2 MiB", base: dyn, mess: headerField(put32(offHdrBlockSize, 2<<20)), wrongData: true,
 		check: "holds data but its bitmap bit is clear", checkFatal: no()})
-	add(corruptCase{name: h + "data offset 0", base: dyn, mess: headerField(put64(offHdrDataOffset, 0)), check: "dynamic header data offset", checkFatal: no()})
-	add(corruptCase{name: h + "parent fields on a dynamic disk", base: dyn, mess: headerField(func(h []byte) { h[offHdrParentUUID] = 1 }), check: "parent fields set", checkFatal: no()})
+	add(corruptCase{code: CodeHeaderDataOffset, name: h + "data offset 0", base: dyn, mess: headerField(put64(offHdrDataOffset, 0)), check: "dynamic header data offset", checkFatal: no()})
+	add(corruptCase{code: CodeHeaderParentFields, name: h + "parent fields on a dynamic disk", base: dyn, mess: headerField(func(h []byte) { h[offHdrParentUUID] = 1 }), check: "parent fields set", checkFatal: no()})
 
 	// Parent locators of the differencing image (0 W2ku, 1 W2ru, 2 MacX).
 	l := "differencing/locator "
-	add(corruptCase{name: l + "unknown code", base: diff, mess: locator(1, func(l []byte) { copy(l, "XYZ!") }), want: "parent locator code"})
-	add(corruptCase{name: l + "data offset past the end", base: diff, mess: locator(0, put64(16, 1<<40)), want: "parent locator data offset"})
-	add(corruptCase{name: l + "data offset 2^64-512", base: diff, mess: locator(0, put64(16, ^uint64(511))), want: "parent locator data offset"})
-	add(corruptCase{name: l + "data length past the end", base: diff, mess: func(b []byte) []byte {
+	add(corruptCase{code: CodeLocatorInvalid, name: l + "unknown code", base: diff, mess: locator(1, func(l []byte) { copy(l, "XYZ!") }), want: "parent locator code"})
+	add(corruptCase{code: CodeLocatorInvalid, name: l + "data offset past the end", base: diff, mess: locator(0, put64(16, 1<<40)), want: "parent locator data offset"})
+	add(corruptCase{code: CodeLocatorInvalid, name: l + "data offset 2^64-512", base: diff, mess: locator(0, put64(16, ^uint64(511))), want: "parent locator data offset"})
+	add(corruptCase{code: CodeLocatorInvalid, name: l + "data length past the end", base: diff, mess: func(b []byte) []byte {
 		return locator(2, func(l []byte) {
 			put64(16, uint64(len(b)-600))(l)
 			put32(8, 1000)(l)
 		})(b)
 	}, want: "parent locator data offset"})
-	add(corruptCase{name: l + "data length huge", base: diff, mess: locator(0, put32(8, 0x7FFFFFFF)), want: "parent locator data length"})
-	add(corruptCase{name: l + "data length 2^32-1", base: diff, mess: locator(0, put32(8, 0xFFFFFFFF)), want: "parent locator data length"})
-	add(corruptCase{name: l + "data offset 0 (the footer copy)", base: diff, mess: locator(0, put64(16, 0)), want: "parent locator data offset"})
+	add(corruptCase{code: CodeLocatorInvalid, name: l + "data length huge", base: diff, mess: locator(0, put32(8, 0x7FFFFFFF)), want: "parent locator data length"})
+	add(corruptCase{code: CodeLocatorInvalid, name: l + "data length 2^32-1", base: diff, mess: locator(0, put32(8, 0xFFFFFFFF)), want: "parent locator data length"})
+	add(corruptCase{code: CodeLocatorInvalid, name: l + "data offset 0 (the footer copy)", base: diff, mess: locator(0, put64(16, 0)), want: "parent locator data offset"})
 	add(corruptCase{name: l + "data over the BAT", base: diff, mess: func(b []byte) []byte {
 		return locator(0, put64(16, uint64(tableOff(b))))(b)
 	}, check: "", want: ""})
-	add(corruptCase{name: l + "data space past the end", base: diff, mess: locator(0, put32(4, 0xFFFFFFFF)), want: "parent locator data space"})
-	add(corruptCase{name: l + "duplicate code", base: diff, mess: locator(1, func(l []byte) { copy(l, LocatorW2ku) }), check: "appears twice", checkFatal: no()})
-	add(corruptCase{name: l + "all gone, no name", base: diff, mess: headerField(func(h []byte) {
+	add(corruptCase{code: CodeLocatorInvalid, name: l + "data space past the end", base: diff, mess: locator(0, put32(4, 0xFFFFFFFF)), want: "parent locator data space"})
+	add(corruptCase{code: CodeLocatorDuplicate, name: l + "duplicate code", base: diff, mess: locator(1, func(l []byte) { copy(l, LocatorW2ku) }), check: "appears twice", checkFatal: no()})
+	add(corruptCase{code: CodeParentUnnamed, name: l + "all gone, no name", base: diff, mess: headerField(func(h []byte) {
 		clear(h[offHdrParentName : offHdrParentName+parentNameSize])
 		clear(h[offHdrLocators : offHdrLocators+locatorCount*locatorSize])
 	}), check: "names no parent", checkFatal: yes()})
-	add(corruptCase{name: "differencing/header parent UUID zero", base: diff, mess: headerField(func(h []byte) { clear(h[offHdrParentUUID : offHdrParentUUID+16]) }), check: "no parent UUID", checkFatal: yes()})
+	add(corruptCase{code: CodeParentUUIDMissing, name: "differencing/header parent UUID zero", base: diff, mess: headerField(func(h []byte) { clear(h[offHdrParentUUID : offHdrParentUUID+16]) }), check: "no parent UUID", checkFatal: yes()})
 
 	// BAT entries. Block 0 (entry 0), 2 and 6 are allocated.
 	b := "dynamic/BAT "
-	add(corruptCase{name: b + "entry past the end", base: dyn, mess: batEntry(1, func(b []byte) uint32 { return uint32(len(b) / 512) }), want: "BAT entry"})
-	add(corruptCase{name: b + "entry 0xFFFFFFFE", base: dyn, mess: batEntry(3, func([]byte) uint32 { return 0xFFFFFFFE }), want: "BAT entry"})
-	add(corruptCase{name: b + "entry over the footer at the end", base: dyn, mess: batEntry(6, func(b []byte) uint32 { return batEntryOf(b, 6) + 1 }), want: "BAT entry"})
-	add(corruptCase{name: b + "entry 0 (footer copy)", base: dyn, mess: batEntry(0, func([]byte) uint32 { return 0 }), want: "BAT entry"})
-	add(corruptCase{name: b + "entry in the header", base: dyn, mess: batEntry(0, func([]byte) uint32 { return 2 }), want: "BAT entry"})
-	add(corruptCase{name: b + "entry on the BAT", base: dyn, mess: batEntry(0, func(b []byte) uint32 { return uint32(tableOff(b) / 512) }), want: "BAT entry"})
-	add(corruptCase{name: b + "entries overlapping", base: dyn, mess: batEntry(2, func(b []byte) uint32 { return batEntryOf(b, 0) + 8 }), want: "BAT entry"})
-	add(corruptCase{name: b + "entries equal", base: dyn, mess: batEntry(5, func(b []byte) uint32 { return batEntryOf(b, 2) }), want: "BAT entry"})
-	add(corruptCase{name: "differencing/BAT entry on a locator", base: diff, mess: func(b []byte) []byte {
+	add(corruptCase{code: CodeBATOutOfRange, name: b + "entry past the end", base: dyn, mess: batEntry(1, func(b []byte) uint32 { return uint32(len(b) / 512) }), want: "BAT entry"})
+	add(corruptCase{code: CodeBATOutOfRange, name: b + "entry 0xFFFFFFFE", base: dyn, mess: batEntry(3, func([]byte) uint32 { return 0xFFFFFFFE }), want: "BAT entry"})
+	add(corruptCase{code: CodeBATOutOfRange, name: b + "entry over the footer at the end", base: dyn, mess: batEntry(6, func(b []byte) uint32 { return batEntryOf(b, 6) + 1 }), want: "BAT entry"})
+	add(corruptCase{code: CodeBATOverlap, name: b + "entry 0 (footer copy)", base: dyn, mess: batEntry(0, func([]byte) uint32 { return 0 }), want: "BAT entry"})
+	add(corruptCase{code: CodeBATOverlap, name: b + "entry in the header", base: dyn, mess: batEntry(0, func([]byte) uint32 { return 2 }), want: "BAT entry"})
+	add(corruptCase{code: CodeBATOverlap, name: b + "entry on the BAT", base: dyn, mess: batEntry(0, func(b []byte) uint32 { return uint32(tableOff(b) / 512) }), want: "BAT entry"})
+	add(corruptCase{code: CodeBATOverlap, name: b + "entries overlapping", base: dyn, mess: batEntry(2, func(b []byte) uint32 { return batEntryOf(b, 0) + 8 }), want: "BAT entry"})
+	add(corruptCase{code: CodeBATOverlap, name: b + "entries equal", base: dyn, mess: batEntry(5, func(b []byte) uint32 { return batEntryOf(b, 2) }), want: "BAT entry"})
+	add(corruptCase{code: CodeBATOverlap, name: "differencing/BAT entry on a locator", base: diff, mess: func(b []byte) []byte {
 		lo := binary.BigEndian.Uint64(header(b)[offHdrLocators+16:])
 		return batEntry(0, func([]byte) uint32 { return uint32(lo / 512) })(b)
 	}, want: "BAT entry"})
@@ -379,9 +386,9 @@ func corruptCases() []corruptCase {
 		}
 		for _, n := range lengths {
 			c := corruptCase{name: fmt.Sprintf("%s/truncated to %d of %d", base.name, n, size), base: base.img, mess: truncate(func([]byte) int { return n })}
-			c.want, c.fromCopy = truncationOutcome(base.img, n)
+			c.want, c.code, c.fromCopy = truncationOutcome(base.img, n)
 			if c.fromCopy {
-				c.check = "footer at end of file is damaged"
+				c.check, c.code = "footer at end of file is damaged", CodeFooterDamaged
 			}
 			add(c)
 		}
@@ -389,31 +396,32 @@ func corruptCases() []corruptCase {
 	// A file that grew: bytes after the footer. The footer at the end is
 	// then garbage and the copy stands in; for a fixed image, nothing
 	// does.
-	add(corruptCase{name: "dynamic/grown by 1 MiB of zeros", base: dyn, mess: func(b []byte) []byte { return append(b, make([]byte, mib)...) },
+	add(corruptCase{code: CodeFooterDamaged, name: "dynamic/grown by 1 MiB of zeros", base: dyn, mess: func(b []byte) []byte { return append(b, make([]byte, mib)...) },
 		fromCopy: true, check: "footer at end of file is damaged"})
-	add(corruptCase{name: "fixed/grown by 512 bytes", base: fixed, mess: func(b []byte) []byte { return append(b, make([]byte, 512)...) }, want: "footer cookie"})
+	add(corruptCase{code: CodeFooterInvalid, name: "fixed/grown by 512 bytes", base: fixed, mess: func(b []byte) []byte { return append(b, make([]byte, 512)...) }, want: "footer cookie"})
 	return cs
 }
 
 // truncationOutcome says what a truncation of img to n bytes must give:
-// the error substring, or "" and fromCopy when every structure and block
-// survives and only (part of) the footer at the end is lost. It follows
-// the order in which Open validates a dynamic or differencing image.
-func truncationOutcome(img *goodImage, n int) (want string, fromCopy bool) {
+// the error substring and Check's problem code, or "" and fromCopy when
+// every structure and block survives and only (part of) the footer at the
+// end is lost. It follows the order in which Open validates a dynamic or
+// differencing image.
+func truncationOutcome(img *goodImage, n int) (want, code string, fromCopy bool) {
 	b := img.data
 	ft, _ := ParseFooter(eofFooter(b), 0)
 	switch {
 	case n < FooterSize:
-		return "too short", false
+		return "too short", CodeFooterInvalid, false
 	case ft.DiskType == TypeFixed && n == len(b)-1:
 		// The footer lost its last byte, which is reserved and zero:
 		// what is left is a valid 511-byte footer of a pre-2004 Virtual
 		// PC image, and all the data is there.
-		return "", false
+		return "", "", false
 	case ft.DiskType == TypeFixed:
-		return "footer", false
+		return "footer", CodeFooterInvalid, false
 	case n < FooterSize+HeaderSize:
-		return "footer data offset", false
+		return "footer data offset", CodeFooterInvalid, false
 	}
 	// The footer at the end is gone: the copy at 0 stands in and the
 	// data area runs to the end of the file.
@@ -421,22 +429,22 @@ func truncationOutcome(img *goodImage, n int) (want string, fromCopy bool) {
 	entries := int(binary.BigEndian.Uint32(header(b)[offHdrMaxEntries:]))
 	switch {
 	case n < to+4*entries:
-		return "dynamic header table offset", false
+		return "dynamic header table offset", CodeHeaderInvalid, false
 	case n < to+int(batBytes(uint32(entries))):
-		return "dynamic header max table entries", false
+		return "dynamic header max table entries", CodeHeaderInvalid, false
 	}
 	for i := 0; i < locatorCount; i++ {
 		l := decodeLocator(header(b)[offHdrLocators+i*locatorSize:], 0)
 		if !l.Empty() && n < int(l.DataOffset)+int(l.spaceBytes()) {
-			return "parent locator data", false
+			return "parent locator data", CodeLocatorInvalid, false
 		}
 	}
 	for i := 0; i < entries; i++ {
 		if e := batEntryOf(b, i); e != batUnused && n < int(e)*512+512+cbBlockSize {
-			return "BAT entry", false
+			return "BAT entry", CodeBATOutOfRange, false
 		}
 	}
-	return "", true
+	return "", "", true
 }
 
 // withDeadline runs fn in a goroutine and fails the test if it panics or
@@ -578,6 +586,11 @@ func checkCorrupt(t *testing.T, path string, c corruptCase) {
 	if err != nil {
 		t.Fatalf("check returned an error instead of a report: %v", err)
 	}
+	for _, p := range rep.Problems {
+		if !slices.Contains(problemCodes, p.Code) {
+			t.Errorf("check reports %q under code %q, which is not a problem code", p.Message, p.Code)
+		}
+	}
 	want := c.check
 	if want == "" && c.want != "" {
 		want = c.want
@@ -598,11 +611,14 @@ func checkCorrupt(t *testing.T, path string, c corruptCase) {
 	// Check prints "structure field: message"; Open's errors say "vhd:
 	// structure field at offset ...".
 	for _, p := range rep.Problems {
-		if strings.Contains(p.Message, want) && p.Fatal == fatal {
+		if p.Code == c.code && p.Fatal == fatal {
+			if !strings.Contains(p.Message, want) {
+				t.Errorf("check reports %s as %q, which does not say %q", p.Code, p.Message, want)
+			}
 			return
 		}
 	}
-	t.Errorf("check does not report %q (fatal %v); it says:\n%s", want, fatal, problemList(rep))
+	t.Errorf("check does not report %s (%q, fatal %v); it says:\n%s", c.code, want, fatal, problemList(rep))
 }
 
 func problemList(r *Report) string {

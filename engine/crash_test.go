@@ -179,7 +179,7 @@ func checkClosed(f File, clearBits bool) error {
 		return err
 	}
 	for _, p := range rep.Problems {
-		if clearBits && !p.Fatal && p.Fixable && strings.Contains(p.Message, "its bitmap bit is clear") {
+		if clearBits && p.Code == CodeDataUnderClearBit {
 			continue
 		}
 		return fmt.Errorf("check after a clean close: %v", rep.Problems)

@@ -27,6 +27,10 @@ type CorruptError struct {
 	Field  string
 	Offset int64 // file offset of the field, -1 if unknown
 	Msg    string
+	// Code is the code Check reports this damage under (Problem.Code),
+	// or "" for damage found only while reading (a file cut short while
+	// open, a parent smaller than its child).
+	Code string
 }
 
 func (e *CorruptError) Error() string {
@@ -43,7 +47,15 @@ func (e *CorruptError) Error() string {
 func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
 
 func corrupt(structure, field string, off int64, format string, args ...any) error {
-	return &CorruptError{Struct: structure, Field: field, Offset: off, Msg: fmt.Sprintf(format, args...)}
+	return &CorruptError{Struct: structure, Field: field, Offset: off, Msg: fmt.Sprintf(format, args...), Code: structCodes[structure]}
+}
+
+// structCodes are the problem codes of damage to each structure. The BAT
+// is missing: its problems are told apart (batProblems).
+var structCodes = map[string]string{
+	"footer":         CodeFooterInvalid,
+	"dynamic header": CodeHeaderInvalid,
+	"parent locator": CodeLocatorInvalid,
 }
 
 // ioError wraps a failure of the underlying file with what was being done.

@@ -105,8 +105,7 @@ func checkAfterWrites(t testing.TB, path string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Problems) == 1 && !rep.Problems[0].Fatal && rep.Problems[0].Fixable &&
-		strings.Contains(rep.Problems[0].Message, "after the last allocated block belong to nothing") {
+	if len(rep.Problems) == 1 && rep.Problems[0].Code == CodeOrphanTail {
 		t.Logf("freed space at the end of the file: %s", rep.Problems[0])
 		did, err := Repair(path, RepairOptions{})
 		if err != nil || len(did) != 1 {

@@ -12,10 +12,10 @@ import (
 // stale copy at offset 0 (rewritten from the footer at the end), space
 // past the last allocated block (blocks whose allocation never reached a
 // flush: cut off), bytes between a fixed image's data and its footer
-// (cut), and sectors holding data their bitmap bit disowns (the
-// bit is set, so what readers saw stays what they see). It returns what
-// it did; it refuses, changing nothing, when the image has damage it
-// cannot fix.
+// (cut), and sectors holding data their bitmap bit disowns (zeroed: no
+// reader of the image sees that data, and readers that ignore bitmaps
+// then agree). It returns what it did; it refuses, changing nothing,
+// when the image has damage it cannot fix.
 func Repair(path string, opts RepairOptions) ([]string, error) {
 	osf, err := OpenChecked(path, os.O_RDWR, true)
 	if err != nil {
@@ -32,8 +32,9 @@ func Repair(path string, opts RepairOptions) ([]string, error) {
 
 // RepairOptions select the slower repairs.
 type RepairOptions struct {
-	// Bitmaps reads every allocated block to find sectors holding data
-	// their bitmap disowns.
+	// Bitmaps changes nothing any more: Repair always zeroes data under
+	// clear bitmap bits (see zeroStray). Kept so callers that set it
+	// still build.
 	Bitmaps bool
 }
 
@@ -68,18 +69,16 @@ func RepairFile(f File, name string, opts RepairOptions) ([]string, error) {
 		return nil, err
 	}
 	var did []string
-	if opts.Bitmaps {
-		fixed, err := s.repairBitmaps()
-		if err != nil {
-			return did, err
+	blocks, bytes, err := s.zeroStray()
+	if err != nil {
+		return did, err
+	}
+	if blocks > 0 {
+		shows := "zeros"
+		if s.differencing {
+			shows = "the parent's data"
 		}
-		if fixed > 0 {
-			what := "marked the data present"
-			if s.differencing {
-				what = "zeroed the sectors (the parent shows there, as before)"
-			}
-			did = append(did, fmt.Sprintf("%d blocks held data their bitmap disowned: %s", fixed, what))
-		}
+		did = append(did, fmt.Sprintf("zeroed %d bytes in %d blocks that held data under clear bitmap bits (writes that never reached a flush; reads showed %s there, and still do)", bytes, blocks, shows))
 	}
 	if tail := s.orphanTail(size - FooterSize); img.footerFromCopy || tail > 0 {
 		if err := s.rewriteTail(); err != nil {
@@ -94,15 +93,15 @@ func RepairFile(f File, name string, opts RepairOptions) ([]string, error) {
 	}
 	if err := s.repairFooterCopy(); err != nil {
 		return did, err
-	} else if !img.footerFromCopy && hasProblem(rep, "footer copy") {
+	} else if !img.footerFromCopy && (hasProblem(rep, CodeFooterCopyDamaged) || hasProblem(rep, CodeFooterCopyDiffers)) {
 		did = append(did, "rewrote the footer copy at offset 0 from the footer at the end")
 	}
 	return did, f.Sync()
 }
 
-func hasProblem(r *Report, prefix string) bool {
+func hasProblem(r *Report, code string) bool {
 	for _, p := range r.Problems {
-		if strings.HasPrefix(p.Message, prefix) {
+		if p.Code == code {
 			return true
 		}
 	}
@@ -125,54 +124,30 @@ func (s *sparse) repairFooterCopy() error {
 	return nil
 }
 
-// repairBitmaps fixes sectors holding data their bitmap bit disowns and
-// returns how many blocks it changed. A dynamic image is read without its
-// bitmaps, so that data is what readers saw: the bit is set. A
-// differencing image shows its parent there, and the data is a write
-// that never reached a flush (its bit would have): the sector is zeroed,
-// as the format requires of absent sectors, and readers still see the
-// parent.
-func (s *sparse) repairBitmaps() (int, error) {
-	bits := make([]byte, s.bitmapSize)
-	var data []byte // made at the first block, as in checkBitmaps
-	fixed := 0
-	for b := range s.bat {
-		e := s.entry(int64(b))
-		if e == batUnused {
-			continue
+// zeroStray writes zeros over the data the file holds under clear
+// bitmap bits (stray.go) and says how many blocks and bytes it changed.
+//
+// Zeroed, not adopted by setting the bits: the bit is the sector's
+// commit record. A flush writes it only after the data is synced, so
+// data without it is a write no flush acknowledged, possibly torn (a
+// multi-sector write of which only some pages reached the disk), and
+// reads already treat it as absent. Setting the bits would publish it,
+// changing what the disk reads (and, in a differencing image, hiding the
+// parent's data); zeroing changes nothing any reader of the image sees.
+//
+// Order: none is needed. Every write lands only on sectors whose bits
+// are clear, which reads do not show, so a crash after any subset of
+// them leaves the disk reading exactly as before; running Repair again
+// finishes the job. The caller syncs at the end.
+func (s *sparse) zeroStray() (blocks, bytes int64, err error) {
+	last := int64(-1)
+	err = s.strayRuns(s.f, func(b, off, n int64) error {
+		if b != last {
+			blocks++
+			last = b
 		}
-		if data == nil {
-			data = make([]byte, s.blockSize)
-		}
-		if err := s.pread(bits, int64(e)*SectorSize); err != nil {
-			return fixed, err
-		}
-		if err := s.pread(data, s.dataOff(e)); err != nil {
-			return fixed, err
-		}
-		changed := false
-		for sec := int64(0); sec < s.sectorsIn(int64(b)); sec++ {
-			if bitSet(bits, sec) || isZero(data[sec*SectorSize:(sec+1)*SectorSize]) {
-				continue
-			}
-			changed = true
-			if s.differencing {
-				off := s.dataOff(e) + sec*SectorSize
-				if _, err := s.f.WriteAt(zeroBuf[:SectorSize], off); err != nil {
-					return fixed, ioError("zero disowned sector", off, err)
-				}
-				continue
-			}
-			setBits(bits, sec, sec+1, true)
-		}
-		if changed && !s.differencing {
-			if _, err := s.f.WriteAt(bits, int64(e)*SectorSize); err != nil {
-				return fixed, ioError("write bitmap", int64(e)*SectorSize, err)
-			}
-		}
-		if changed {
-			fixed++
-		}
-	}
-	return fixed, nil
+		bytes += n
+		return writeZeros(s.f, off, n, &s.dataDirty)
+	})
+	return blocks, bytes, err
 }

@@ -37,6 +37,19 @@ type sparse struct {
 
 	// stripes serialize bitmap changes and allocation per block.
 	stripes [64]sync.Mutex
+	// recent is a direct-mapped cache in front of bitmaps: slot b%len
+	// holds the bitmap block b last loaded or made, so that reads of
+	// blocks that are not full find it without a lock (presentFast).
+	// Its length is a power of two and a multiple of len(stripes), so a
+	// slot's blocks share a stripe; slots are stored only under that
+	// stripe's lock. Every bitmap object is made under its block's
+	// stripe lock and stored here, so one found here for its block and
+	// BAT entry is the block's current bitmap, even if the cache has
+	// evicted it since.
+	recent []atomic.Pointer[bitmap]
+	// partShift is log2 of the sectors in each 64th of a block: the
+	// granularity of a bitmap's summary (bitmap.present).
+	partShift uint
 
 	allocMu sync.Mutex
 	// footerOff is where the footer at the end of the file sits; new
@@ -77,7 +90,12 @@ type sparse struct {
 // that sector. Fields are guarded by the block's stripe lock.
 type bitmap struct {
 	bits  []byte
+	block uint32 // the block it belongs to
 	entry uint32 // the BAT entry it was read for
+	// present has bit k set when every sector of the k-th 64th of the
+	// block is present (bitmap_read.go). Stored under the stripe lock,
+	// loaded without it.
+	present atomic.Uint64
 }
 
 // Variables, not constants, only so tests can make them small.
@@ -88,6 +106,32 @@ var (
 	// write flushes first. 8192 bitmaps cover 16 GiB of 2 MiB blocks.
 	maxDirtyBitmaps = 8192
 )
+
+// maxRecentBitmaps bounds the slots of sparse.recent: 8 KiB of pointers,
+// covering 2 GiB of 2 MiB blocks without a lookup in the shared cache. A
+// power of two of at least 64; a variable only so tests can make it
+// small.
+var maxRecentBitmaps = 1024
+
+// partShift is log2 of the sectors in a 64th of a block of blockSize
+// bytes (at least one sector).
+func partShift(blockSize int64) uint {
+	var k uint
+	for blockSize/SectorSize>>k > 64 {
+		k++
+	}
+	return k
+}
+
+// recentSlots is the length of sparse.recent for a BAT of n entries: a
+// power of two from 64 (the stripes) to maxRecentBitmaps.
+func recentSlots(n int) int {
+	k := 64
+	for k < n && k < maxRecentBitmaps {
+		k *= 2
+	}
+	return k
+}
 
 const (
 	// dataAlign is the file alignment of new blocks' data, so guests'
@@ -145,6 +189,8 @@ func parseSparse(img *Image, fileSize int64) (*sparse, error) {
 		return nil, err
 	}
 	s.full = make([]atomic.Uint64, (len(s.bat)+63)/64)
+	s.recent = make([]atomic.Pointer[bitmap], recentSlots(len(s.bat)))
+	s.partShift = partShift(s.blockSize)
 	return s, nil
 }
 
@@ -188,8 +234,9 @@ func (s *sparse) reservedSpans(fileSize int64) ([]span, error) {
 }
 
 // loadBAT reads and validates the entries that cover the disk. The
-// table's size comes from the header, so it is checked against the file
-// before anything is allocated: the memory used is bounded by the file.
+// table's size comes from the header, so it is checked against the
+// file's size first; then it is read so that memory follows what the
+// file holds, not what it claims (bat_read.go).
 func (s *sparse) loadBAT(fileSize int64) error {
 	n := s.blocks()
 	if int64(s.hdr.MaxTableEntries) < n {
@@ -215,18 +262,8 @@ func (s *sparse) loadBAT(fileSize int64) error {
 		return err
 	}
 	s.setReserved(reserved)
-	s.bat = make([]uint32, n)
-	const chunk = 1 << 20
-	buf := make([]byte, min(4*n, chunk))
-	for i := int64(0); i < n; {
-		c := min(n-i, chunk/4)
-		if _, err := s.f.ReadAt(buf[:4*c], s.tableOff+4*i); err != nil {
-			return ioError("read BAT", s.tableOff+4*i, err)
-		}
-		decodeBAT(s.bat[i:i+c], buf)
-		i += c
-	}
-	return nil
+	s.bat, err = readBAT(s.f, s.tableOff, n)
+	return err
 }
 
 func (s *sparse) entry(b int64) uint32 { return atomic.LoadUint32(&s.bat[b]) }
@@ -285,6 +322,14 @@ func (s *sparse) forBlocks(off, n int64, fn func(b, inOff, l int64) error) error
 	return nil
 }
 
+// readAt reads the disk. A sector whose bitmap bit is clear reads as
+// absent (zeros, or the parent's data) whatever the file holds there:
+// the bit is the sector's commit record. A flush writes it only after
+// the sector's data is synced, so data under a clear bit is a write that
+// never reached a flush, which a crash may leave behind (a dynamic image
+// read without its bitmap once showed it, while Extents, and so convert
+// and NBD block status, said zeros). Only blocks whose every sector is
+// present (full) are read without the bitmap.
 func (s *sparse) readAt(p []byte, off int64) error {
 	return s.forBlocks(off, int64(len(p)), func(b, in, l int64) error {
 		buf := p[:l]
@@ -293,12 +338,10 @@ func (s *sparse) readAt(p []byte, off int64) error {
 		switch {
 		case e == batUnused:
 			return s.readAbsent(buf, b<<s.blockShift+in)
-		case !s.differencing || s.isFull(b):
-			// A dynamic image's absent sectors are zeros in the file, so
-			// the data area reads right without the bitmap.
+		case s.isFull(b) || s.presentFast(b, e, in, l):
 			return s.pread(buf, s.dataOff(e)+in)
 		}
-		return s.readMixed(buf, b, e, in)
+		return s.readPartial(buf, b, e, in, s.readAbsent)
 	})
 }
 
@@ -329,26 +372,31 @@ func (s *sparse) readAbsent(p []byte, off int64) error {
 	return err
 }
 
-// readMixed reads part of a differencing block sector run by sector run:
-// present runs from the file, absent runs from the parent.
-func (s *sparse) readMixed(p []byte, b int64, e uint32, in int64) error {
-	bits, err := s.bitmapCopy(b, e)
-	if err != nil {
+// readPartial reads [in, in+len(p)) of block b, which is not full, run
+// by run of its bitmap: present runs from the file, absent ones through
+// absent (given the disk offset).
+func (s *sparse) readPartial(p []byte, b int64, e uint32, in int64, absent func(p []byte, off int64) error) error {
+	var small [64]byte // the bits of up to 256 KiB, without allocating
+	first, last := in/SectorSize, (in+int64(len(p))-1)/SectorSize
+	bits, base, all, err := s.bitRange(b, e, first, last+1, small[:0])
+	diskOff := b << s.blockShift
+	switch {
+	case err != nil:
 		return err
+	case all == allPresent:
+		return s.pread(p, s.dataOff(e)+in)
+	case all == allAbsent:
+		return absent(p, diskOff+in)
 	}
-	base := b << s.blockShift
 	for len(p) > 0 {
-		sec := in / SectorSize
+		sec := in/SectorSize - base
 		present := bitSet(bits, sec)
-		run := in
-		for run < in+int64(len(p)) && bitSet(bits, run/SectorSize) == present {
-			run = (run/SectorSize + 1) * SectorSize
-		}
+		run := (runEnd(bits, sec, last+1-base, present) + base) * SectorSize
 		l := min(run-in, int64(len(p)))
 		if present {
 			err = s.pread(p[:l], s.dataOff(e)+in)
 		} else {
-			err = s.readAbsent(p[:l], base+in)
+			err = absent(p[:l], diskOff+in)
 		}
 		if err != nil {
 			return err
@@ -359,21 +407,31 @@ func (s *sparse) readMixed(p []byte, b int64, e uint32, in int64) error {
 	return nil
 }
 
-// readStored reads what this image itself stores: the data area of
-// allocated blocks (absent sectors there are zeros in the file) and zeros
-// for unallocated ones, never the parent. A chain that knows which layer
-// holds a sector reads it this way, at a cost that does not grow with the
-// chain's depth.
+// readStored reads what this image itself stores: its present sectors,
+// and zeros where it holds nothing (unallocated blocks, sectors whose
+// bitmap bit is clear), never the parent. A chain that knows which layer
+// holds a sector reads it this way, at a cost that does not grow with
+// the chain's depth.
 func (s *sparse) readStored(p []byte, off int64) error {
 	return s.forBlocks(off, int64(len(p)), func(b, in, l int64) error {
 		buf := p[:l]
 		p = p[l:]
-		if e := s.entry(b); e != batUnused {
+		e := s.entry(b)
+		switch {
+		case e == batUnused:
+			clear(buf)
+			return nil
+		case s.isFull(b) || s.presentFast(b, e, in, l):
 			return s.pread(buf, s.dataOff(e)+in)
 		}
-		clear(buf)
-		return nil
+		return s.readPartial(buf, b, e, in, zeroFill)
 	})
+}
+
+// zeroFill is readPartial's absent for reads of what an image stores.
+func zeroFill(p []byte, _ int64) error {
+	clear(p)
+	return nil
 }
 
 // ReadStored reads [off, off+len(p)) from what the image itself stores,

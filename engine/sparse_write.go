@@ -82,7 +82,7 @@ func (s *sparse) markPresent(b int64, e uint32, from, to int64) (done bool, err 
 	tooMany := false
 	if !allSetRange(bm.bits, from, to) {
 		tooMany = s.markBitmapDirty(b, bm) // before the bits change
-		setBits(bm.bits, from, to, true)
+		s.setRange(b, bm, from, to, true)
 		if allSet(bm.bits, s.sectorsIn(b)) {
 			s.setFull(b, true)
 		}
@@ -145,7 +145,7 @@ func (s *sparse) allocate(b int64) (uint32, error) {
 	s.dropBitmap(b)
 	// The new bitmap is all zeros in the file (the file grew over it), so
 	// it goes in the cache as such: the first write needs no read.
-	s.cacheBitmap(b, &bitmap{bits: make([]byte, s.bitmapSize), entry: e})
+	s.cacheBitmap(b, &bitmap{bits: make([]byte, s.bitmapSize), block: uint32(b), entry: e})
 	atomic.StoreUint32(&s.bat[b], e)
 	s.markBATDirty(b)
 	return e, nil
@@ -228,8 +228,10 @@ func (s *sparse) trim(off, n int64) error {
 	})
 }
 
-// forget clears the bits of [in, in+l) in block b and zeros their data,
-// since sectors whose bit is clear must be zero in the file.
+// forget clears the bits of [in, in+l) in block b. Reads honour the
+// bits, so the data need not go, but it is zeroed first anyway: data
+// under a clear bit is what a crash leaves of unflushed writes, which
+// Check reports and readers that ignore bitmaps would show.
 func (s *sparse) forget(b, in, l int64) error {
 	mu := s.stripe(b)
 	mu.Lock()
@@ -246,7 +248,7 @@ func (s *sparse) forget(b, in, l int64) error {
 		return err
 	}
 	s.markBitmapDirty(b, bm) // before the bits change
-	setBits(bm.bits, in/SectorSize, (in+l)/SectorSize, false)
+	s.setRange(b, bm, in/SectorSize, (in+l)/SectorSize, false)
 	s.setFull(b, false)
 	return nil
 }

@@ -237,7 +237,9 @@ func (r *refReader) read(p []byte, off int64) {
 		e := binary.BigEndian.Uint32(r.data[r.tableOff+4*b:])
 		bm := int64(e) * 512
 		sec := in / 512
-		if e == 0xFFFFFFFF || r.diff && r.data[bm+sec/8]&(0x80>>(sec%8)) == 0 {
+		// A clear bit means absent in dynamic images too, whatever the
+		// data area holds (the engine's crash-view rule).
+		if e == 0xFFFFFFFF || r.data[bm+sec/8]&(0x80>>(sec%8)) == 0 {
 			r.absent(p[:n], off)
 		} else {
 			copy(p[:n], r.data[bm+r.bitmap+in:])

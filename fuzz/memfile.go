@@ -199,3 +199,28 @@ func (m *MemFile) zeroLocked(off, n int64) {
 		clear(page[max(off, ps)-ps : min(end, pe)-ps])
 	}
 }
+
+// NextData reports the first run of stored pages at or after off, as
+// SEEK_DATA and SEEK_HOLE would (pages never written, or only with zeros,
+// are holes), or io.EOF if there is none: so the engine's hole-skipping
+// paths (the check's stray-data scan, the BAT read) run under the fuzzer
+// too, and a check of an image with 256 MiB blocks reads what is stored,
+// not every byte.
+func (m *MemFile) NextData(off int64) (start, end int64, err error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	first := int64(-1)
+	for pg := range m.pages {
+		if pg*pageSize+pageSize > off && (first < 0 || pg < first) {
+			first = pg
+		}
+	}
+	if first < 0 || first*pageSize >= m.size {
+		return 0, 0, io.EOF
+	}
+	last := first
+	for m.pages[last+1] != nil {
+		last++
+	}
+	return max(off, first*pageSize), min(m.size, (last+1)*pageSize), nil
+}

@@ -11,29 +11,34 @@ import (
 
 var checkCmd = &command{
 	name:    "check",
-	args:    "[--json] [--bitmaps] IMAGE",
+	args:    "[--json] IMAGE",
 	summary: "check an image's structure and list every problem",
 	doc: `Checks the footer, its copy at offset 0, the dynamic header, the parent
-locators and the block allocation table, and with --bitmaps reads every
-allocated block. It reads the image without locking it, so it can check
+locators, the block allocation table and each allocated block's sector
+bitmap: data under a clear bit (a write that never reached a flush,
+which reads do not show but readers that ignore bitmaps would) is
+reported. Only blocks that are not full are read, and only where the
+file holds data. It reads the image without locking it, so it can check
 an image in use. Each problem is printed as "error" (the image is
-unusable or unsafe to write) or "warning", with its file offset, and
-"(vhd repair fixes this)" where a repair can.
+unusable or unsafe to write) or "warning", with its code and file
+offset, and "(vhd repair fixes this)" where a repair can.
 
 Exit status: 0 no problems, 3 problems found, 1 the image could not be
 read or is not a VHD (a qcow2, VMDK, compressed file... is named, and
-nothing is offered to repair). JSON keys: file, ok, type, virtual_size, file_size,
-allocated_blocks, problems [{fatal, fixable, offset, message}] (offset
--1 when not known).`,
+nothing is offered to repair). JSON keys: file, ok, type, virtual_size,
+file_size, allocated_blocks, problems [{code, fatal, fixable, offset,
+message}] (offset -1 when not known). The code says what kind of problem
+it is (docs/CLI.md lists them); match codes, not messages.`,
 	setup: func(fs *pflag.FlagSet) runFunc {
 		asJSON := fs.Bool("json", false, "print the report as JSON (keys above)")
-		bitmaps := fs.Bool("bitmaps", false, "also read every allocated block and check that sectors its bitmap marks absent hold zeros (slow)")
+		fs.Bool("bitmaps", false, "accepted for old scripts: bitmaps are always checked now")
+		fs.MarkHidden("bitmaps")
 		return func(ctx context.Context, e *env, args []string) error {
 			if err := wantArgs(args, "IMAGE"); err != nil {
 				return err
 			}
 			path := args[0]
-			rep, err := engine.CheckPath(path, engine.CheckOptions{Bitmaps: *bitmaps})
+			rep, err := engine.CheckPath(path, engine.CheckOptions{})
 			if err != nil {
 				return err
 			}

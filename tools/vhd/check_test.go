@@ -72,19 +72,21 @@ func TestCheckAndRepairFooterCopy(t *testing.T) {
 
 	flipByte(t, path, 30) // the creator field of the footer copy at offset 0
 	r = vhdCode(t, 3, "check", path)
-	if !strings.Contains(r.stdout, "footer copy") || !strings.Contains(r.stdout, "vhd repair "+path) {
+	if !strings.Contains(r.stdout, "warning "+engine.CodeFooterCopyDamaged+" at 0x0: footer copy") || !strings.Contains(r.stdout, "vhd repair "+path) {
 		t.Errorf("check on a damaged footer copy:\n%s", r)
 	}
 	var rep struct {
 		OK       bool `json:"ok"`
 		Problems []struct {
+			Code           string
 			Fatal, Fixable bool
 			Offset         int64
 			Message        string
 		} `json:"problems"`
 	}
 	r = vhdCode(t, 3, "check", "--json", path)
-	if err := jsonUnmarshal(r.stdout, &rep); err != nil || rep.OK || len(rep.Problems) != 1 || !rep.Problems[0].Fixable || rep.Problems[0].Offset != 0 {
+	if err := jsonUnmarshal(r.stdout, &rep); err != nil || rep.OK || len(rep.Problems) != 1 || !rep.Problems[0].Fixable || rep.Problems[0].Offset != 0 ||
+		rep.Problems[0].Code != engine.CodeFooterCopyDamaged || !strings.Contains(r.stdout, `"code": "footer-copy-damaged"`) {
 		t.Errorf("check --json: %+v (%v)\n%s", rep, err, r.stdout)
 	}
 

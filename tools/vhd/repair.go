@@ -11,12 +11,13 @@ import (
 
 var repairCmd = &command{
 	name:    "repair",
-	args:    "[--bitmaps] IMAGE",
+	args:    "IMAGE",
 	summary: "fix the damage that can be fixed without guessing at data",
 	doc: `Fixes, in place: a damaged footer at the end of the file (rewritten from
 the copy at offset 0), a damaged or stale copy at offset 0, space after
 the last allocated block (blocks whose allocation never reached a
-flush), and with --bitmaps sectors holding data their bitmap disowns.
+flush), and data under clear bitmap bits (writes that never reached a
+flush: zeroed, so readers that ignore bitmaps read what vhd reads).
 It refuses, changing nothing, when the image has damage it cannot fix
 safely, and lists that damage (exit status 1), and when the file is not
 a VHD (another format, named). Close every program
@@ -25,13 +26,14 @@ using the image first: repair takes it for writing.
 Prints each thing it did, or "nothing to repair", then any problems
 'vhd check' still finds that repair leaves alone (warnings).`,
 	setup: func(fs *pflag.FlagSet) runFunc {
-		bitmaps := fs.Bool("bitmaps", false, "also read every allocated block and mark data its bitmap disowns as present (slow)")
+		fs.Bool("bitmaps", false, "accepted for old scripts: bitmaps are always repaired now")
+		fs.MarkHidden("bitmaps")
 		return func(ctx context.Context, e *env, args []string) error {
 			if err := wantArgs(args, "IMAGE"); err != nil {
 				return err
 			}
 			path := args[0]
-			did, err := engine.Repair(path, engine.RepairOptions{Bitmaps: *bitmaps})
+			did, err := engine.Repair(path, engine.RepairOptions{})
 			for _, d := range did {
 				fmt.Fprintf(e.stdout, "%s: %s\n", path, d)
 			}
@@ -41,7 +43,7 @@ Prints each thing it did, or "nothing to repair", then any problems
 			if len(did) == 0 {
 				fmt.Fprintf(e.stdout, "%s: nothing to repair\n", path)
 			}
-			rep, err := engine.CheckPath(path, engine.CheckOptions{Bitmaps: *bitmaps})
+			rep, err := engine.CheckPath(path, engine.CheckOptions{})
 			if err != nil {
 				return err
 			}
