@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 
 	"vhdkit/engine"
@@ -126,45 +125,28 @@ func idOf(path string) (fileID, error) {
 
 // openParent finds, vets and opens the parent of child.
 func openParent(child Layer, conf *confinement, opts Options, seen map[fileID]string) (Layer, error) {
-	h := child.Image.Header()
-	cands, err := candidates(child.Path, child.Image, conf.dirs)
-	if err != nil {
-		return Layer{}, err
-	}
-	var tried []string
-	for _, cand := range cands {
-		real, err := conf.vet(cand)
-		if err != nil {
-			return Layer{}, fmt.Errorf("%s: %w", child.Path, err)
-		}
-		if real == "" {
-			tried = append(tried, fmt.Sprintf("%s %s: no such file", cand.from, cand.path))
-			continue
-		}
+	var p Layer
+	err := findParent(child.Path, child.Image, conf, func(cand candidate, real string) (string, error) {
 		if id, err := idOf(real); err == nil {
 			if prev, ok := seen[id]; ok {
-				return Layer{}, fmt.Errorf("%s: %w: its parent %s is already in the chain (as %s)", child.Path, ErrCycle, real, prev)
+				return "", fmt.Errorf("%s: %w: its parent %s is already in the chain (as %s)", child.Path, ErrCycle, real, prev)
 			}
 		}
-		img, why, err := openCandidate(real, h.ParentUUID, opts)
+		img, why, err := openCandidate(real, child.Image.Header().ParentUUID, opts)
 		if err != nil {
-			return Layer{}, fmt.Errorf("%s: parent via %s: %w", child.Path, cand.from, err)
+			return "", fmt.Errorf("%s: parent via %s: %w", child.Path, cand.from, err)
 		}
 		if img == nil {
-			tried = append(tried, fmt.Sprintf("%s %s: %s", cand.from, real, why))
-			continue
+			return why, nil
 		}
-		p := Layer{Image: img, Path: real, Found: cand.from}
+		p = Layer{Image: img, Path: real, Found: cand.from}
 		if err := checkLink(child, p, opts, seen); err != nil {
 			img.Close()
-			return Layer{}, err
+			return "", err
 		}
-		return p, nil
-	}
-	if len(tried) == 0 {
-		tried = append(tried, "the child names no parent path that exists on this machine")
-	}
-	return Layer{}, fmt.Errorf("%s: %w (parent %q, UUID %s); tried:\n  %s\nre-link it with vhd set-parent %s PARENT", child.Path, ErrParentNotFound, h.ParentName, h.ParentUUID, strings.Join(tried, "\n  "), child.Path)
+		return "", nil
+	})
+	return p, err
 }
 
 // openCandidate opens a vetted candidate read-only. A file that is not a
@@ -196,14 +178,22 @@ func checkLink(child, parent Layer, opts Options, seen map[fileID]string) error 
 		return err
 	}
 	seen[id] = parent.Path
-	if cs, ps := child.Image.Size(), parent.Image.Size(); cs != ps {
-		return fmt.Errorf("%s: %w: the child is %d bytes, its parent %s is %d bytes", child.Path, ErrParentMismatch, cs, parent.Path, ps)
+	return linkHolds(child.Path, child.Image, parent.Path, parent.Image, opts)
+}
+
+// linkHolds checks the link from child to a parent with the right UUID:
+// its size and its timestamp. Open and the folder scan (Scan) share it,
+// so both judge a link alike.
+func linkHolds(childPath string, child metadata, parentPath string, parent metadata, opts Options) error {
+	cf, pf := child.Footer(), parent.Footer()
+	if cs, ps := cf.DiskSize(), pf.DiskSize(); cs != ps {
+		return fmt.Errorf("%s: %w: the child is %d bytes, its parent %s is %d bytes", childPath, ErrParentMismatch, cs, parentPath, ps)
 	}
-	if !opts.AcceptModifiedParent && !timestampMatches(child, parent) {
-		want := child.Image.Header().ParentTimestamp
-		got := parent.Image.Footer().Timestamp
+	if !opts.AcceptModifiedParent && !linkTimeMatches(child, parent, parentPath) {
+		want := child.Header().ParentTimestamp
+		got := parent.Footer().Timestamp
 		return fmt.Errorf("%s: %w: the child recorded parent time %s, %s now says %s; the child may no longer be valid — open with --accept-modified-parent to use it anyway",
-			child.Path, ErrParentModified, engine.VHDTime(want).Format("2006-01-02 15:04:05"), parent.Path, engine.VHDTime(got).Format("2006-01-02 15:04:05"))
+			childPath, ErrParentModified, engine.VHDTime(want).Format("2006-01-02 15:04:05"), parentPath, engine.VHDTime(got).Format("2006-01-02 15:04:05"))
 	}
 	return nil
 }
@@ -214,14 +204,18 @@ func checkLink(child, parent Layer, opts Options, seen map[fileID]string) error 
 // blktap ("tap" creator) records the parent file's modification time
 // instead, so for those that is accepted too.
 func timestampMatches(child, parent Layer) bool {
-	want := child.Image.Header().ParentTimestamp
-	if want == 0 || want == parent.Image.Footer().Timestamp {
+	return linkTimeMatches(child.Image, parent.Image, parent.Path)
+}
+
+func linkTimeMatches(child, parent metadata, parentPath string) bool {
+	want := child.Header().ParentTimestamp
+	if want == 0 || want == parent.Footer().Timestamp {
 		return true
 	}
-	if child.Image.Footer().CreatorApp != [4]byte{'t', 'a', 'p', 0} {
+	if child.Footer().CreatorApp != [4]byte{'t', 'a', 'p', 0} {
 		return false
 	}
-	st, err := os.Stat(parent.Path)
+	st, err := os.Stat(parentPath)
 	return err == nil && engine.TimestampOf(st.ModTime()) == want
 }
 

@@ -28,4 +28,11 @@
 // per-chunk owner runs (resolve_cache.go): after a chunk's first read the
 // cost does not grow with the chain's depth. Zero writes to the top are
 // elided only where no ancestor holds data.
+//
+// # Folder scans
+//
+// Scan (vhd tree) and Dependents read each image's footer, dynamic header
+// and parent locators only (meta.go), never a BAT, so a folder of large
+// or hostile images costs a few KiB each. Scan links images with Open's
+// rules (link.go, linkHolds) and marks parents that form a cycle.
 package chains

@@ -16,9 +16,11 @@ var treeCmd = &command{
 	summary: "show every image under folders as a forest of parents and children",
 	doc: `Finds every .vhd, .vud and .avhd file under the folders (subfolders
 included) and links each differencing image to its parent with the
-rules 'vhd' uses to open it. Broken links are marked: parent missing,
-UUID, size or timestamp mismatch, outside the allowed folders. A child
-whose link is broken is shown as a root, with the reason.
+rules 'vhd' uses to open it, reading only each image's footer and
+header. Broken links are marked: parent missing, UUID, size or
+timestamp mismatch, outside the allowed folders, parents that form a
+cycle. A child whose link is broken is shown as a root, with the
+reason.
 
 JSON: a list of nodes {path, type, uuid, virtual_size, parent,
 parent_uuid, parent_name, broken, error, children: [...]}.
