@@ -31,6 +31,9 @@ type Options struct {
 	// NoLock skips OS locks (inspection only).
 	NoLock bool
 	Logger *slog.Logger
+	// ignoreMerges opens layers an unfinished merge left behind: only
+	// the merge itself may (see openMidMerge).
+	ignoreMerges bool
 }
 
 // Layer is one image of a chain.
@@ -56,15 +59,18 @@ var _ engine.Disk = (*Chain)(nil)
 // Open opens the image at path and, if it is a differencing image, every
 // ancestor, checking each link: the parent's UUID, its timestamp (unless
 // opts.AcceptModifiedParent), its size, the allowed folders, cycles and
-// depth. Parents open read-only.
+// depth. Parents open read-only. A layer an unfinished merge left
+// behind is refused with ErrMergeInterrupted.
 func Open(path string, opts Options) (*Chain, error) {
-	if err := checkNoMergeJournal(path); err != nil {
-		return nil, err
+	if !opts.ignoreMerges {
+		if err := mergeUnderway(path); err != nil {
+			return nil, err
+		}
 	}
 	return open(path, opts)
 }
 
-// open is Open without the merge journal check, for the merge itself.
+// open is Open without the check of the top.
 func open(path string, opts Options) (*Chain, error) {
 	if opts.MaxDepth <= 0 {
 		opts.MaxDepth = DefaultMaxDepth
@@ -182,12 +188,17 @@ func checkLink(child, parent Layer, opts Options, seen map[fileID]string) error 
 }
 
 // linkHolds checks the link from child to a parent with the right UUID:
-// its size and its timestamp. Open and the folder scan (Scan) share it,
-// so both judge a link alike.
+// its size, no merge left unfinished in it, its timestamp. Open and the
+// folder scan (Scan) share it, so both judge a link alike.
 func linkHolds(childPath string, child metadata, parentPath string, parent metadata, opts Options) error {
 	cf, pf := child.Footer(), parent.Footer()
 	if cs, ps := cf.DiskSize(), pf.DiskSize(); cs != ps {
 		return fmt.Errorf("%s: %w: the child is %d bytes, its parent %s is %d bytes", childPath, ErrParentMismatch, cs, parentPath, ps)
+	}
+	if !opts.ignoreMerges {
+		if err := mergeUnderway(parentPath); err != nil {
+			return err
+		}
 	}
 	if !opts.AcceptModifiedParent && !linkTimeMatches(child, parent, parentPath) {
 		want := child.Header().ParentTimestamp

@@ -24,7 +24,10 @@ type Node struct {
 	ParentName string `json:"parent_name,omitempty"`
 	// Broken says why the link to the parent does not hold: parent
 	// missing, UUID or timestamp mismatch, outside the allowed folders.
-	Broken   string  `json:"broken,omitempty"`
+	Broken string `json:"broken,omitempty"`
+	// Merge says that a merge out of or into this image did not finish,
+	// and how to finish it.
+	Merge    string  `json:"merge_interrupted,omitempty"`
 	Error    string  `json:"error,omitempty"`
 	Children []*Node `json:"children,omitempty"`
 }
@@ -127,6 +130,11 @@ func scanOne(path string, conf *confinement, opts Options, metas metaCache) *Nod
 	}
 	ft := m.Footer()
 	n.Type, n.UUID, n.Size = ft.DiskType.String(), ft.UUID.String(), m.Size()
+	if note, err := mergeNote(path); err != nil {
+		n.Merge = err.Error()
+	} else {
+		n.Merge = note
+	}
 	if ft.DiskType != engine.TypeDifferencing {
 		return n
 	}
@@ -211,6 +219,9 @@ func markCycle(cycle []*Node) {
 }
 
 func brokenReason(err error) string {
+	if errors.Is(err, ErrMergeInterrupted) {
+		return firstLine(err.Error())
+	}
 	for _, e := range []error{ErrParentModified, ErrParentMismatch, ErrOutsideAllowed, ErrNotRegular, ErrParentNotFound, ErrCycle} {
 		if errors.Is(err, e) {
 			return e.Error() + ": " + firstLine(err.Error())
