@@ -30,7 +30,10 @@ type Options struct {
 	AcceptModifiedParent bool
 	// NoLock skips OS locks (inspection only).
 	NoLock bool
-	Logger *slog.Logger
+	// ReadCacheBytes bounds the memory of the chain's read cache
+	// (resolve_cache.go); DefaultReadCacheBytes if 0.
+	ReadCacheBytes int64
+	Logger         *slog.Logger
 	// ignoreMerges opens layers an unfinished merge left behind: only
 	// the merge itself may (see openMidMerge).
 	ignoreMerges bool
@@ -50,8 +53,9 @@ type Layer struct {
 // ancestors down to a fixed or dynamic base. Writes go to the top. It
 // implements engine.Disk.
 type Chain struct {
-	layers []Layer // top first
-	res    *resolver
+	layers     []Layer // top first
+	res        *resolver
+	cacheBytes int64 // Options.ReadCacheBytes
 }
 
 var _ engine.Disk = (*Chain)(nil)
@@ -83,7 +87,7 @@ func open(path string, opts Options) (*Chain, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Chain{layers: []Layer{{Image: top, Path: path}}}
+	c := &Chain{layers: []Layer{{Image: top, Path: path}}, cacheBytes: opts.ReadCacheBytes}
 	seen := map[fileID]string{}
 	if id, err := idOf(path); err == nil {
 		seen[id] = path
@@ -111,7 +115,7 @@ func (c *Chain) wire() {
 	for i := 0; i+1 < len(c.layers); i++ {
 		c.layers[i].Image.SetParent(below{c, i + 1})
 	}
-	c.res = newResolver(c)
+	c.res = newResolver(c, c.cacheBytes)
 }
 
 // fileID identifies a file across paths, for cycle detection.

@@ -31,6 +31,13 @@
 // cost does not grow with the chain's depth. Zero writes to the top are
 // elided only where no ancestor holds data.
 //
+// The cache is bounded in bytes: Options.ReadCacheBytes, by default
+// DefaultReadCacheBytes (64 MiB per open chain, at least 3 MiB). A chunk
+// held by one layer costs about 100 bytes, one whose layers alternate
+// sector by sector 48 KiB, so the default holds a TiB of the first kind
+// or 2.7 GiB of the worst; past that, chunks are found again from the
+// layers' extents when read.
+//
 // # Merges
 //
 // Merge copies a child (and the layers up to a chosen ancestor) into that
