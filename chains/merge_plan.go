@@ -3,6 +3,7 @@ package chains
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -44,7 +45,9 @@ func planMerge(c *Chain, k int, opts MergeOptions) ([]string, error) {
 			exclude = append(exclude, l.Path)
 		}
 	}
-	byParent, err := childrenByParent(append(dirs, opts.Open.ParentDirs...), exclude)
+	dirs = append(dirs, opts.Open.ParentDirs...)
+	slices.Sort(dirs)
+	byParent, err := childrenByParent(slices.Compact(dirs), exclude)
 	if err != nil {
 		return nil, err
 	}
