@@ -2,7 +2,7 @@ package chains
 
 import (
 	"fmt"
-	"os"
+	"io"
 
 	"vhdkit/engine"
 )
@@ -55,59 +55,78 @@ func readMeta(path string) (*imageMeta, error) {
 	if err != nil {
 		return nil, err
 	}
-	size := st.Size()
+	m, err := readMetaFrom(f, st.Size())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, nil
+}
+
+// readMetaFrom reads the metadata of the image in r, a file of size
+// bytes: at most two footers, a header and the locators' data.
+func readMetaFrom(r io.ReaderAt, size int64) (*imageMeta, error) {
 	var end, first [engine.FooterSize]byte
 	if size >= engine.FooterSize {
-		if _, err := f.ReadAt(end[:], size-engine.FooterSize); err != nil {
-			return nil, fmt.Errorf("%s: read footer: %w", path, err)
+		if _, err := r.ReadAt(end[:], size-engine.FooterSize); err != nil {
+			return nil, fmt.Errorf("read footer: %w", err)
 		}
-		if _, err := f.ReadAt(first[:], 0); err != nil {
-			return nil, fmt.Errorf("%s: read footer copy: %w", path, err)
+		if _, err := r.ReadAt(first[:], 0); err != nil {
+			return nil, fmt.Errorf("read footer copy: %w", err)
 		}
 	}
 	ft, limit, err := pickFooter(end[:], first[:], size)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
 	m := &imageMeta{footer: ft}
 	if ft.DiskType == engine.TypeFixed {
 		return m, nil
 	}
-	if m.header, err = readHeader(f, ft, limit); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	if m.header, err = readHeader(r, ft, limit); err != nil {
+		return nil, err
 	}
 	if ft.DiskType == engine.TypeDifferencing {
-		m.locs, err = readLocators(f, m.header, size)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+		if m.locs, err = readLocators(r, m.header, size); err != nil {
+			return nil, err
 		}
 	}
 	return m, nil
 }
 
-// pickFooter chooses the footer as the engine does: the last 512 bytes,
-// else the last 511 of an old fixed image, else the copy at offset 0 of a
-// dynamic or differencing image. limit is where the data area ends (the
-// header must lie before it).
+// pickFooter chooses the footer as the engine does (engine.Image's
+// readFooter): the last 512 bytes, unless they describe another disk than
+// the copy at offset 0 of a dynamic or differencing image (disk data a
+// crash left at the end); else the last 511 bytes of an old fixed image;
+// else that copy. limit is where the data area ends (the header must lie
+// before it).
 func pickFooter(end, first []byte, size int64) (ft engine.Footer, limit int64, err error) {
 	if size < engine.FooterSize {
 		return ft, 0, fmt.Errorf("%w: %d bytes is too short to hold a VHD footer", engine.ErrCorrupt, size)
 	}
+	c, errCopy := engine.ParseFooter(first, 0)
+	copyOK := errCopy == nil && c.DiskType != engine.TypeFixed
 	ft, errEnd := engine.ParseFooter(end, size-engine.FooterSize)
-	if errEnd == nil {
+	if errEnd == nil && (!copyOK || sameDisk(ft, c) || ft.DiskType == engine.TypeFixed && int64(ft.CurrentSize)+engine.FooterSize == size) {
 		return ft, size - engine.FooterSize, nil
+	}
+	if errEnd == nil {
+		errEnd = fmt.Errorf("%w: the footer at the end describes another disk than its copy at offset 0", engine.ErrCorrupt)
 	}
 	if f511, err := engine.ParseFooter(end[1:], size-engine.FooterSize+1); err == nil && f511.DiskType == engine.TypeFixed {
 		return f511, size, nil
 	}
-	if c, err := engine.ParseFooter(first, 0); err == nil && c.DiskType != engine.TypeFixed {
+	if copyOK {
 		return c, size, nil
 	}
 	return ft, 0, errEnd
 }
 
+func sameDisk(a, b engine.Footer) bool {
+	return a.DiskType == b.DiskType && a.CurrentSize == b.CurrentSize && a.UUID == b.UUID
+}
+
 // readHeader reads and checks the dynamic header the footer points at.
-func readHeader(f *os.File, ft engine.Footer, limit int64) (*engine.DynamicHeader, error) {
+func readHeader(f io.ReaderAt, ft engine.Footer, limit int64) (*engine.DynamicHeader, error) {
 	if ft.DataOffset > uint64(limit) || limit-int64(ft.DataOffset) < engine.HeaderSize {
 		return nil, fmt.Errorf("%w: dynamic header at %#x does not fit in the file", engine.ErrCorrupt, ft.DataOffset)
 	}
@@ -124,7 +143,7 @@ func readHeader(f *os.File, ft engine.Footer, limit int64) (*engine.DynamicHeade
 
 // readLocators reads the non-empty parent locators, each checked against
 // the file size and maxLocatorBytes before anything is allocated.
-func readLocators(f *os.File, h *engine.DynamicHeader, size int64) ([]engine.ParentLocator, error) {
+func readLocators(f io.ReaderAt, h *engine.DynamicHeader, size int64) ([]engine.ParentLocator, error) {
 	var list []engine.ParentLocator
 	for _, l := range h.Locators {
 		if l.Empty() {
