@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 
 	"vhdkit/engine"
@@ -31,7 +30,13 @@ type Options struct {
 	AcceptModifiedParent bool
 	// NoLock skips OS locks (inspection only).
 	NoLock bool
-	Logger *slog.Logger
+	// ReadCacheBytes bounds the memory of the chain's read cache
+	// (resolve_cache.go); DefaultReadCacheBytes if 0.
+	ReadCacheBytes int64
+	Logger         *slog.Logger
+	// ignoreMerges opens layers an unfinished merge left behind: only
+	// the merge itself may (see openMidMerge).
+	ignoreMerges bool
 }
 
 // Layer is one image of a chain.
@@ -48,8 +53,9 @@ type Layer struct {
 // ancestors down to a fixed or dynamic base. Writes go to the top. It
 // implements engine.Disk.
 type Chain struct {
-	layers []Layer // top first
-	res    *resolver
+	layers     []Layer // top first
+	res        *resolver
+	cacheBytes int64 // Options.ReadCacheBytes
 }
 
 var _ engine.Disk = (*Chain)(nil)
@@ -58,7 +64,8 @@ var _ engine.Disk = (*Chain)(nil)
 // ancestor, checking each link: the parent's UUID, its timestamp (unless
 // opts.AcceptModifiedParent), its size, the allowed folders, cycles and
 // depth. Parents open read-only. Opening for writing an image that has an
-// undo disk or differencing children is refused (see guard.go).
+// undo disk or differencing children is refused (see guard.go); a layer
+// an unfinished merge left behind is refused with ErrMergeInterrupted.
 func Open(path string, opts Options) (*Chain, error) {
 	c, err := openKeepingView(path, opts)
 	if err != nil || opts.ReadOnly {
@@ -76,13 +83,15 @@ func Open(path string, opts Options) (*Chain, error) {
 // openKeepingView is Open without the check for dependents, for writers
 // that keep what the image shows (compaction).
 func openKeepingView(path string, opts Options) (*Chain, error) {
-	if err := checkNoMergeJournal(path); err != nil {
-		return nil, err
+	if !opts.ignoreMerges {
+		if err := mergeUnderway(path); err != nil {
+			return nil, err
+		}
 	}
 	return open(path, opts)
 }
 
-// open is Open without the merge journal check, for the merge itself.
+// open is Open without the check of the top.
 func open(path string, opts Options) (*Chain, error) {
 	if opts.MaxDepth <= 0 {
 		opts.MaxDepth = DefaultMaxDepth
@@ -95,7 +104,7 @@ func open(path string, opts Options) (*Chain, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Chain{layers: []Layer{{Image: top, Path: path}}}
+	c := &Chain{layers: []Layer{{Image: top, Path: path}}, cacheBytes: opts.ReadCacheBytes}
 	seen := map[fileID]string{}
 	if id, err := idOf(path); err == nil {
 		seen[id] = path
@@ -123,7 +132,7 @@ func (c *Chain) wire() {
 	for i := 0; i+1 < len(c.layers); i++ {
 		c.layers[i].Image.SetParent(below{c, i + 1})
 	}
-	c.res = newResolver(c)
+	c.res = newResolver(c, c.cacheBytes)
 }
 
 // fileID identifies a file across paths, for cycle detection.
@@ -143,45 +152,28 @@ func idOf(path string) (fileID, error) {
 
 // openParent finds, vets and opens the parent of child.
 func openParent(child Layer, conf *confinement, opts Options, seen map[fileID]string) (Layer, error) {
-	h := child.Image.Header()
-	cands, err := candidates(child.Path, child.Image, conf.dirs)
-	if err != nil {
-		return Layer{}, err
-	}
-	var tried []string
-	for _, cand := range cands {
-		real, err := conf.vet(cand)
-		if err != nil {
-			return Layer{}, fmt.Errorf("%s: %w", child.Path, err)
-		}
-		if real == "" {
-			tried = append(tried, fmt.Sprintf("%s %s: no such file", cand.from, cand.path))
-			continue
-		}
+	var p Layer
+	err := findParent(child.Path, child.Image, conf, func(cand candidate, real string) (string, error) {
 		if id, err := idOf(real); err == nil {
 			if prev, ok := seen[id]; ok {
-				return Layer{}, fmt.Errorf("%s: %w: its parent %s is already in the chain (as %s)", child.Path, ErrCycle, real, prev)
+				return "", fmt.Errorf("%s: %w: its parent %s is already in the chain (as %s)", child.Path, ErrCycle, real, prev)
 			}
 		}
-		img, why, err := openCandidate(real, h.ParentUUID, opts)
+		img, why, err := openCandidate(real, child.Image.Header().ParentUUID, opts)
 		if err != nil {
-			return Layer{}, fmt.Errorf("%s: parent via %s: %w", child.Path, cand.from, err)
+			return "", fmt.Errorf("%s: parent via %s: %w", child.Path, cand.from, err)
 		}
 		if img == nil {
-			tried = append(tried, fmt.Sprintf("%s %s: %s", cand.from, real, why))
-			continue
+			return why, nil
 		}
-		p := Layer{Image: img, Path: real, Found: cand.from}
+		p = Layer{Image: img, Path: real, Found: cand.from}
 		if err := checkLink(child, p, opts, seen); err != nil {
 			img.Close()
-			return Layer{}, err
+			return "", err
 		}
-		return p, nil
-	}
-	if len(tried) == 0 {
-		tried = append(tried, "the child names no parent path that exists on this machine")
-	}
-	return Layer{}, fmt.Errorf("%s: %w (parent %q, UUID %s); tried:\n  %s\nre-link it with vhd set-parent %s PARENT", child.Path, ErrParentNotFound, h.ParentName, h.ParentUUID, strings.Join(tried, "\n  "), child.Path)
+		return "", nil
+	})
+	return p, err
 }
 
 // openCandidate opens a vetted candidate read-only. A file that is not a
@@ -213,11 +205,24 @@ func checkLink(child, parent Layer, opts Options, seen map[fileID]string) error 
 		return err
 	}
 	seen[id] = parent.Path
-	if cs, ps := child.Image.Size(), parent.Image.Size(); cs != ps {
-		return fmt.Errorf("%s: %w: the child is %d bytes, its parent %s is %d bytes", child.Path, ErrParentMismatch, cs, parent.Path, ps)
+	return linkHolds(child.Path, child.Image, parent.Path, parent.Image, opts)
+}
+
+// linkHolds checks the link from child to a parent with the right UUID:
+// its size, no merge left unfinished in it, its timestamp. Open and the
+// folder scan (Scan) share it, so both judge a link alike.
+func linkHolds(childPath string, child metadata, parentPath string, parent metadata, opts Options) error {
+	cf, pf := child.Footer(), parent.Footer()
+	if cs, ps := cf.DiskSize(), pf.DiskSize(); cs != ps {
+		return fmt.Errorf("%s: %w: the child is %d bytes, its parent %s is %d bytes", childPath, ErrParentMismatch, cs, parentPath, ps)
 	}
-	if !opts.AcceptModifiedParent && !timestampMatches(child, parent) {
-		return modifiedParentError(child, parent)
+	if !opts.ignoreMerges {
+		if err := mergeUnderway(parentPath); err != nil {
+			return err
+		}
+	}
+	if !opts.AcceptModifiedParent && !linkTimeMatches(child, parent, parentPath) {
+		return modifiedParentError(childPath, child, parentPath, parent)
 	}
 	return nil
 }
@@ -228,14 +233,18 @@ func checkLink(child, parent Layer, opts Options, seen map[fileID]string) error 
 // blktap ("tap" creator) records the parent file's modification time
 // instead, so for those that is accepted too.
 func timestampMatches(child, parent Layer) bool {
-	want := child.Image.Header().ParentTimestamp
-	if want == 0 || want == parent.Image.Footer().Timestamp {
+	return linkTimeMatches(child.Image, parent.Image, parent.Path)
+}
+
+func linkTimeMatches(child, parent metadata, parentPath string) bool {
+	want := child.Header().ParentTimestamp
+	if want == 0 || want == parent.Footer().Timestamp {
 		return true
 	}
-	if child.Image.Footer().CreatorApp != [4]byte{'t', 'a', 'p', 0} {
+	if child.Footer().CreatorApp != [4]byte{'t', 'a', 'p', 0} {
 		return false
 	}
-	st, err := os.Stat(parent.Path)
+	st, err := os.Stat(parentPath)
 	return err == nil && engine.TimestampOf(st.ModTime()) == want
 }
 

@@ -35,7 +35,7 @@ func randBytes(rng *rand.Rand, n int) []byte {
 
 // verify compares the whole disk with the model, and checks that the
 // extents call data everything that is not zero.
-func verify(t *testing.T, d engine.Disk, model []byte, what string) {
+func verify(t testing.TB, d engine.Disk, model []byte, what string) {
 	t.Helper()
 	got := make([]byte, len(model))
 	if _, err := d.ReadAt(got, 0); err != nil {
@@ -63,7 +63,7 @@ func verify(t *testing.T, d engine.Disk, model []byte, what string) {
 }
 
 // randomOps applies random writes, zeros and trims to d and the model.
-func randomOps(t *testing.T, rng *rand.Rand, d engine.Disk, model []byte, n int) {
+func randomOps(t testing.TB, rng *rand.Rand, d engine.Disk, model []byte, n int) {
 	t.Helper()
 	size := int64(len(model))
 	for i := 0; i < n; i++ {

@@ -69,7 +69,7 @@ func CreateChild(parentPath, childPath string, opts CreateOptions) (*Chain, erro
 		parent.Close()
 		return nil, err
 	}
-	c := &Chain{layers: append([]Layer{{Image: child, Path: childPath}}, parent.layers...)}
+	c := &Chain{layers: append([]Layer{{Image: child, Path: childPath}}, parent.layers...), cacheBytes: popts.ReadCacheBytes}
 	c.layers[1].Found = "new child"
 	c.wire()
 	return c, nil

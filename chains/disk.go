@@ -53,12 +53,17 @@ func (c *Chain) ReadAt(p []byte, off int64) (int, error) {
 // WriteAt implements engine.Disk: writes go to the top layer.
 func (c *Chain) WriteAt(p []byte, off int64) (int, error) {
 	n, err := c.Top().WriteAt(p, off)
-	if len(c.layers) > 1 && (n > 0 || err == nil) {
-		if isZero(p[:n]) {
-			c.res.forget(off, int64(n)) // may have been elided
-		} else {
-			c.res.wroteTop(off, int64(n))
-		}
+	switch {
+	case len(c.layers) == 1:
+	case err != nil:
+		// Some of the range may have reached the top before the error
+		// (a write spanning blocks can fail in the second): who owns
+		// each sector is found again on the next read.
+		c.res.forget(off, int64(len(p)))
+	case isZero(p):
+		c.res.forget(off, int64(n)) // may have been elided
+	default:
+		c.res.wroteTop(off, int64(n))
 	}
 	return n, err
 }

@@ -12,7 +12,9 @@
 // and its timestamp must match the one the child recorded (0, the
 // parent's footer timestamp, or its file modification time) unless
 // Options.AcceptModifiedParent. Parents open read-only; only the top is
-// ever written.
+// ever written. A layer an unfinished merge left behind (its child, its
+// target, or a chain through them) is refused with ErrMergeInterrupted,
+// naming the `vhd merge` command that finishes it.
 //
 // # Untrusted images
 //
@@ -37,4 +39,27 @@
 // per-chunk owner runs (resolve_cache.go): after a chunk's first read the
 // cost does not grow with the chain's depth. Zero writes to the top are
 // elided only where no ancestor holds data.
+//
+// The cache is bounded in bytes: Options.ReadCacheBytes, by default
+// DefaultReadCacheBytes (64 MiB per open chain, at least 3 MiB). A chunk
+// held by one layer costs about 100 bytes, one whose layers alternate
+// sector by sector 48 KiB, so the default holds a TiB of the first kind
+// or 2.7 GiB of the worst; past that, chunks are found again from the
+// layers' extents when read.
+//
+// # Merges
+//
+// Merge copies a child (and the layers up to a chosen ancestor) into that
+// ancestor and deletes them; the child's own children are moved onto the
+// target, whose data is then exactly what they read through the child.
+// Other images that depend on a deleted or changed layer make it refuse
+// with ErrHasChildren (merge_plan.go). A journal and a target mark make
+// it crash-safe and resumable; merge.go argues the order of its steps.
+//
+// # Folder scans
+//
+// Scan (vhd tree) and Dependents read each image's footer, dynamic header
+// and parent locators only (meta.go), never a BAT, so a folder of large
+// or hostile images costs a few KiB each. Scan links images with Open's
+// rules (link.go, linkHolds) and marks parents that form a cycle.
 package chains

@@ -1,6 +1,10 @@
 package chains
 
-import "errors"
+import (
+	"context"
+	"errors"
+	"fmt"
+)
 
 // Errors callers test for (with errors.Is).
 var (
@@ -24,6 +28,37 @@ var (
 	// ErrHasUndoDisk: the image has an undo disk, whose changes writing
 	// the image would make wrong.
 	ErrHasUndoDisk = errors.New("image has an undo disk")
-	// ErrMergeInterrupted: a merge out of this image did not finish.
-	ErrMergeInterrupted = errors.New("a merge out of this image was interrupted")
+	// ErrMergeInterrupted: a merge out of or into this image (or a
+	// layer below it) did not finish; running it again finishes it.
+	ErrMergeInterrupted = errors.New("merge interrupted")
 )
+
+// MergeStoppedError is returned by a merge that stopped (interrupted,
+// failed, power lost) after its journal was written: the target is
+// half-written and the chain refuses to open until the merge is run
+// again. It matches ErrMergeInterrupted and the cause (errors.Is).
+type MergeStoppedError struct {
+	Child, Target string
+	Err           error // what stopped it
+}
+
+func (e *MergeStoppedError) Error() string {
+	why := ""
+	if !errors.Is(e.Err, context.Canceled) {
+		why = " (" + e.Err.Error() + ")"
+	}
+	return fmt.Sprintf("%s%s: %s is half merged into %s; %s still reads as before, but its chain opens only once the merge is done: run `vhd merge %s` again to finish",
+		ErrMergeInterrupted, why, e.Child, e.Target, e.Child, e.Child)
+}
+
+func (e *MergeStoppedError) Unwrap() []error { return []error{ErrMergeInterrupted, e.Err} }
+
+// refusedError is a refusal that says all in its own words and matches
+// the sentinel kind (errors.Is) without repeating its text.
+type refusedError struct {
+	msg  string
+	kind error
+}
+
+func (e *refusedError) Error() string { return e.msg }
+func (e *refusedError) Unwrap() error { return e.kind }

@@ -88,6 +88,46 @@ func TestMergeKilled(t *testing.T) {
 	}
 }
 
+// TestMergeTreeKilled kills a merge of l1 (32 MiB of data) whose
+// children l2 and l2b move onto the base, at random moments: each child
+// reads as before whatever the moment, and running the merge again
+// finishes it.
+func TestMergeTreeKilled(t *testing.T) {
+	rng := rand.New(rand.NewPCG(14, 1))
+	midway := 0
+	defer func() { t.Logf("%d of 6 merges were killed half-way", midway) }()
+	for i := range 6 {
+		tr := &tree{dir: t.TempDir(), parent: map[string]string{}, view: map[string][]byte{}}
+		data := rand.New(rand.NewPCG(uint64(i), 2))
+		ops := func(c *Chain, model []byte) { randomOps(t, data, c, model, 20) }
+		tr.add(t, "base", "", 48<<20, ops)
+		tr.add(t, "l1", "base", 48<<20, func(c *Chain, model []byte) {
+			b := randBytes(data, 32<<20)
+			if _, err := c.WriteAt(b, 8<<20); err != nil {
+				t.Fatal(err)
+			}
+			copy(model[8<<20:], b)
+		})
+		tr.add(t, "l2", "l1", 48<<20, ops)
+		tr.add(t, "l2b", "l1", 48<<20, ops)
+		finished := runKilled(t, "merge", tr.path("l1"), time.Duration(rng.IntN(150))*time.Millisecond)
+		if !finished && fileExists(journalPath(tr.path("l1"))) {
+			midway++
+			if _, err := Merge(context.Background(), tr.path("l1"), MergeOptions{}); err != nil {
+				t.Fatalf("run %d: merge again: %v", i, err)
+			}
+		}
+		if fileExists(tr.path("l1")) {
+			// Killed before the journal: nothing changed; merge now.
+			if _, err := Merge(context.Background(), tr.path("l1"), MergeOptions{}); err != nil {
+				t.Fatalf("run %d: merge: %v", i, err)
+			}
+		}
+		tr.view["base"] = tr.view["l1"]
+		tr.verifyViews(t, "base", "l2", "l2b")
+	}
+}
+
 func TestCompactKilled(t *testing.T) {
 	rng := rand.New(rand.NewPCG(13, 1))
 	for i := range 6 {

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"vhdkit/engine"
 )
@@ -15,8 +15,10 @@ import (
 type MergeOptions struct {
 	// Into is the ancestor to merge into; the child's parent if empty.
 	Into string
-	// Force merges although other images depend on the target (they
-	// become invalid: their parent changes under them).
+	// Force merges although other children of the target depend on it:
+	// they are left in place, invalid (their parent changed under
+	// them). It never lets a merge delete a layer another image still
+	// needs, nor pass over an undo disk (see merge_plan.go).
 	Force bool
 	// Open are the options the chain is opened with.
 	Open Options
@@ -28,21 +30,42 @@ type MergeOptions struct {
 type MergeResult struct {
 	Target  string   `json:"target"`
 	Removed []string `json:"removed"`
-	Copied  int64    `json:"bytes_copied"`
+	// Relinked are the children of the merged child now linked to the
+	// target.
+	Relinked []string `json:"relinked"`
+	Copied   int64    `json:"bytes_copied"`
 }
 
 // Merge copies the data of child, and of every layer between it and the
-// target ancestor, into the target, then deletes those layers: the target
-// then holds what the child showed.
+// target ancestor, into the target, moves the children of child onto the
+// target, then deletes those layers: the target then holds what the child
+// showed, and every other image reads as before. Images that would not
+// (see merge_plan.go) make it refuse with ErrHasChildren before anything
+// is written.
 //
-// Crash safety: a journal beside the child names the target and the
-// layers to delete; it is written (and synced) before the target is
-// touched and removed last. The merge copies only sectors the child's
-// layers hold, and those layers still shadow them in the target, so at
-// every moment the child still reads exactly as before. The layers are
-// deleted only after the target is flushed. Running Merge again after a
-// crash redoes the copy (idempotent) or, if the child is already gone,
-// finishes the deletions.
+// Crash safety, in this order:
+//
+//  1. every file the merge writes is opened and locked (the target, the
+//     children to move), so one in use stops it before step 2;
+//  2. the journal beside the child, then the mark beside the target, are
+//     made durable (merge_journal.go); from here Open refuses every layer
+//     involved with ErrMergeInterrupted, and running Merge again resumes;
+//  3. the sectors the merged layers hold are copied into the target and
+//     it is flushed. Those layers still shadow them, so the child, and
+//     the children of the child, read exactly as before throughout;
+//  4. each child of the child is re-linked to the target (an atomic,
+//     synced metadata change), recording the target's timestamp as it
+//     stands after the flush. Linked to the child or to the target, it
+//     reads the same, so a crash between two re-links is harmless. This
+//     comes after 3 (the target must hold the data first) and before 5
+//     (the old parent must exist until the new link is durable);
+//  5. the merged layers are deleted, child first; then the mark, then
+//     the journal, each folder synced.
+//
+// Running Merge again after a crash redoes 3 and 4 (both idempotent: the
+// same data, the same links, with the timestamp of this run's flush) if
+// the child is still there; if the child is gone, deletions had begun, so
+// 3 and 4 had finished: it redoes 4 anyway and finishes 5.
 func Merge(ctx context.Context, child string, opts MergeOptions) (*MergeResult, error) {
 	if j, err := readJournal(child); err == nil {
 		return resumeMerge(ctx, child, j, opts)
@@ -51,7 +74,7 @@ func Merge(ctx context.Context, child string, opts MergeOptions) (*MergeResult, 
 	}
 	ro := opts.Open
 	ro.ReadOnly = true
-	c, err := open(child, ro)
+	c, err := Open(child, ro)
 	if err != nil {
 		return nil, err
 	}
@@ -60,37 +83,29 @@ func Merge(ctx context.Context, child string, opts MergeOptions) (*MergeResult, 
 		c.Close()
 		return nil, err
 	}
-	res := &MergeResult{Target: c.layers[k].Path}
+	j := &mergeJournal{Target: c.layers[k].Path, TargetUUID: c.layers[k].Image.Footer().UUID.String()}
 	for _, l := range c.layers[:k] {
-		res.Removed = append(res.Removed, l.Path)
+		j.Remove = append(j.Remove, l.Path)
 	}
 	// The target's undo disk blocks even a forced merge (see guard.go).
-	if err := refuseUndoDisk(res.Target, c.layers[k].Image.Footer().UUID, res.Removed, forMerge); err != nil {
+	if err := refuseUndoDisk(j.Target, c.layers[k].Image.Footer().UUID, j.Remove, forMerge); err != nil {
 		c.Close()
 		return nil, err
 	}
-	if !opts.Force {
-		deps, err := Dependents(c.layers[k].Image.Footer().UUID, c.layers[k].Path, res.Removed, opts.Open.ParentDirs)
-		if err != nil {
-			c.Close()
-			return nil, err
-		}
-		if len(deps) > 0 {
-			c.Close()
-			return nil, fmt.Errorf("%w: %s would be invalidated by merging into %s; merge or delete them first", ErrHasChildren, strings.Join(deps, ", "), res.Target)
-		}
-	}
-	j := &mergeJournal{Target: res.Target, TargetUUID: c.layers[k].Image.Footer().UUID.String(), Remove: res.Removed}
-	if err := writeJournal(child, j); err != nil {
+	if j.Relink, err = planMerge(c, k, opts); err != nil {
 		c.Close()
 		return nil, err
 	}
-	return res, finishMerge(ctx, c, k, res, opts)
+	return finishMerge(ctx, c, k, j, false, opts)
 }
 
-// openMergeTarget opens the merge target for writing. Tests replace it to
-// run the target on a file that simulates power loss.
-var openMergeTarget = engine.Open
+// openMergeTarget opens the merge target for writing, and openRelinked a
+// child to move onto it. Tests replace them to run those files on files
+// that simulate power loss.
+var (
+	openMergeTarget = openWritable
+	openRelinked    = openWritable
+)
 
 // targetIndex finds the layer to merge into.
 func targetIndex(c *Chain, into string) (int, error) {
@@ -112,33 +127,87 @@ func targetIndex(c *Chain, into string) (int, error) {
 	return 0, fmt.Errorf("%s is not an ancestor of %s", into, c.layers[0].Path)
 }
 
-// finishMerge reopens the target for writing, copies, flushes, deletes.
-func finishMerge(ctx context.Context, c *Chain, k int, res *MergeResult, opts MergeOptions) error {
+// finishMerge runs steps 1 to 5 of Merge (the journal already exists when
+// resuming). Once the journal exists, every error says the merge is
+// unfinished and how to finish it.
+func finishMerge(ctx context.Context, c *Chain, k int, j *mergeJournal, journaled bool, opts MergeOptions) (*MergeResult, error) {
 	defer c.Close()
-	target := c.layers[k]
-	if err := target.Image.Close(); err != nil {
-		return err
+	child := c.layers[0].Path
+	res := &MergeResult{Target: j.Target, Removed: j.Remove, Relinked: j.Relink}
+	unfinished := func(err error) (*MergeResult, error) {
+		if !journaled {
+			return nil, err
+		}
+		return nil, mergeStopped(child, j.Target, err)
 	}
-	rw, err := openMergeTarget(target.Path, engine.Options{Logger: opts.Open.Logger})
+	rw, kids, err := lockMergeFiles(c, k, j.Relink, journaled, opts.Open.Logger)
 	if err != nil {
-		return fmt.Errorf("open merge target %s for writing: %w", target.Path, err)
+		return unfinished(err)
 	}
+	defer closeAll(kids)
 	c.layers[k].Image = rw
 	c.wire()
+	if !journaled {
+		if err := writeJournal(child, j); err != nil {
+			return nil, err
+		}
+		journaled = true // from here on, a failure leaves a merge to finish
+	}
+	if err := writeMark(j.Target, child); err != nil {
+		return unfinished(err)
+	}
 	n, err := copyShadowed(ctx, c, k, opts.Progress)
 	res.Copied = n
 	if err != nil {
-		return err
+		return unfinished(err)
 	}
-	// The target must be durable before any layer above it goes.
 	if err := rw.Flush(); err != nil {
-		return err
+		return unfinished(err)
 	}
-	if err := removeMerged(c.layers[0].Path, res.Removed); err != nil {
-		return err
+	if err := relinkAll(kids, j.Target, rw.Footer()); err != nil {
+		return unfinished(err)
 	}
-	unfreeze(target.Path)
-	return nil
+	if err := removeMerged(child, j); err != nil {
+		return unfinished(err)
+	}
+	unfreeze(j.Target)
+	return res, nil
+}
+
+// mergeStopped is the error of a merge that stopped after its journal was
+// written: the target is half-written, and only running the merge again
+// makes the chain usable.
+func mergeStopped(child, target string, err error) error {
+	return &MergeStoppedError{Child: child, Target: target, Err: err}
+}
+
+// lockMergeFiles opens the target for writing (the chain holds it
+// read-only) and each child to re-link, all with exclusive locks. A
+// child to re-link that is gone is skipped when resuming: it was deleted
+// after an interruption, and nothing depends on it any more.
+func lockMergeFiles(c *Chain, k int, relink []string, resuming bool, log *slog.Logger) (*engine.Image, []relinked, error) {
+	target := c.layers[k]
+	if err := target.Image.Close(); err != nil {
+		return nil, nil, err
+	}
+	rw, err := openMergeTarget(target.Path, engine.Options{Logger: log})
+	if err != nil {
+		return nil, nil, fmt.Errorf("open merge target %s for writing: %w", target.Path, err)
+	}
+	var kids []relinked
+	for _, p := range relink {
+		img, err := openRelinked(p, engine.Options{Logger: log})
+		if resuming && errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			rw.Close()
+			closeAll(kids)
+			return nil, nil, fmt.Errorf("open %s to move it onto %s: %w", p, target.Path, err)
+		}
+		kids = append(kids, relinked{p, img})
+	}
+	return rw, kids, nil
 }
 
 // unfreeze gives the merge target's owner back the write permission a
@@ -214,10 +283,10 @@ func (u upperView) Extents(off, n int64) ([]engine.Extent, error) {
 	return below{sub, 0}.Extents(off, n)
 }
 
-// removeMerged deletes the merged layers, syncs their folders, then
-// removes the journal.
-func removeMerged(child string, paths []string) error {
-	for _, p := range paths {
+// removeMerged deletes the merged layers, child first, syncing their
+// folders, then the mark and the journal.
+func removeMerged(child string, j *mergeJournal) error {
+	for _, p := range j.Remove {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
@@ -225,36 +294,74 @@ func removeMerged(child string, paths []string) error {
 			return err
 		}
 	}
-	if err := os.Remove(journalPath(child)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return syncDir(filepath.Dir(child))
+	return removeMergeFiles(child, j.Target)
 }
 
-// resumeMerge finishes a merge a crash interrupted.
+// resumeMerge finishes a merge a crash or an interruption stopped.
 func resumeMerge(ctx context.Context, child string, j *mergeJournal, opts MergeOptions) (*MergeResult, error) {
-	res := &MergeResult{Target: j.Target, Removed: j.Remove}
 	if _, err := os.Stat(child); errors.Is(err, os.ErrNotExist) {
-		// The target was durable before the first deletion.
-		return res, removeMerged(child, j.Remove)
+		return finishDeletions(child, j)
 	}
-	ro := opts.Open
-	ro.ReadOnly = true
-	ro.AcceptModifiedParent = true // the merge itself stamped the target
-	c, err := open(child, ro)
+	c, err := openMidMerge(child, opts.Open)
 	if err != nil {
-		return nil, err
+		return nil, mergeStopped(child, j.Target, err)
 	}
 	k, err := targetIndex(c, j.Target)
 	if err != nil {
 		c.Close()
-		return nil, err
+		return nil, mergeStopped(child, j.Target, err)
 	}
 	if got := c.layers[k].Image.Footer().UUID.String(); got != j.TargetUUID {
 		c.Close()
-		return nil, fmt.Errorf("merge journal names target %s with UUID %s, the file has %s: not resuming", j.Target, j.TargetUUID, got)
+		return nil, fmt.Errorf("merge journal %s names target %s with UUID %s, the file has %s: not resuming; restore the target or move the journal away", journalPath(child), j.Target, j.TargetUUID, got)
 	}
-	return res, finishMerge(ctx, c, k, res, opts)
+	return finishMerge(ctx, c, k, j, true, opts)
+}
+
+// finishDeletions ends a merge whose child is already deleted: the target
+// was durable and every re-link done before the first deletion. The
+// re-links are redone all the same (idempotent), then the rest deleted.
+func finishDeletions(child string, j *mergeJournal) (*MergeResult, error) {
+	res := &MergeResult{Target: j.Target, Removed: j.Remove, Relinked: j.Relink}
+	img, err := engine.Open(j.Target, engine.Options{ReadOnly: true})
+	if err != nil {
+		return nil, mergeStopped(child, j.Target, err)
+	}
+	ft := img.Footer()
+	img.Close()
+	var kids []relinked
+	for _, p := range j.Relink {
+		k, err := openRelinked(p, engine.Options{})
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			closeAll(kids)
+			return nil, mergeStopped(child, j.Target, err)
+		}
+		kids = append(kids, relinked{p, k})
+	}
+	err = relinkAll(kids, j.Target, ft)
+	closeAll(kids)
+	if err == nil {
+		err = removeMerged(child, j)
+	}
+	if err != nil {
+		return nil, mergeStopped(child, j.Target, err)
+	}
+	unfreeze(j.Target)
+	return res, nil
+}
+
+// openMidMerge opens the chain of a merge's child as the merge left it:
+// the journal and mark are the merge's own, and the target's timestamp
+// changed under the child (harmlessly: the child still shadows every
+// sector copied).
+func openMidMerge(child string, opts Options) (*Chain, error) {
+	opts.ReadOnly = true
+	opts.AcceptModifiedParent = true
+	opts.ignoreMerges = true
+	return Open(child, opts)
 }
 
 func syncDir(dir string) error {

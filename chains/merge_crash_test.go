@@ -5,6 +5,8 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"vhdkit/engine"
@@ -41,7 +43,7 @@ func TestMergePowerLoss(t *testing.T) {
 			return engine.OpenFile(f, path, opts)
 		}
 		_, err := Merge(context.Background(), paths[2], MergeOptions{})
-		openMergeTarget = engine.Open
+		openMergeTarget = openWritable
 		if crashed == nil {
 			if err != nil {
 				t.Fatalf("merge without a crash: %v", err)
@@ -60,7 +62,7 @@ func TestMergePowerLoss(t *testing.T) {
 		if err := os.WriteFile(paths[1], crashed.Durable(), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		c, err := open(paths[2], Options{ReadOnly: true, AcceptModifiedParent: true})
+		c, err := openMidMerge(paths[2], Options{})
 		if err != nil {
 			t.Fatalf("sync %d: the child does not open after the crash: %v", k, err)
 		}
@@ -122,5 +124,103 @@ func TestCompactPowerLoss(t *testing.T) {
 		}
 		openVerify(t, paths[1], model, Options{})
 		checkClean(t, paths...)
+	}
+}
+
+// powerCut runs every file a merge writes (the target and the children
+// it moves) on crashfiles sharing one count of syncs, and at the cut'th
+// sync loses power on all of them at once: each keeps a random part of
+// what it had not synced. Files are keyed by path.
+type powerCut struct {
+	t       *testing.T
+	cut     int
+	syncs   int
+	rng     *rand.Rand
+	files   map[string]*crashfile.File
+	crashed map[string][]byte // what the medium holds after the cut
+}
+
+func (pc *powerCut) open(path string, opts engine.Options) (*engine.Image, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	f := crashfile.FromBytes(b)
+	f.BeforeSync = func(int) error {
+		if pc.crashed != nil {
+			return errPowerLost
+		}
+		if pc.syncs++; pc.syncs == pc.cut {
+			pc.crashed = map[string][]byte{}
+			for p, f := range pc.files {
+				pc.crashed[p] = f.Crash(pc.rng).Durable()
+			}
+			return errPowerLost
+		}
+		return nil
+	}
+	pc.files[path] = f
+	return engine.OpenFile(f, path, opts)
+}
+
+// land writes what the medium holds after the cut to the real files.
+func (pc *powerCut) land() {
+	for p, b := range pc.crashed {
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			pc.t.Fatal(err)
+		}
+	}
+}
+
+// TestMergeRelinkPowerLoss merges l1, whose children l2, l2b and l2c move
+// onto the base, and cuts the power at each sync of the base and the
+// children in turn (two random crashes each): every child must still read
+// as before, refuse a plain open (the merge is unfinished), and running
+// the merge again must finish it with every view intact.
+func TestMergeRelinkPowerLoss(t *testing.T) {
+	defer func(a, b func(string, engine.Options) (*engine.Image, error)) {
+		openMergeTarget, openRelinked = a, b
+	}(openMergeTarget, openRelinked)
+	kids := []string{"l2", "l2b", "l2c"}
+	for i := 2; ; i++ {
+		tr := buildTree(t, t.TempDir(), 2<<20, uint64(i), [2]string{"base", ""}, [2]string{"l1", "base"}, [2]string{"l2", "l1"}, [2]string{"l2b", "l1"}, [2]string{"l2c", "l1"})
+		pc := &powerCut{t: t, cut: i / 2, rng: rand.New(rand.NewPCG(uint64(i), 3)), files: map[string]*crashfile.File{}}
+		openMergeTarget, openRelinked = pc.open, pc.open
+		_, err := Merge(context.Background(), tr.path("l1"), MergeOptions{})
+		openMergeTarget, openRelinked = openWritable, openWritable
+		if pc.crashed == nil {
+			if err != nil {
+				t.Fatalf("merge without a crash: %v", err)
+			}
+			if pc.syncs < 8 {
+				t.Fatalf("the merge synced only %d times", pc.syncs)
+			}
+			t.Logf("power cut at each of the merge's %d syncs, 2 ways each", pc.syncs)
+			return
+		}
+		if !errors.Is(err, errPowerLost) || !errors.Is(err, ErrMergeInterrupted) {
+			t.Fatalf("sync %d: merge went on after the power was lost, or did not say it is unfinished: %v", pc.cut, err)
+		}
+		pc.land()
+		for _, k := range kids {
+			c, err := openMidMerge(tr.path(k), Options{})
+			if err != nil {
+				t.Fatalf("sync %d: %s does not open after the crash: %v", pc.cut, k, err)
+			}
+			verify(t, c, tr.view[k], k+" after a crash mid-merge")
+			c.Close()
+			if _, err := Open(tr.path(k), Options{}); !errors.Is(err, ErrMergeInterrupted) || !strings.Contains(err.Error(), "vhd merge "+tr.path("l1")) {
+				t.Fatalf("sync %d: open of %s mid-merge: %v, want ErrMergeInterrupted naming the merge to finish", pc.cut, k, err)
+			}
+		}
+		if _, err := Merge(context.Background(), tr.path("l1"), MergeOptions{}); err != nil {
+			t.Fatalf("sync %d: merge again: %v", pc.cut, err)
+		}
+		tr.gone(t, "l1")
+		tr.view["base"] = tr.view["l1"]
+		tr.verifyViews(t, append(kids, "base")...)
+		if left, _ := filepath.Glob(filepath.Join(tr.dir, "*.merg*")); len(left) > 0 {
+			t.Fatalf("sync %d: merge files left: %v", pc.cut, left)
+		}
 	}
 }

@@ -42,7 +42,7 @@ func buildChain(t *testing.T, dir string, n int, size int64, seed uint64) ([]str
 	return paths, model
 }
 
-func openVerify(t *testing.T, path string, model []byte, opts Options) {
+func openVerify(t testing.TB, path string, model []byte, opts Options) {
 	t.Helper()
 	c, err := Open(path, opts)
 	if err != nil {
@@ -126,7 +126,7 @@ func TestMergeInterruptedThenResumed(t *testing.T) {
 		t.Fatalf("open during an interrupted merge: %v, want ErrMergeInterrupted", err)
 	}
 	// The child's view is intact even so.
-	c, err := open(paths[2], Options{ReadOnly: true, AcceptModifiedParent: true})
+	c, err := openMidMerge(paths[2], Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,15 +22,15 @@ import (
 
 // modifiedParentError explains a timestamp mismatch between child and
 // parent, with the choices that are true for that child.
-func modifiedParentError(child, parent Layer) error {
-	want := child.Image.Header().ParentTimestamp
-	got := parent.Image.Footer().Timestamp
+func modifiedParentError(childPath string, child metadata, parentPath string, parent metadata) error {
+	want := child.Header().ParentTimestamp
+	got := parent.Footer().Timestamp
 	when := fmt.Sprintf("it recorded parent time %s, %s now says %s",
-		engine.VHDTime(want).Format("2006-01-02 15:04:05"), parent.Path, engine.VHDTime(got).Format("2006-01-02 15:04:05"))
-	if isUndoDiskOf(child.Path, parent.Path) {
-		return fmt.Errorf("%s: %w: %s; it is the undo disk of %s, and its changes were made over data that has since been written, so they can no longer be used: drop them with 'vhd undo discard %s'", child.Path, ErrParentModified, when, parent.Path, parent.Path)
+		engine.VHDTime(want).Format("2006-01-02 15:04:05"), parentPath, engine.VHDTime(got).Format("2006-01-02 15:04:05"))
+	if isUndoDiskOf(childPath, parentPath) {
+		return fmt.Errorf("%s: %w: %s; it is the undo disk of %s, and its changes were made over data that has since been written, so they can no longer be used: drop them with 'vhd undo discard %s'", childPath, ErrParentModified, when, parentPath, parentPath)
 	}
-	return fmt.Errorf("%s: %w: %s; its changes may now sit over different data: restore the parent from a backup, or, only if you know the parent's data did not change (a tool rewrote its footer), accept it with --accept-modified-parent", child.Path, ErrParentModified, when)
+	return fmt.Errorf("%s: %w: %s; its changes may now sit over different data: restore the parent from a backup, or, only if you know the parent's data did not change (a tool rewrote its footer), accept it with --accept-modified-parent", childPath, ErrParentModified, when)
 }
 
 // isUndoDiskOf reports whether child is parent's undo disk by name (an

@@ -38,7 +38,7 @@ type candidate struct {
 // (W2ru, against the child's folder), the absolute ones (W2ku when it is
 // not a drive-letter path, MacX), then the parent's file name in the
 // child's folder and in each allowed folder.
-func candidates(childPath string, child *engine.Image, allowed []string) ([]candidate, error) {
+func candidates(childPath string, child metadata, allowed []string) ([]candidate, error) {
 	locs, err := child.ParentLocators()
 	if err != nil {
 		return nil, err
@@ -176,7 +176,7 @@ func openRegular(path string) (*os.File, error) {
 		return nil, fmt.Errorf("%w: %w", ErrNotRegular, err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open parent %s: %w", path, err)
+		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	return f, nil
 }

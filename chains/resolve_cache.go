@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"slices"
 	"sync"
+	"unsafe"
 
 	"vhdkit/engine"
 )
@@ -19,39 +20,71 @@ import (
 // may hand sectors back to an ancestor, so it drops the entry. Each shard
 // has a generation bumped on every change: a lookup that built an entry
 // while a change ran does not install it, so no stale entry survives.
+//
+// Memory: the cache is bounded in bytes (Options.ReadCacheBytes,
+// DefaultReadCacheBytes), not entries. An entry costs its runs (12 bytes
+// each) and a fixed overhead; a chunk whose layers alternate sector by
+// sector is 4096 runs, 48 KiB, where a chunk held by one layer is one
+// run. Each shard keeps its share of the bound (at least the largest
+// entry, so the bound is at least 64 x 48 KiB = 3 MiB) and drops
+// arbitrary entries to make room.
 const (
-	chunkShift  = 21
-	chunkSize   = 1 << chunkShift
-	shardCount  = 64
-	shardMaxEnt = 1024 // entries per shard: 64 shards cover 128 GiB
+	chunkShift = 21
+	chunkSize  = 1 << chunkShift
+	shardCount = 64
+
+	// DefaultReadCacheBytes bounds a chain's read cache unless
+	// Options.ReadCacheBytes says otherwise: room for 2.7 GiB of the
+	// worst layout (every other sector in another layer), over a TiB of
+	// chunks held by one or a few layers.
+	DefaultReadCacheBytes = 64 << 20
+
+	// entryOverhead is what a cached chunk costs besides its runs: its
+	// map slot (key, slice header, control byte, load factor) and the
+	// rounding of its runs' allocation. Measured against the heap by
+	// TestReadCacheBound and BenchmarkChainCacheHeap.
+	entryOverhead = 96
 )
 
 // owner says where a run of sectors is read from.
 type owner struct {
-	layer int // index into the chain; -1: no layer holds it (zeros)
+	layer int32 // index into the chain; -1: no layer holds it (zeros)
 	state engine.ExtentState
 }
 
 // run is a run of sectors of a chunk: [prev end, end) in bytes from the
-// chunk's start.
+// chunk's start. 12 bytes: a chunk's offsets fit in 32 bits.
 type run struct {
-	end int64
+	end int32
 	owner
 }
 
+const (
+	// runBytes is the size of a run in memory.
+	runBytes = int64(unsafe.Sizeof(run{}))
+	// maxEntryBytes is the largest entry: a run per sector.
+	maxEntryBytes = chunkSize/engine.SectorSize*runBytes + entryOverhead
+)
+
 type shard struct {
-	mu  sync.Mutex
-	m   map[int64][]run // immutable slices: replaced, never changed
-	gen uint64
+	mu    sync.Mutex
+	m     map[int64][]run // immutable slices: replaced, never changed
+	bytes int64           // what m holds, by entryBytes
+	gen   uint64
 }
 
 type resolver struct {
 	c      *Chain
 	shards [shardCount]shard
+	// share is each shard's part of the byte bound.
+	share int64
 }
 
-func newResolver(c *Chain) *resolver {
-	r := &resolver{c: c}
+func newResolver(c *Chain, bound int64) *resolver {
+	if bound <= 0 {
+		bound = DefaultReadCacheBytes
+	}
+	r := &resolver{c: c, share: max(bound/shardCount, maxEntryBytes)}
 	for i := range r.shards {
 		r.shards[i].m = make(map[int64][]run)
 	}
@@ -59,6 +92,21 @@ func newResolver(c *Chain) *resolver {
 }
 
 func (r *resolver) shard(chunk int64) *shard { return &r.shards[chunk%shardCount] }
+
+// entryBytes is what an entry holding rs costs.
+func entryBytes(rs []run) int64 { return int64(cap(rs))*runBytes + entryOverhead }
+
+// cachedBytes is what the cache holds, by its own accounting.
+func (r *resolver) cachedBytes() int64 {
+	var n int64
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.Lock()
+		n += sh.bytes
+		sh.mu.Unlock()
+	}
+	return n
+}
 
 // runs returns the owner runs of a chunk, building them if needed.
 func (r *resolver) runs(chunk int64) ([]run, error) {
@@ -75,16 +123,29 @@ func (r *resolver) runs(chunk int64) ([]run, error) {
 	}
 	sh.mu.Lock()
 	if sh.gen == gen {
-		if len(sh.m) >= shardMaxEnt {
-			for k := range sh.m { // drop an arbitrary entry
-				delete(sh.m, k)
-				break
-			}
-		}
-		sh.m[chunk] = rs
+		r.install(sh, chunk, rs)
 	}
 	sh.mu.Unlock()
 	return rs, nil
+}
+
+// install puts rs in the shard as chunk's entry (replacing any), making
+// room by dropping arbitrary entries. Called with sh.mu held.
+func (r *resolver) install(sh *shard, chunk int64, rs []run) {
+	if old, ok := sh.m[chunk]; ok {
+		delete(sh.m, chunk)
+		sh.bytes -= entryBytes(old)
+	}
+	need := entryBytes(rs)
+	for k, v := range sh.m {
+		if sh.bytes+need <= r.share {
+			break
+		}
+		delete(sh.m, k)
+		sh.bytes -= entryBytes(v)
+	}
+	sh.m[chunk] = rs
+	sh.bytes += need
 }
 
 // pending is a byte range of the disk still looking for an owner.
@@ -100,7 +161,7 @@ func (r *resolver) build(chunk int64) ([]run, error) {
 	}
 	var segs []seg
 	rest, err := walkLayers(r.c.layers, start, n, func(i int, e engine.Extent) {
-		segs = append(segs, seg{e.Off, e.Len, owner{i, e.State}})
+		segs = append(segs, seg{e.Off, e.Len, owner{int32(i), e.State}})
 	})
 	if err != nil {
 		return nil, err
@@ -111,9 +172,9 @@ func (r *resolver) build(chunk int64) ([]run, error) {
 	slices.SortFunc(segs, func(a, b seg) int { return cmp.Compare(a.off, b.off) })
 	rs := make([]run, 0, len(segs))
 	for _, s := range segs {
-		rs = appendRun(rs, run{s.off + s.n - start, s.owner})
+		rs = appendRun(rs, run{int32(s.off + s.n - start), s.owner})
 	}
-	return rs, nil
+	return slices.Clip(rs), nil
 }
 
 // walkLayers asks the layers, top down, what each holds of [off, off+n):
@@ -163,13 +224,13 @@ func (r *resolver) forRuns(off, n int64, fn func(off, n int64, o owner) error) e
 		base := chunk << chunkShift
 		in := off - base
 		i, _ := slices.BinarySearchFunc(rs, in, func(x run, t int64) int {
-			if x.end <= t {
+			if int64(x.end) <= t {
 				return -1
 			}
 			return 1
 		})
 		for ; i < len(rs) && n > 0; i++ {
-			l := min(rs[i].end-in, n)
+			l := min(int64(rs[i].end)-in, n)
 			if err := fn(base+in, l, rs[i].owner); err != nil {
 				return err
 			}
@@ -196,16 +257,16 @@ func (r *resolver) wroteTop(off, n int64) {
 		sh.mu.Lock()
 		sh.gen++
 		if rs := sh.m[c]; rs != nil {
-			sh.m[c] = overlay(rs, lo, hi, owner{0, engine.ExtentData})
+			r.install(sh, c, overlay(rs, int32(lo), int32(hi), owner{0, engine.ExtentData}))
 		}
 		sh.mu.Unlock()
 	}
 }
 
 // overlay returns runs with [lo, hi) owned by o.
-func overlay(rs []run, lo, hi int64, o owner) []run {
+func overlay(rs []run, lo, hi int32, o owner) []run {
 	out := make([]run, 0, len(rs)+2)
-	prev := int64(0)
+	prev := int32(0)
 	for _, x := range rs {
 		if x.end <= lo || prev >= hi {
 			out = appendRun(out, x)
@@ -220,7 +281,7 @@ func overlay(rs []run, lo, hi int64, o owner) []run {
 		}
 		prev = x.end
 	}
-	return out
+	return slices.Clip(out)
 }
 
 // forget drops what is known of [off, off+n): the top may have handed it
@@ -230,7 +291,10 @@ func (r *resolver) forget(off, n int64) {
 		sh := r.shard(c)
 		sh.mu.Lock()
 		sh.gen++
-		delete(sh.m, c)
+		if rs, ok := sh.m[c]; ok {
+			delete(sh.m, c)
+			sh.bytes -= entryBytes(rs)
+		}
 		sh.mu.Unlock()
 	}
 }

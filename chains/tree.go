@@ -2,6 +2,7 @@ package chains
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"path/filepath"
 	"slices"
@@ -23,7 +24,10 @@ type Node struct {
 	ParentName string `json:"parent_name,omitempty"`
 	// Broken says why the link to the parent does not hold: parent
 	// missing, UUID or timestamp mismatch, outside the allowed folders.
-	Broken   string  `json:"broken,omitempty"`
+	Broken string `json:"broken,omitempty"`
+	// Merge says that a merge out of or into this image did not finish,
+	// and how to finish it.
+	Merge    string  `json:"merge_interrupted,omitempty"`
 	Error    string  `json:"error,omitempty"`
 	Children []*Node `json:"children,omitempty"`
 }
@@ -66,8 +70,11 @@ func findImages(dirs []string) ([]string, error) {
 
 // Scan finds every image under dirs and links children to parents, with
 // the same rules Open uses (allowed folders from opts.ParentDirs). It
-// returns the roots of the forest: base images, and children whose
-// parent could not be linked (marked Broken).
+// returns the roots of the forest: base images, children whose parent
+// could not be linked, and images whose parents form a cycle (both
+// marked Broken). Each image is read as far as its footer, dynamic
+// header and parent locators (readMeta), never its BAT: a folder of
+// large or hostile images is scanned in bounded time and memory.
 func Scan(dirs []string, opts Options) ([]*Node, error) {
 	paths, err := findImages(dirs)
 	if err != nil {
@@ -77,10 +84,12 @@ func Scan(dirs []string, opts Options) ([]*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	metas := metaCache{}
 	nodes := map[string]*Node{}
 	for _, p := range paths {
-		nodes[p] = scanOne(p, conf, opts)
+		nodes[p] = scanOne(p, conf, opts, metas)
 	}
+	markCycles(nodes, paths)
 	var roots []*Node
 	for _, p := range paths {
 		n := nodes[p]
@@ -93,35 +102,126 @@ func Scan(dirs []string, opts Options) ([]*Node, error) {
 	return roots, nil
 }
 
+// metaCache holds what readMeta found for each path: scans read each
+// image once, as a node and as the parent of its children.
+type metaCache map[string]metaResult
+
+type metaResult struct {
+	m   *imageMeta
+	err error
+}
+
+func (mc metaCache) read(path string) (*imageMeta, error) {
+	if r, ok := mc[path]; ok {
+		return r.m, r.err
+	}
+	m, err := readMeta(path)
+	mc[path] = metaResult{m, err}
+	return m, err
+}
+
 // scanOne reads one image's metadata and resolves its parent link.
-func scanOne(path string, conf *confinement, opts Options) *Node {
+func scanOne(path string, conf *confinement, opts Options, metas metaCache) *Node {
 	n := &Node{Path: path}
-	img, err := engine.Open(path, engine.Options{ReadOnly: true, NoLock: true})
+	m, err := metas.read(path)
 	if err != nil {
 		n.Error = err.Error()
 		return n
 	}
-	defer img.Close()
-	ft := img.Footer()
-	n.Type, n.UUID, n.Size = ft.DiskType.String(), ft.UUID.String(), img.Size()
+	ft := m.Footer()
+	n.Type, n.UUID, n.Size = ft.DiskType.String(), ft.UUID.String(), m.Size()
+	if note, err := mergeNote(path); err != nil {
+		n.Merge = err.Error()
+	} else {
+		n.Merge = note
+	}
 	if ft.DiskType != engine.TypeDifferencing {
 		return n
 	}
-	h := img.Header()
+	h := m.Header()
 	n.ParentUUID, n.ParentName = h.ParentUUID.String(), h.ParentName
-	o := opts
-	o.NoLock, o.ReadOnly = true, true
-	p, err := openParent(Layer{Image: img, Path: path}, conf, o, map[fileID]string{})
+	parent, err := linkMeta(path, m, conf, opts, metas)
 	if err != nil {
 		n.Broken = brokenReason(err)
 		return n
 	}
-	defer p.Image.Close()
-	n.Parent = absPath(p.Path)
+	n.Parent = absPath(parent)
 	return n
 }
 
+// linkMeta finds the parent of the image at path (read into m) as
+// openParent does, judging each candidate by its metadata alone.
+func linkMeta(path string, m *imageMeta, conf *confinement, opts Options, metas metaCache) (string, error) {
+	var found string
+	err := findParent(path, m, conf, func(cand candidate, real string) (string, error) {
+		pm, err := metas.read(real)
+		if errors.Is(err, engine.ErrCorrupt) {
+			return fmt.Sprintf("not a usable VHD (%v)", err), nil
+		}
+		if err != nil {
+			return "", fmt.Errorf("%s: parent via %s: %w", path, cand.from, err)
+		}
+		if got, want := pm.Footer().UUID, m.Header().ParentUUID; got != want {
+			return fmt.Sprintf("UUID %s, the child expects %s", got, want), nil
+		}
+		if err := linkHolds(path, m, real, pm, opts); err != nil {
+			return "", err
+		}
+		found = real
+		return "", nil
+	})
+	return found, err
+}
+
+// markCycles marks Broken every image whose parent links lead back to
+// itself: linked as found, they would hang off each other and from no
+// root, and the scan would not show them at all.
+func markCycles(nodes map[string]*Node, paths []string) {
+	const (
+		unseen = iota
+		onPath
+		done
+	)
+	state := map[*Node]int{}
+	for _, p := range paths {
+		var walk []*Node
+		for n := nodes[p]; n != nil; n = nodes[n.Parent] {
+			if state[n] == onPath {
+				markCycle(walk[slices.Index(walk, n):])
+				break
+			}
+			if state[n] == done {
+				break
+			}
+			state[n] = onPath
+			walk = append(walk, n)
+			if n.Broken != "" || n.Parent == "" {
+				break
+			}
+		}
+		for _, x := range walk {
+			state[x] = done
+		}
+	}
+}
+
+// markCycle marks the images of one cycle, naming them in link order.
+func markCycle(cycle []*Node) {
+	names := make([]string, 0, len(cycle)+1)
+	for _, n := range cycle {
+		names = append(names, n.Path)
+	}
+	names = append(names, cycle[0].Path)
+	why := fmt.Sprintf("%s: %s; re-link one of them with vhd set-parent", ErrCycle, strings.Join(names, " -> "))
+	for _, n := range cycle {
+		n.Broken = why
+	}
+}
+
 func brokenReason(err error) string {
+	if errors.Is(err, ErrMergeInterrupted) {
+		return firstLine(err.Error())
+	}
 	for _, e := range []error{ErrParentModified, ErrParentMismatch, ErrOutsideAllowed, ErrNotRegular, ErrParentNotFound, ErrCycle} {
 		if errors.Is(err, e) {
 			return e.Error() + ": " + firstLine(err.Error())
@@ -139,9 +239,20 @@ func firstLine(s string) string {
 
 // Dependents lists the differencing images that record uuid as their
 // parent, found in the folder of targetPath (and its subfolders) and in
-// the allowed folders, leaving out the paths in exclude.
+// the allowed folders, leaving out the paths in exclude. It reads each
+// image's metadata only (see Scan).
 func Dependents(uuid engine.UUID, targetPath string, exclude, allowed []string) ([]string, error) {
-	dirs := append([]string{filepath.Dir(targetPath)}, allowed...)
+	byParent, err := childrenByParent(append([]string{filepath.Dir(targetPath)}, allowed...), exclude)
+	if err != nil {
+		return nil, err
+	}
+	return byParent[uuid], nil
+}
+
+// childrenByParent maps each parent UUID to the differencing images
+// under dirs that record it, leaving out the paths in exclude. Files that
+// are not readable VHDs are skipped: nothing can depend through them.
+func childrenByParent(dirs, exclude []string) (map[engine.UUID][]string, error) {
 	paths, err := findImages(dirs)
 	if err != nil {
 		return nil, err
@@ -150,19 +261,17 @@ func Dependents(uuid engine.UUID, targetPath string, exclude, allowed []string) 
 	for _, e := range exclude {
 		skip[absPath(e)] = true
 	}
-	var deps []string
+	out := map[engine.UUID][]string{}
 	for _, p := range paths {
 		if skip[p] {
 			continue
 		}
-		img, err := engine.Open(p, engine.Options{ReadOnly: true, NoLock: true})
-		if err != nil {
+		m, err := readMeta(p)
+		if err != nil || m.Footer().DiskType != engine.TypeDifferencing {
 			continue
 		}
-		if h := img.Header(); h != nil && img.Type() == engine.TypeDifferencing && h.ParentUUID == uuid {
-			deps = append(deps, p)
-		}
-		img.Close()
+		u := m.Header().ParentUUID
+		out[u] = append(out[u], p)
 	}
-	return deps, nil
+	return out, nil
 }

@@ -171,7 +171,11 @@ func (s *sparse) batSectorWrite(sec int64) pendingWrite {
 func (s *sparse) rewriteTail() error {
 	end := s.dataEnd()
 	if s.footerOff > end && s.orphanTail(s.footerOff) == 0 {
-		end = s.footerOff
+		// On a sector boundary: a crash in a relocation can leave the
+		// file ending in part of a locator's data, and a footer put at
+		// an odd offset would have the next relocation write its header
+		// there too, which no reader accepts.
+		end = s.footerOff / SectorSize * SectorSize
 	}
 	raw := s.img.footerBytes()
 	if _, err := s.f.WriteAt(raw[:], end); err != nil {

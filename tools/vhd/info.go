@@ -31,7 +31,8 @@ sectors_per_track, bytes}, saved_state, footer_from_copy, and parent:
 null, or for a differencing image {name, uuid, timestamp, locators:
 [{code, path}]} (a locator that cannot be decoded has "error" instead of
 "path"); for a differencing image also chain: [{file, type, uuid,
-found_via}] top to base, or chain_error. Sizes are bytes.
+found_via}] top to base, or chain_error; merge_interrupted when a merge
+out of or into IMAGE did not finish. Sizes are bytes.
 
 ` + chainHelp,
 	setup: func(fs *pflag.FlagSet) runFunc {
@@ -48,6 +49,9 @@ found_via}] top to base, or chain_error. Sizes are bytes.
 			}
 			if err != nil {
 				return err
+			}
+			if err := chains.UnfinishedMerge(args[0]); err != nil {
+				in.MergeInterrupted = err.Error()
 			}
 			if in.Parent != nil {
 				addChain(in, cf.options(true), *share)
@@ -79,6 +83,9 @@ type infoJSON struct {
 	// parents open; ChainError says why they do not.
 	Chain      []layerJSON `json:"chain,omitempty"`
 	ChainError string      `json:"chain_error,omitempty"`
+	// MergeInterrupted says that a merge out of or into this image did
+	// not finish, and how to finish it.
+	MergeInterrupted string `json:"merge_interrupted,omitempty"`
 }
 
 type layerJSON struct {
@@ -229,6 +236,9 @@ func printInfo(e *env, in *infoJSON) {
 	w.Flush()
 	if in.FooterFromCopy {
 		fmt.Fprintf(e.stdout, "notice: the footer at the end of the file is damaged; this was read from the copy at offset 0 ('vhd repair %s' writes it back)\n", in.File)
+	}
+	if in.MergeInterrupted != "" {
+		fmt.Fprintf(e.stdout, "notice: %s\n", in.MergeInterrupted)
 	}
 	if in.SavedState {
 		fmt.Fprintf(e.stdout, "notice: a virtual machine saved its state with this disk; do not compact or resize it\n")

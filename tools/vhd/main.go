@@ -14,6 +14,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/pflag"
+
+	"vhdkit/chains"
 )
 
 // commands is every subcommand, in the order `vhd help` lists them. A new
@@ -111,7 +113,8 @@ func report(ctx context.Context, e *env, cmd *command, err error) int {
 	case errors.As(err, &ue):
 		fmt.Fprintf(e.stderr, "vhd %s: %s\nUsage: vhd %s %s\nRun 'vhd help %s' for the flags.\n", cmd.name, ue.msg, cmd.name, cmd.args, cmd.name)
 		return exitUsage
-	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+	case ctx.Err() != nil && errors.Is(err, context.Canceled) && !errors.Is(err, chains.ErrMergeInterrupted):
+		// (A merge stopped half-way says so itself, below.)
 		fmt.Fprintf(e.stderr, "vhd %s: interrupted; nothing was left half-done\n", cmd.name)
 		return exitFailed
 	}

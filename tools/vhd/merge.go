@@ -2,8 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/pflag"
 
@@ -17,11 +17,16 @@ var mergeCmd = &command{
 	summary: "merge a differencing image into its parent, or flatten its chain into a new image",
 	doc: `Without --to: copies CHILD's data (and that of every layer between it
 and ANCESTOR) into its parent (or ANCESTOR, further up), then deletes
-CHILD (and those layers): the parent then reads as CHILD did. Other
-differencing images of the target found beside it (its folder and
-subfolders) and in the allowed parent folders would be invalidated, so
-merge refuses and names them unless --force. A crash at any moment
-leaves CHILD's data intact; run the same merge again to finish it.
+CHILD (and those layers): the parent then reads as CHILD did. CHILD's
+own children are moved onto the target, where they read exactly as
+before. Other images that depend on what the merge changes or deletes
+(found in the layers' folders, their subfolders and the allowed parent
+folders) make it refuse, naming them: a child of a layer between CHILD
+and ANCESTOR, an undo disk of any of them, another child of the target.
+--force lets only the last kind through: they stay, but no longer match
+their parent. A crash or Ctrl-C at any moment leaves CHILD's data
+intact, and every image of the chain refuses to open until the same
+merge is run again to finish it.
 
 With --to: writes the whole chain as one new fixed or dynamic image,
 NEW, leaving the chain as it is (like 'vhd convert').
@@ -30,11 +35,11 @@ NEW, leaving the chain as it is (like 'vhd convert').
 	setup: func(fs *pflag.FlagSet) runFunc {
 		cf := addChainFlags(fs)
 		into := fs.String("into", "", "merge into this ancestor instead of the parent")
-		force := fs.Bool("force", false, "merge although other differencing images depend on the target")
+		force := fs.Bool("force", false, "merge although other children of the target depend on it (they are left invalid)")
 		to := fs.String("to", "", "flatten the chain into this new image instead")
 		typ := fs.String("type", "dynamic", "with --to: fixed or dynamic")
 		noProgress := fs.Bool("no-progress", false, "never show a progress bar")
-		asJSON := fs.Bool("json", false, "print {target, removed, bytes_copied} as JSON")
+		asJSON := fs.Bool("json", false, "print {target, removed, relinked, bytes_copied} as JSON")
 		return func(ctx context.Context, e *env, args []string) error {
 			if err := wantArgs(args, "CHILD"); err != nil {
 				return err
@@ -49,16 +54,16 @@ NEW, leaving the chain as it is (like 'vhd convert').
 			}
 			res, err := chains.Merge(ctx, args[0], chains.MergeOptions{Into: *into, Force: *force, Open: cf.options(false), Progress: bar.update})
 			bar.finish()
-			if errors.Is(err, chains.ErrHasChildren) {
-				return fmt.Errorf("%w (--force merges anyway, and they become invalid)", err)
-			}
 			if err != nil {
 				return err
 			}
 			if *asJSON {
 				return writeJSON(e, res)
 			}
-			fmt.Fprintf(e.stdout, "merged %s of data into %s; removed %v\n", human(res.Copied), res.Target, res.Removed)
+			fmt.Fprintf(e.stdout, "merged %s of data into %s; removed %s\n", human(res.Copied), res.Target, strings.Join(res.Removed, ", "))
+			if len(res.Relinked) > 0 {
+				fmt.Fprintf(e.stdout, "moved onto %s: %s\n", res.Target, strings.Join(res.Relinked, ", "))
+			}
 			return nil
 		}
 	},

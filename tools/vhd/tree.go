@@ -16,12 +16,16 @@ var treeCmd = &command{
 	summary: "show every image under folders as a forest of parents and children",
 	doc: `Finds every .vhd, .vud and .avhd file under the folders (subfolders
 included) and links each differencing image to its parent with the
-rules 'vhd' uses to open it. Broken links are marked: parent missing,
-UUID, size or timestamp mismatch, outside the allowed folders. A child
-whose link is broken is shown as a root, with the reason.
+rules 'vhd' uses to open it, reading only each image's footer and
+header. Broken links are marked: parent missing, UUID, size or
+timestamp mismatch, outside the allowed folders, parents that form a
+cycle, a parent an unfinished merge is writing. A child whose link is
+broken is shown as a root, with the reason. Images a merge left
+unfinished are marked with the command that finishes it.
 
 JSON: a list of nodes {path, type, uuid, virtual_size, parent,
-parent_uuid, parent_name, broken, error, children: [...]}.
+parent_uuid, parent_name, broken, merge_interrupted, error,
+children: [...]}.
 
 ` + chainHelp,
 	setup: func(fs *pflag.FlagSet) runFunc {
@@ -59,6 +63,9 @@ func printNode(e *env, n *chains.Node, first, rest string) {
 		desc = fmt.Sprintf("%s (cannot open: %s)", n.Path, n.Error)
 	case n.Broken != "":
 		desc += fmt.Sprintf(" [BROKEN: %s]", n.Broken)
+	}
+	if n.Merge != "" {
+		desc += fmt.Sprintf(" [MERGE INTERRUPTED: %s]", n.Merge)
 	}
 	fmt.Fprintf(e.stdout, "%s%s\n", first, desc)
 	for i, c := range n.Children {
