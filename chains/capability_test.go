@@ -4,6 +4,7 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -72,7 +73,13 @@ type fastZeroCase struct {
 }
 
 var capKinds = []capKind{
-	{"image alone", func(base, _ string) (*Chain, error) { return Open(base, Options{}) }, []fastZeroCase{
+	{"image alone", func(base, top string) (*Chain, error) {
+		// Alone: with its child, base may not be opened for writing.
+		if err := os.Remove(top); err != nil {
+			return nil, err
+		}
+		return Open(base, Options{})
+	}, []fastZeroCase{
 		{0, capBlock, true, "a whole block with data is freed"},
 		{2 * capBlock, capBlock, true, "a whole empty block"},
 		{512, 4096, false, "part of a block with data is written"},
@@ -149,7 +156,10 @@ func TestChainForwardsEveryCapability(t *testing.T) {
 		if err := c.Close(); err != nil {
 			t.Fatal(err)
 		}
-		checkClean(t, base, top)
+		checkClean(t, base)
+		if _, err := os.Stat(top); err == nil {
+			checkClean(t, top)
+		}
 		if k.name == "undo disk" {
 			checkClean(t, UndoPath(base))
 		}

@@ -120,7 +120,7 @@ func mergeRefusal(c *Chain, k int, stop []blocker) error {
 	}
 	what := "delete those no longer needed first"
 	if forceable {
-		what += ", or use --force to merge anyway and leave them invalid"
+		what += ", or merge anyway with 'vhd merge --force', leaving them invalid"
 	}
 	msg := fmt.Sprintf("merging %s into %s would break %s; nothing was changed: %s", c.layers[0].Path, c.layers[k].Path, strings.Join(list, "; "), what)
 	return &refusedError{msg: msg, kind: ErrHasChildren}

@@ -44,6 +44,7 @@ func buildChain(t *testing.T, dir string, n int, size int64, seed uint64) ([]str
 
 func openVerify(t testing.TB, path string, model []byte, opts Options) {
 	t.Helper()
+	opts.ReadOnly = true // an image with children may not be opened for writing
 	c, err := Open(path, opts)
 	if err != nil {
 		t.Fatal(err)
