@@ -59,9 +59,9 @@ func (c *Chain) WriteAt(p []byte, off int64) (int, error) {
 		// Some of the range may have reached the top before the error
 		// (a write spanning blocks can fail in the second): who owns
 		// each sector is found again on the next read.
-		c.res.forget(off, int64(len(p)))
+		c.res.invalidate(off, int64(len(p)))
 	case isZero(p):
-		c.res.forget(off, int64(n)) // may have been elided
+		c.res.invalidate(off, int64(n)) // may have been elided
 	default:
 		c.res.wroteTop(off, int64(n))
 	}
@@ -70,14 +70,14 @@ func (c *Chain) WriteAt(p []byte, off int64) (int, error) {
 
 // Zero implements engine.Disk.
 func (c *Chain) Zero(off, n int64, mode engine.ZeroMode) error {
-	defer c.res.forget(off, n)
+	defer c.res.invalidate(off, n)
 	return c.Top().Zero(off, n, mode)
 }
 
 // Trim implements engine.Disk: a trimmed range of the top may show an
 // ancestor's data again.
 func (c *Chain) Trim(off, n int64) error {
-	defer c.res.forget(off, n)
+	defer c.res.invalidate(off, n)
 	return c.Top().Trim(off, n)
 }
 

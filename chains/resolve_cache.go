@@ -284,9 +284,9 @@ func overlay(rs []run, lo, hi int32, o owner) []run {
 	return slices.Clip(out)
 }
 
-// forget drops what is known of [off, off+n): the top may have handed it
+// invalidate drops what is known of [off, off+n): the top may have handed it
 // back to an ancestor.
-func (r *resolver) forget(off, n int64) {
+func (r *resolver) invalidate(off, n int64) {
 	for c := off >> chunkShift; c<<chunkShift < off+n; c++ {
 		sh := r.shard(c)
 		sh.mu.Lock()

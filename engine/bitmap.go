@@ -145,7 +145,7 @@ func (s *sparse) markBitmapDirty(b int64, bm *bitmap) (tooMany bool) {
 	return tooMany
 }
 
-// dropBitmap forgets block b's bitmap (its block was deallocated). The
+// dropBitmap drops block b's bitmap (its block was deallocated). The
 // caller holds b's stripe lock.
 func (s *sparse) dropBitmap(b int64) {
 	if slot := s.recentSlot(b); slot.Load() != nil && slot.Load().block == uint32(b) {

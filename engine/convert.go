@@ -287,8 +287,8 @@ func writeTemp(dst string, create func(*os.File, string) (Disk, error), fill fun
 		switch {
 		case closed:
 		case d != nil:
-			if dd, ok := d.(interface{ Discard() error }); ok {
-				dd.Discard()
+			if dd, ok := d.(unflushedCloser); ok {
+				dd.CloseUnflushed()
 			} else {
 				d.Close()
 			}

@@ -224,15 +224,15 @@ func (s *sparse) trim(off, n int64) error {
 		if in == 0 && l == s.sectorsIn(b)*SectorSize {
 			return s.deallocate(b)
 		}
-		return s.forget(b, in, l)
+		return s.clearPresent(b, in, l)
 	})
 }
 
-// forget clears the bits of [in, in+l) in block b. Reads honour the
+// clearPresent clears the bits of [in, in+l) in block b. Reads honour the
 // bits, so the data need not go, but it is zeroed first anyway: data
 // under a clear bit is what a crash leaves of unflushed writes, which
 // Check reports and readers that ignore bitmaps would show.
-func (s *sparse) forget(b, in, l int64) error {
+func (s *sparse) clearPresent(b, in, l int64) error {
 	mu := s.stripe(b)
 	mu.Lock()
 	defer mu.Unlock()
