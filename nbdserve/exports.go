@@ -90,7 +90,7 @@ func (s *Server) AddExport(e *Export) error {
 	if err := t.add(e); err != nil {
 		return err
 	}
-	s.log().Info("nbd: export added", "export", e.Name)
+	s.log().Debug("nbd: export added", "export", e.Name)
 	return nil
 }
 
@@ -143,7 +143,7 @@ func (s *Server) RemoveExport(ctx context.Context, name string) (*Export, error)
 			<-u.gone
 		}
 	}
-	s.log().Info("nbd: export removed", "export", name, "connections", len(uses))
+	s.log().Debug("nbd: export removed", "export", name, "connections", len(uses))
 	return e, nil
 }
 
