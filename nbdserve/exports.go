@@ -197,7 +197,10 @@ func (s *Server) LookupExport(name string) (*Export, bool) {
 
 // ExportNames lists the exports offered now, sorted (what NBD_OPT_LIST
 // answers).
-func (s *Server) ExportNames() []string {
+func (s *Server) ExportNames() []string { return s.names() }
+
+// names lists the exports offered now, sorted.
+func (s *Server) names() []string {
 	t, err := s.exports()
 	if err != nil {
 		return nil

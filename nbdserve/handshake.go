@@ -168,7 +168,7 @@ func (c *conn) list(data []byte) error {
 	if len(data) != 0 {
 		return c.optError(optList, repErrInvalid, "LIST takes no data")
 	}
-	for _, name := range c.srv.ExportNames() {
+	for _, name := range c.srv.names() {
 		b := make([]byte, 4+len(name))
 		binary.BigEndian.PutUint32(b, uint32(len(name)))
 		copy(b[4:], name)
