@@ -8,6 +8,17 @@
 //	}
 //	err := srv.Serve(ctx, listener) // returns once ctx ends and connections drain
 //
+// # Exports at run time
+//
+// Exports can be added and removed while Serve runs (exports.go):
+// AddExport offers a new one to clients at once (LIST shows it, GO opens
+// it); RemoveExport takes one out of the table, so new clients are told
+// it is unknown, and ends the connections using it as shutdown does:
+// they stop reading requests, answer those already read, flush the disk
+// and close; after ShutdownGrace the ones still busy (a client taking no
+// replies) are closed. It returns once no request touches the disk, so
+// the caller may close it. The Exports field is only the table at start.
+//
 // # Negotiation
 //
 // Fixed newstyle only. Options: GO and INFO (replying NBD_INFO_EXPORT,

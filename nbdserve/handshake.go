@@ -124,7 +124,7 @@ func (c *conn) optError(opt, typ uint32, msg string) error {
 // exportName is the old way into transmission: no error can be returned,
 // so an unknown export ends the connection.
 func (c *conn) exportName(name string) error {
-	e, ok := c.srv.lookup(name)
+	e, ok := c.srv.attach(c, name)
 	if !ok || len(name) > maxStringLen {
 		return fmt.Errorf("%w: EXPORT_NAME %q: no such export", errHardDisconnect, name)
 	}
@@ -221,7 +221,13 @@ func (c *conn) infoGo(opt uint32, data []byte) (bool, error) {
 	if len(rest) != 2*nreq {
 		return false, c.optError(opt, repErrInvalid, "information request count does not match the option length")
 	}
-	e, ok := c.srv.lookup(name)
+	// GO counts the connection as the export's user before anything is
+	// sent, so a RemoveExport from now on finds it (exports.go).
+	find := c.srv.lookup
+	if opt == optGo {
+		find = func(name string) (*Export, bool) { return c.srv.attach(c, name) }
+	}
+	e, ok := find(name)
 	if !ok {
 		return false, c.optError(opt, repErrUnknown, fmt.Sprintf("no export named %q", name))
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sort"
 	"sync"
 	"syscall"
 	"time"
@@ -64,9 +63,13 @@ const (
 )
 
 // Server serves exports over NBD. Configure its fields, then call Serve;
-// the fields must not change afterwards.
+// the fields must not change afterwards. The exports may: AddExport and
+// RemoveExport change them while Serve runs (exports.go).
 type Server struct {
-	// Exports by name.
+	// Exports by name, the ones offered at start. The map is read once,
+	// when Serve or an export method is first called; after that the
+	// exports change only through AddExport and RemoveExport, and
+	// ExportNames and LookupExport show them.
 	Exports map[string]*Export
 	// Default names the export that the empty name "" selects; empty
 	// means there is none.
@@ -102,6 +105,12 @@ type Server struct {
 	// to be answered before it closes the connections still busy.
 	// DefaultShutdownGrace when zero.
 	ShutdownGrace time.Duration
+
+	tableOnce sync.Once
+	// table holds the exports clients can open now (exports.go), made
+	// from Exports on first use; tableErr says why Exports was refused.
+	table    *exportTable
+	tableErr error
 
 	memOnce sync.Once
 	// mem is the server-wide MemoryBudget, made on first use.
@@ -183,28 +192,6 @@ func (s *Server) handshakeTimeout() time.Duration {
 	return DefaultHandshakeTimeout
 }
 
-// lookup finds an export by the name a client sent.
-func (s *Server) lookup(name string) (*Export, bool) {
-	if name == "" {
-		name = s.Default
-		if name == "" {
-			return nil, false
-		}
-	}
-	e, ok := s.Exports[name]
-	return e, ok
-}
-
-// names lists the exports for NBD_OPT_LIST, sorted.
-func (s *Server) names() []string {
-	names := make([]string, 0, len(s.Exports))
-	for n := range s.Exports {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
-
 // Serve accepts connections on l until ctx is cancelled or l fails, and
 // serves each in its own goroutine. When ctx is cancelled it stops
 // accepting, lets every connection finish the requests it has read,
@@ -214,14 +201,12 @@ func (s *Server) names() []string {
 // connection of the server has drained. Transient accept errors (out of
 // file descriptors) are logged and retried.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
-	for name, e := range s.Exports {
-		if e == nil || e.Disk == nil || e.Name != name {
-			return fmt.Errorf("nbdserve: export %q is not set up (nil disk or name mismatch)", name)
-		}
+	if _, err := s.exports(); err != nil {
+		return err
 	}
 	if s.Default != "" {
-		if _, ok := s.Exports[s.Default]; !ok {
-			return fmt.Errorf("nbdserve: default export %q does not exist", s.Default)
+		if _, ok := s.LookupExport(s.Default); !ok {
+			return fmt.Errorf("nbdserve: default export %q does not exist: add it, or leave Default empty", s.Default)
 		}
 	}
 	stop := context.AfterFunc(ctx, func() { l.Close() })
@@ -262,6 +247,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			defer s.wg.Done()
 			defer func() { <-lis.slots }()
 			defer s.track(c, false)
+			// After serve: the connection's requests have left the disk
+			// and its flush is done (RemoveExport waits for this).
+			defer s.detach(c)
 			c.serve(ctx)
 		}()
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"vhdkit/chains"
+	"vhdkit/service"
 )
 
 // The tests of advice: what vhd says when an operation would destroy
@@ -38,7 +39,7 @@ func TestNoUndoMountRefusedOverKeptUndoDisk(t *testing.T) {
 	r := vhdCode(t, exitFailed, "mount", "--no-undo", img, mnt)
 	saysAll(t, "mount --no-undo over an undo disk", r, chains.UndoPath(img), "'vhd undo commit "+img+"'", "'vhd undo discard "+img+"'")
 	noFlagOffered(t, "mount --no-undo over an undo disk", r, "--accept-modified-parent")
-	if isMounted(mnt) {
+	if service.IsMounted(mnt) {
 		t.Fatal("mounted anyway")
 	}
 	if fileSum(t, img) != before {

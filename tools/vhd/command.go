@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"vhdkit/engine"
+	"vhdkit/service"
 )
 
 // Exit statuses, the interface scripts rely on.
@@ -86,7 +87,7 @@ func hint(cmd *command, err error) string {
 	var le *engine.LockedError
 	switch {
 	case errors.As(err, &le):
-		return holderHint(le)
+		return service.HolderHint(le)
 	case errors.Is(err, engine.ErrLocked), errors.Is(err, engine.ErrDestinationExists):
 		return "" // the message says what to do
 	case errors.Is(err, fs.ErrNotExist):

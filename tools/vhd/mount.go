@@ -1,25 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
-	"syscall"
-	"time"
 
 	"github.com/spf13/pflag"
-	"golang.org/x/sys/unix"
 
-	"vhdkit/chains"
-	"vhdkit/vhdfs"
+	"vhdkit/service"
 )
 
 var mountCmd = &command{
@@ -96,166 +87,72 @@ Unmount with 'vhd umount MOUNTPOINT'.
 			if *withFS && os.Geteuid() != 0 {
 				return errors.New("--fs mounts filesystems with loop devices: run as root")
 			}
-			req := mountRequest{cf: cf, readOnly: *readOnly, noUndo: *noUndo, allowOther: *allowOther, withFS: *withFS, debug: *debug}
+			req := service.MountRequest{Mode: mountMode(*readOnly, *noUndo), AllowOther: *allowOther, Filesystems: *withFS, Debug: *debug}
 			var err error
-			if req.groupOther, err = parseUmask(*umask); err != nil {
+			if req.GroupOtherPerm, err = parseUmask(*umask); err != nil {
 				return err
 			}
-			if req.image, err = filepath.Abs(args[0]); err != nil {
+			if req.Image, err = filepath.Abs(args[0]); err != nil {
 				return err
 			}
-			if req.mnt, err = filepath.Abs(args[1]); err != nil {
+			if req.Mountpoint, err = filepath.Abs(args[1]); err != nil {
 				return err
 			}
-			if _, err := mountsFolder(true); err != nil {
+			if err := service.PrepareMount(req.Mountpoint); err != nil {
 				return err
-			}
-			if st, err := loadStateOf(req.mnt); err == nil && st.Alive {
-				return fmt.Errorf("%s is already a mount of %s (pid %d); 'vhd umount %s' first", req.mnt, st.Image, st.PID, req.mnt)
-			}
-			if fi, err := os.Stat(req.mnt); err != nil || !fi.IsDir() {
-				if err == nil {
-					err = errors.New("not a folder")
-				}
-				return fmt.Errorf("mount point %s: %w", req.mnt, err)
 			}
 			if !*foreground {
-				return detach(ctx, e, req)
+				// The same command line (everything after the program
+				// name), served in the foreground by the background server.
+				args := append([]string{os.Args[1], "--foreground", fmt.Sprintf("--ready-fd=%d", service.ReadyFD)}, os.Args[2:]...)
+				st, err := service.StartMount(ctx, req.Mountpoint, args)
+				if err != nil {
+					return err
+				}
+				printMounted(e, st)
+				return nil
 			}
+			req.Chain = cf.options(false)
 			return serveMount(ctx, e, req, *readyFD)
 		}
 	},
 }
 
-// mountRequest is what `vhd mount` was asked.
-type mountRequest struct {
-	cf                                  *chainFlags
-	image, mnt                          string
-	readOnly, noUndo, allowOther, debug bool
-	withFS                              bool
-	groupOther                          uint32 // vhdfs.Options.GroupOtherPerm, from --umask
-}
-
-func (r mountRequest) mode() string {
+func mountMode(readOnly, noUndo bool) string {
 	switch {
-	case r.readOnly:
-		return modeReadOnly
-	case r.noUndo:
-		return modeNoUndo
+	case readOnly:
+		return service.ModeReadOnly
+	case noUndo:
+		return service.ModeNoUndo
 	}
-	return modeUndo
+	return service.ModeUndo
 }
 
-// readyMsg is what the server tells the waiting `vhd mount` once the
-// mount is ready (or why it failed), as one JSON line on the ready pipe.
-type readyMsg struct {
-	Error string      `json:"error,omitempty"`
-	State *mountState `json:"state,omitempty"`
-}
-
-// detach starts this program again as a background server (its own
-// session, output to the log) and waits for it to say the mount is
-// ready, through a pipe that is its fd 3.
-func detach(ctx context.Context, e *env, req mountRequest) error {
-	self, err := os.Executable()
+// serveMount is the mount server: it serves until unmounted or
+// interrupted, telling the waiting 'vhd mount' (readyFD) or the user
+// when the mount is ready, or why it failed.
+func serveMount(ctx context.Context, e *env, req service.MountRequest, readyFD int) error {
+	pipe := service.OpenReadyPipe(readyFD)
+	if pipe != nil {
+		req.Log = service.LogPath(req.Mountpoint)
+	}
+	logger := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	err := service.ServeMount(ctx, req, func(st *service.MountState) {
+		if pipe != nil {
+			pipe.Ready(st)
+		} else {
+			printMounted(e, st)
+		}
+	}, logger)
 	if err != nil {
-		return err
+		pipe.Fail(err)
 	}
-	if _, err := mountsFolder(true); err != nil {
-		return err
-	}
-	logf, err := openPrivateLog(logPath(req.mnt))
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	defer pr.Close()
-	// The same command line (everything after the program name), served
-	// in the foreground by the child.
-	args := append([]string{os.Args[1], "--foreground", "--ready-fd=3"}, os.Args[2:]...)
-	cmd := exec.Command(self, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.ExtraFiles = []*os.File{pw}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		pw.Close()
-		return err
-	}
-	pw.Close()
-	exited := make(chan struct{})
-	go func() {
-		cmd.Wait() // reaps the child if it dies before it is ready
-		close(exited)
-	}()
-	type got struct {
-		msg readyMsg
-		err error
-	}
-	ch := make(chan got, 1)
-	go func() {
-		line, err := bufio.NewReader(pr).ReadBytes('\n')
-		var m readyMsg
-		if err == nil {
-			err = json.Unmarshal(line, &m)
-		}
-		ch <- got{m, err}
-	}()
-	var g got
-	select {
-	case g = <-ch:
-	case <-ctx.Done():
-		cmd.Process.Signal(syscall.SIGTERM)
-		return ctx.Err()
-	case <-time.After(2 * time.Minute):
-		cmd.Process.Signal(syscall.SIGTERM)
-		return fmt.Errorf("the mount server did not become ready in 2 minutes; its log: %s", logPath(req.mnt))
-	}
-	if g.err != nil || g.msg.Error != "" {
-		<-exited
-		why := g.msg.Error
-		if why == "" {
-			why = "the mount server exited before the mount was ready"
-		}
-		if tail := logTail(logPath(req.mnt), why); tail != "" {
-			why += "\n" + tail
-		}
-		return errors.New(why)
-	}
-	printMounted(e, g.msg.State)
-	return nil
+	return err
 }
 
-// logTail is the end of a log file, for an error message, without the
-// lines that repeat known (the error the server already sent).
-func logTail(path, known string) string {
-	var b []byte
-	if f, err := openPrivateFile(path); err == nil {
-		if fi, err := f.Stat(); err == nil && fi.Size() > 64<<10 {
-			f.Seek(fi.Size()-64<<10, io.SeekStart)
-		}
-		b, _ = io.ReadAll(io.LimitReader(f, 64<<10))
-		f.Close()
-	}
-	var keep []string
-	for _, line := range strings.Split(string(b), "\n") {
-		if known == "" || !strings.Contains(line, known) {
-			keep = append(keep, line)
-		}
-	}
-	s := strings.TrimSpace(strings.Join(keep, "\n"))
-	if len(s) > 2000 {
-		s = "..." + s[len(s)-2000:]
-	}
-	return s
-}
-
-func printMounted(e *env, st *mountState) {
+func printMounted(e *env, st *service.MountState) {
 	fmt.Fprintf(e.stdout, "mounted %s at %s (%s, pid %d)\n", st.Image, st.Mountpoint, st.Mode, st.PID)
-	if st.Mode == modeUndo {
+	if st.Mode == service.ModeUndo {
 		fmt.Fprintf(e.stdout, "changes go to the undo disk %s: 'vhd umount --commit %s' keeps them in the image, 'vhd umount --discard %s' drops them\n", st.UndoDisk, st.Mountpoint, st.Mountpoint)
 	}
 	for _, f := range st.FS {
@@ -267,114 +164,15 @@ func printMounted(e *env, st *mountState) {
 	}
 }
 
-// openForMount opens the image the way the mode asks.
-func openForMount(req mountRequest) (*chains.Chain, error) {
-	switch req.mode() {
-	case modeReadOnly:
-		return chains.Open(req.image, req.cf.options(true))
-	case modeNoUndo:
-		return chains.Open(req.image, req.cf.options(false))
-	}
-	c, _, err := chains.OpenUndo(req.image, req.cf.options(false))
-	return c, err
-}
-
-// serveMount is the server: open, mount, report ready, serve until
-// unmounted or interrupted, then flush and close.
-func serveMount(ctx context.Context, e *env, req mountRequest, readyFD int) (err error) {
-	var ready *os.File
-	if readyFD >= 0 {
-		ready = os.NewFile(uintptr(readyFD), "ready")
-	}
-	tell := func(m readyMsg) {
-		if ready != nil {
-			b, _ := json.Marshal(m)
-			ready.Write(append(b, '\n'))
-			ready.Close()
-			ready = nil
-		}
-	}
-	defer func() {
-		if err != nil {
-			tell(readyMsg{Error: err.Error()})
-		}
-	}()
-	logger := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	c, err := openForMount(req)
-	if err != nil {
-		return err
-	}
-	st := &mountState{Mountpoint: req.mnt, Image: req.image, Mode: req.mode(), PID: os.Getpid(), Started: time.Now().UTC()}
-	for _, l := range c.Layers() {
-		st.Layers = append(st.Layers, l.Path)
-	}
-	if req.mode() == modeUndo {
-		st.UndoDisk = chains.UndoPath(req.image)
-	}
-	if ready != nil {
-		st.Log = logPath(req.mnt)
-	}
-	srv, err := vhdfs.Mount(ctx, c, req.mnt, vhdfs.Options{
-		ReadOnly:   req.readOnly,
-		AllowOther: req.allowOther,
-		FSDirs:     req.withFS,
-		FsName:     req.image,
-		Info:       st,
-		Logger:     logger,
-		Debug:      req.debug,
-		// The kernel enforces the modes (vhdfs/perm.go).
-		GroupOtherPerm: req.groupOther,
-	})
-	if err != nil {
-		c.Close()
-		return err
-	}
-	if req.withFS {
-		st.FS = mountFilesystems(ctx, req.mnt, srv.Table(), req.readOnly, logger)
-	}
-	if err := st.save(); err != nil {
-		teardownFilesystems(st.FS, false, logger)
-		srv.Unmount()
-		srv.Wait()
-		c.Close()
-		return fmt.Errorf("saving the mount's state: %w", err)
-	}
-	tell(readyMsg{State: st})
-	if readyFD < 0 {
-		printMounted(e, st)
-	}
-	select {
-	case <-srv.Done():
-	case <-ctx.Done():
-		// Interrupted: unmount in order ourselves.
-		logger.Info("vhd mount: interrupted; unmounting", "mountpoint", req.mnt)
-		teardownFilesystems(st.FS, false, logger)
-		if err := unmountFUSE(req.mnt, false); err != nil {
-			logger.Error("vhd mount: unmount", "err", err)
-		}
-	}
-	werr := srv.Wait() // flushes
-	cerr := c.Close()
-	removeState(req.mnt)
-	if werr != nil {
-		return fmt.Errorf("flushing %s: %w", req.image, werr)
-	}
-	if cerr != nil {
-		return cerr
-	}
-	logger.Info("vhd mount: unmounted, flushed and closed", "image", req.image)
-	return nil
-}
-
 // listMounts prints what is mounted from which image.
 func listMounts(e *env, asJSON bool) error {
-	list, err := listStates()
+	list, err := service.ListMounts()
 	if err != nil {
 		return err
 	}
 	if asJSON {
 		if list == nil {
-			list = []*mountState{}
+			list = []*service.MountState{}
 		}
 		return writeJSON(e, list)
 	}
@@ -398,33 +196,4 @@ func listMounts(e *env, asJSON bool) error {
 		}
 	}
 	return nil
-}
-
-// waitUnlocked waits until no process holds a lock on path (the server
-// has closed the image), up to timeout. It takes the same flock the
-// engine takes, on a descriptor of its own, and lets go at once.
-func waitUnlocked(ctx context.Context, path string, timeout time.Duration) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return unix.Flock(int(f.Fd()), unix.LOCK_UN)
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			return fmt.Errorf("%s: lock: %w", path, err)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s is still in use after %v", path, timeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }

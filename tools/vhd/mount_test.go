@@ -16,6 +16,7 @@ import (
 
 	"vhdkit/chains"
 	"vhdkit/engine"
+	"vhdkit/service"
 )
 
 // The mount tests run `vhd mount` as a user would, against the real
@@ -62,7 +63,7 @@ func mountImage(t *testing.T, args ...string) result {
 	r := vhdOK(t, append([]string{"mount"}, args...)...)
 	mnt := args[len(args)-1]
 	t.Cleanup(func() {
-		if isMounted(absPath(t, mnt)) {
+		if service.IsMounted(absPath(t, mnt)) {
 			vhd(t, "umount", mnt)
 		}
 	})
@@ -142,7 +143,7 @@ func TestMountPartitionFormatCommit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var list []mountState
+	var list []service.MountState
 	vhdJSON(t, &list, "mount", "--list", "--json")
 	if len(list) != 1 || list[0].Image != img || len(list[0].FS) != 2 || !list[0].Alive {
 		t.Fatalf("vhd mount --list: %+v", list)
@@ -289,7 +290,7 @@ func TestMountKilledServer(t *testing.T) {
 	os.Mkdir(mnt, 0o755)
 	vhdOK(t, "create", "--size", "64M", img)
 	mountImage(t, img, mnt)
-	var list []mountState
+	var list []service.MountState
 	vhdJSON(t, &list, "mount", "--list", "--json")
 	if len(list) != 1 || list[0].PID <= 0 {
 		t.Fatalf("listing: %+v", list)
@@ -311,7 +312,7 @@ func TestMountKilledServer(t *testing.T) {
 	if err := syscall.Kill(list[0].PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; processAlive(list[0].PID) && i < 100; i++ {
+	for i := 0; service.ProcessAlive(list[0].PID) && i < 100; i++ {
 		time.Sleep(20 * time.Millisecond)
 	}
 	// The kernel answers ENOTCONN, or ECONNABORTED when it aborted the
@@ -340,7 +341,7 @@ func TestMountKilledServer(t *testing.T) {
 	if !strings.Contains(r.stderr, "gone") {
 		t.Errorf("umount of a dead mount says nothing about it:\n%s", r)
 	}
-	if isMounted(absPath(t, mnt)) {
+	if service.IsMounted(absPath(t, mnt)) {
 		t.Fatal("the dead mount is still there")
 	}
 	if got := readBack(t, img, 5<<20, len(synced)); !bytes.Equal(got, synced) {
@@ -442,7 +443,7 @@ func TestMountAsUser(t *testing.T) {
 	setFUSEDeviceMode(t, 0o666)
 	asUser(bin, "mount", img, mnt)
 	t.Cleanup(func() {
-		if isMounted(mnt) {
+		if service.IsMounted(mnt) {
 			exec.Command("fusermount3", "-u", "-z", mnt).Run()
 		}
 	})

@@ -2,21 +2,20 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 
 	"github.com/spf13/pflag"
 
 	"vhdkit/chains"
 	"vhdkit/engine"
 	"vhdkit/nbdserve"
+	"vhdkit/service"
+	"vhdkit/vhdfs"
 )
 
 var serveCmd = &command{
@@ -48,8 +47,9 @@ differencing images depend on, is refused: it would make them wrong. Flushes (NB
 is durable; several connections may share an export (multi-conn).
 
 --fuse DIR also mounts the same open disks over FUSE (see 'vhd mount'):
-at DIR for a single image, at DIR/NAME for several. A write through one
-is read back through the other at once.
+at DIR for a single image, at DIR/NAME for several (folders it makes
+for them are removed when it stops). A write through one is read back
+through the other at once.
 
 With --tls-cert and --tls-key, TLS is required of every client; with
 --tls-ca, clients must also present a certificate signed by that CA
@@ -150,88 +150,113 @@ func parseExportArg(a string) exportArg {
 }
 
 // serve opens the images, listens, prints the URIs and serves until ctx
-// ends; then it unmounts any FUSE mounts and closes the images (flushing
-// them).
+// ends; the host (service.Host) then stops the clients, unmounts any
+// FUSE mounts and flushes and closes the images, in that order.
 func serve(ctx context.Context, o *serveOptions, cf *chainFlags, stdout io.Writer, log *slog.Logger) (err error) {
-	srv := &nbdserve.Server{Exports: map[string]*nbdserve.Export{}, Logger: log}
+	srv := &nbdserve.Server{Logger: log}
 	o.limits.apply(srv)
-	em := &emergency{stderr: o.stderr}
-	defer em.watch()() // to the very end: closing the images may take long
-	defer func() {
-		for _, e := range srv.Exports {
-			if cerr := e.Disk.Close(); cerr != nil && err == nil {
-				err = fmt.Errorf("close %s: %w", e.Description, cerr)
-			}
-		}
-	}()
-	for _, a := range o.exports {
-		d, err := openExport(a.path, o, cf)
-		if err != nil {
-			return err
-		}
-		srv.Exports[a.name] = &nbdserve.Export{Name: a.name, Description: filepath.Base(a.path), Disk: d}
-		em.addDisk(a.name, d)
-	}
 	if len(o.exports) == 1 {
 		srv.Default = o.exports[0].name
 	}
-	if o.tlsCert != "" {
-		if srv.TLSConfig, err = loadTLS(o.tlsCert, o.tlsKey, o.tlsCA); err != nil {
+	h := service.New(service.Config{NBD: srv, Logger: log})
+	// The second-signal watch lasts to the very end: closing the images
+	// may take long.
+	defer service.OnSecondSignal(func() { abandon(h, o.stderr) })()
+	defer func() {
+		if cerr := h.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	for _, a := range o.exports {
+		if err := addExport(ctx, h, a, o, cf, log); err != nil {
 			return err
 		}
 	}
-	listeners, uris, err := listen(o, srv)
-	if err != nil {
+	if o.tlsCert != "" {
+		if srv.TLSConfig, err = service.LoadTLS(o.tlsCert, o.tlsKey, o.tlsCA); err != nil {
+			return err
+		}
+	}
+	if err := listen(h, o); err != nil {
 		return err
 	}
-	em.setSockets(listenerSockets(listeners))
 	if o.insecureTCP && o.tlsCA == "" {
 		fmt.Fprintf(o.stderr, "vhd serve: warning: --insecure-tcp: clients of %s are not authenticated\n", o.listen)
 	}
-	var mounts []fuseMount
+	for _, u := range h.URIs() {
+		fmt.Fprintln(stdout, u)
+	}
+	for _, name := range h.ExportNames() {
+		if ex, _ := h.LookupExport(name); ex.Mountpoint != "" {
+			fmt.Fprintf(stdout, "fuse:%s\n", ex.Mountpoint)
+		}
+	}
+	return h.Run(ctx)
+}
+
+// addExport opens one image and has the host serve it, over FUSE too
+// with --fuse: at DIR for a single image, at DIR/NAME (made, and removed
+// at the end) for several. The disks are the ones NBD serves, so both
+// views share every write at once.
+func addExport(ctx context.Context, h *service.Host, a exportArg, o *serveOptions, cf *chainFlags, log *slog.Logger) error {
+	d, err := openExport(a.path, o, cf)
+	if err != nil {
+		return err
+	}
+	opts := service.ExportOptions{Description: filepath.Base(a.path)}
 	if o.fuse != "" {
-		mounts, err = mountExports(ctx, srv, o, log)
-		defer unmountAll(mounts, log)
-		em.setMounts(mounts)
-		if err != nil {
+		dir := o.fuse
+		if len(o.exports) > 1 {
+			dir = filepath.Join(o.fuse, a.name)
+		}
+		opts.FUSE = &service.FUSEOptions{Dir: dir, MakeDir: len(o.exports) > 1, DetachBusy: true, Mount: vhdfs.Options{
+			ReadOnly: o.readOnly, FsName: opts.Description, Logger: log,
+			Info: map[string]any{"export": a.name, "image": opts.Description, "served_over": "nbd and fuse"},
+		}}
+	}
+	if _, err := h.AddExport(ctx, a.name, d, opts); err != nil {
+		d.Close()
+		if opts.FUSE != nil {
+			return fmt.Errorf("mount %s at %s: %w", a.name, opts.FUSE.Dir, err)
+		}
+		return err
+	}
+	return nil
+}
+
+// listen opens the listeners asked for: a unix socket (the one given,
+// else the default) unless only --listen was given, and TCP with it.
+func listen(h *service.Host, o *serveOptions) error {
+	if o.socketGiven || !o.listenGiven {
+		path := o.socket
+		if path == "" {
+			var err error
+			if path, err = service.DefaultSocket(); err != nil {
+				return err
+			}
+		}
+		if err := h.ListenUnix(path); err != nil {
 			return err
 		}
 	}
-	for _, u := range uris {
-		fmt.Fprintln(stdout, u)
+	if o.listenGiven {
+		addr, err := service.TCPAddr(o.listen)
+		if err != nil {
+			return fmt.Errorf("--listen %w", err)
+		}
+		return h.ListenTCP(addr)
 	}
-	for _, m := range mounts {
-		fmt.Fprintf(stdout, "fuse:%s\n", m.dir)
-	}
-	// One listener failing stops them all: they share the connections.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errs := make([]error, len(listeners))
-	for i, l := range listeners {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer cancel()
-			errs[i] = srv.Serve(ctx, l)
-		}()
-	}
-	wg.Wait()
-	for _, s := range listenerSockets(listeners) {
-		os.Remove(s)
-	}
-	return errors.Join(errs...)
+	return nil
 }
 
-// listenerSockets lists the socket files of the unix listeners.
-func listenerSockets(ls []net.Listener) []string {
-	var out []string
-	for _, l := range ls {
-		if ul, ok := l.(*net.UnixListener); ok {
-			out = append(out, ul.Addr().String())
-		}
+// abandon is the second SIGINT or SIGTERM: the user will not wait for
+// clients. Flush what can be flushed, detach, exit.
+func abandon(h *service.Host, stderr io.Writer) {
+	fmt.Fprintln(stderr, "vhd serve: second signal: flushing the images and exiting without waiting for clients")
+	if err := h.Abandon(service.AbandonFlushTimeout); err != nil {
+		fmt.Fprintf(stderr, "vhd serve: %v; writes since the last flush may be lost: run 'vhd check' on the images\n", err)
 	}
-	return out
+	os.Exit(exitFailed)
 }
 
 // openExport opens an image with its chain, or with its undo disk on top.

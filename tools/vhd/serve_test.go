@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"vhdkit/engine"
+	"vhdkit/service"
 )
 
 func need(t *testing.T, tools ...string) {
@@ -415,7 +416,7 @@ func TestServeChainOverNBDAndFUSE(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("vhd serve after SIGTERM: %v", err)
 	}
-	if isMounted(absPath(t, mnt)) {
+	if service.IsMounted(absPath(t, mnt)) {
 		t.Error("the FUSE mount is still there after vhd serve stopped")
 	}
 	checkClean(t, top)

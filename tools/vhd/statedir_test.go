@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"vhdkit/chains"
+	"vhdkit/service"
 )
 
 // The state folder tests plant what another user could, then run vhd as
@@ -149,12 +150,11 @@ func TestStateFileSymlinks(t *testing.T) {
 	vhdOK(t, "create", "--size", "1M", img)
 	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
 	t.Cleanup(func() { // code that follows the link mounts
-		if isMounted(mnt) {
+		if service.IsMounted(mnt) {
 			vhd(t, "umount", mnt)
 		}
 	})
-	mounts, err := mountsFolder(true)
-	if err != nil {
+	if _, err := service.MountsFolder(true); err != nil {
 		t.Fatal(err)
 	}
 	victim := filepath.Join(t.TempDir(), "precious")
@@ -162,7 +162,7 @@ func TestStateFileSymlinks(t *testing.T) {
 	if err := os.WriteFile(victim, []byte(precious), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	id := mountID(mnt)
+	logFile, stateFile := service.LogPath(mnt), service.StatePath(mnt)
 	intact := func() {
 		t.Helper()
 		if b, err := os.ReadFile(victim); err != nil || string(b) != precious {
@@ -171,25 +171,25 @@ func TestStateFileSymlinks(t *testing.T) {
 	}
 
 	// The log a detached mount server writes to.
-	symlink(t, victim, filepath.Join(mounts, id+".log"))
+	symlink(t, victim, logFile)
 	refused(t, vhd(t, "mount", img, mnt), "is a symlink")
 	intact()
 
 	// The state file umount and the listing read.
-	symlink(t, victim, filepath.Join(mounts, id+".json"))
+	symlink(t, victim, stateFile)
 	refused(t, vhd(t, "umount", mnt), "is a symlink")
 	intact()
 
 	// Saving replaces the link itself, never writes through it.
-	st := &mountState{Mountpoint: mnt, Image: img, Mode: modeReadOnly}
-	if err := st.save(); err != nil {
+	st := &service.MountState{Mountpoint: mnt, Image: img, Mode: service.ModeReadOnly}
+	if err := st.Save(); err != nil {
 		t.Fatal(err)
 	}
 	intact()
-	if fi, err := os.Lstat(filepath.Join(mounts, id+".json")); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o600 {
+	if fi, err := os.Lstat(stateFile); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("state file after save: %v %v", fi, err)
 	}
-	if got, err := loadStateOf(mnt); err != nil || got.Image != img {
+	if got, err := service.LoadMountState(mnt); err != nil || got.Image != img {
 		t.Fatalf("state read back: %+v %v", got, err)
 	}
 }
@@ -212,12 +212,11 @@ func TestForgedStateFile(t *testing.T) {
 	}
 	undo := chains.UndoPath(img)
 	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
-	mounts, err := mountsFolder(true)
-	if err != nil {
+	if _, err := service.MountsFolder(true); err != nil {
 		t.Fatal(err)
 	}
-	forged, _ := json.Marshal(mountState{Mountpoint: mnt, Image: img, Mode: modeUndo, UndoDisk: undo})
-	path := filepath.Join(mounts, mountID(mnt)+".json")
+	forged, _ := json.Marshal(service.MountState{Mountpoint: mnt, Image: img, Mode: service.ModeUndo, UndoDisk: undo})
+	path := service.StatePath(mnt)
 	if err := os.WriteFile(path, forged, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -319,24 +318,6 @@ func serveAs(t *testing.T, bin string, uid int, env []string, args ...string) (s
 		t.Fatalf("vhd serve printed no URI: %v", err)
 	}
 	return strings.TrimSpace(line), stop
-}
-
-// TestPrivateDirUmask: a folder vhd makes is 0700 even under a umask
-// that would leave the owner less.
-func TestPrivateDirUmask(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "vhdkit")
-	old := syscall.Umask(0o277)
-	err := privateDir(path)
-	syscall.Umask(old)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi, err := os.Lstat(path); err != nil || fi.Mode().Perm() != 0o700 {
-		t.Fatalf("%v %v", fi, err)
-	}
-	if err := privateDir(path); err != nil {
-		t.Fatalf("checking it again: %v", err)
-	}
 }
 
 func mkdir(t *testing.T, path string, mode os.FileMode) {

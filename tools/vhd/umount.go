@@ -4,15 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/spf13/pflag"
 
 	"vhdkit/chains"
+	"vhdkit/service"
 )
 
 var umountCmd = &command{
@@ -50,42 +48,21 @@ as after any crash, every flushed write in place.
 			if err != nil {
 				return err
 			}
-			st, err := loadStateOf(mnt)
-			if errors.Is(err, os.ErrNotExist) {
-				// No state (lost with /run, say): a vhd FUSE mount names
-				// its image as its source.
-				src, ok := fuseMounts()[mnt]
-				if !ok {
-					return fmt.Errorf("%s is not a 'vhd mount' mount point ('vhd mount --list' shows them)", mnt)
-				}
-				st = &mountState{Mountpoint: mnt, Image: src, Mode: modeUndo, UndoDisk: chains.UndoPath(src)}
-				if _, err := os.Stat(st.UndoDisk); err != nil {
-					st.Mode, st.UndoDisk = modeNoUndo, ""
-				}
-			} else if err != nil {
+			st, err := service.FindMount(mnt)
+			if err != nil {
 				return err
 			}
-			if (*commit || *discard) && st.Mode != modeUndo {
+			if (*commit || *discard) && st.Mode != service.ModeUndo {
 				return usageErr("%s was mounted %s: there is no undo disk to commit or discard", mnt, st.Mode)
 			}
-			log := slog.New(slog.NewTextHandler(io.Discard, nil))
-			lazy := !st.Alive
-			if lazy {
+			if !st.Alive {
 				fmt.Fprintf(e.stderr, "vhd umount: the server of %s is gone; cleaning up the dead mount\n", mnt)
 			}
-			if err := teardownFilesystems(st.FS, lazy, log); err != nil {
-				return fmt.Errorf("%w (close the files open on them and run 'vhd umount' again)", err)
-			}
-			if err := unmountFUSE(mnt, lazy); err != nil {
-				return fmt.Errorf("unmount %s: %w (close the files open in it and run 'vhd umount' again)", mnt, err)
-			}
-			if err := waitServer(ctx, st, *timeout); err != nil {
+			if err := service.Unmount(ctx, st, *timeout); err != nil {
 				return err
 			}
-			removeState(mnt)
-			os.Remove(logPath(mnt))
 			fmt.Fprintf(e.stdout, "unmounted %s (%s)\n", mnt, st.Image)
-			if st.Mode != modeUndo {
+			if st.Mode != service.ModeUndo {
 				return nil
 			}
 			switch {
@@ -109,30 +86,4 @@ as after any crash, every flushed write in place.
 			return nil
 		}
 	},
-}
-
-// waitServer waits for the server to exit and for its image (and undo
-// disk) to be unlocked: only then is everything flushed and closed.
-func waitServer(ctx context.Context, st *mountState, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for st.PID > 0 && processAlive(st.PID) {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the server (pid %d) is still running %v after the unmount; its log: %s", st.PID, timeout, st.Log)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	files := []string{st.Image}
-	if st.UndoDisk != "" {
-		files = append(files, st.UndoDisk)
-	}
-	for _, f := range files {
-		if err := waitUnlocked(ctx, f, time.Until(deadline)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-	}
-	return nil
 }

@@ -1,4 +1,4 @@
-package main
+package service
 
 import (
 	"fmt"
@@ -10,10 +10,10 @@ import (
 	"vhdkit/engine"
 )
 
-// holderHint names the vhd mount or server holding a locked image, from
+// HolderHint names the vhd mount or server holding a locked image, from
 // the pid the engine found in /proc/locks: a mount by its mount point
 // (its state file), a server by its socket.
-func holderHint(le *engine.LockedError) string {
+func HolderHint(le *engine.LockedError) string {
 	if le.PID <= 0 {
 		return ""
 	}
@@ -32,8 +32,8 @@ func holderHint(le *engine.LockedError) string {
 }
 
 // mountByPID is the state of the live mount whose server is pid.
-func mountByPID(pid int) *mountState {
-	list, _ := listStates()
+func mountByPID(pid int) *MountState {
+	list, _ := ListMounts()
 	for _, st := range list {
 		if st.Alive && st.PID == pid {
 			return st

@@ -1,4 +1,4 @@
-package main
+package service
 
 import (
 	"bufio"
@@ -29,8 +29,8 @@ import (
 // folders must be this user's alone (0700) and the files regular files
 // of theirs; statedir.go checks that, and says why.
 
-// mountState is one mount's state file.
-type mountState struct {
+// MountState is one mount's state file.
+type MountState struct {
 	Mountpoint string    `json:"mountpoint"`
 	Image      string    `json:"image"`
 	Layers     []string  `json:"layers"` // the chain, top first
@@ -39,16 +39,16 @@ type mountState struct {
 	PID        int       `json:"pid"`
 	Log        string    `json:"log,omitempty"`
 	Started    time.Time `json:"started"`
-	FS         []fsMount `json:"filesystems,omitempty"`
+	FS         []FSMount `json:"filesystems,omitempty"`
 	// Alive is filled in by the listing, not stored.
 	Alive bool `json:"alive,omitempty"`
 }
 
 // Mount modes.
 const (
-	modeUndo     = "undo"
-	modeNoUndo   = "no-undo"
-	modeReadOnly = "read-only"
+	ModeUndo     = "undo"
+	ModeNoUndo   = "no-undo"
+	ModeReadOnly = "read-only"
 )
 
 // mountID names the state of the mount at the absolute path mnt.
@@ -57,12 +57,12 @@ func mountID(mnt string) string {
 	return hex.EncodeToString(h[:8])
 }
 
-func statePath(mnt string) string { return filepath.Join(mountsDir(), mountID(mnt)+".json") }
-func logPath(mnt string) string   { return filepath.Join(mountsDir(), mountID(mnt)+".log") }
+func StatePath(mnt string) string { return filepath.Join(mountsDir(), mountID(mnt)+".json") }
+func LogPath(mnt string) string   { return filepath.Join(mountsDir(), mountID(mnt)+".log") }
 
 // save writes the state atomically, into the checked folder.
-func (s *mountState) save() error {
-	dir, err := mountsFolder(true)
+func (s *MountState) Save() error {
+	dir, err := MountsFolder(true)
 	if err != nil {
 		return err
 	}
@@ -70,49 +70,49 @@ func (s *mountState) save() error {
 	if err != nil {
 		return err
 	}
-	return writePrivateFile(dir, filepath.Base(statePath(s.Mountpoint)), append(b, '\n'))
+	return writePrivateFile(dir, filepath.Base(StatePath(s.Mountpoint)), append(b, '\n'))
 }
 
 // maxStateFile bounds what is read of a state file (a few hundred
 // bytes, more with many filesystems).
 const maxStateFile = 1 << 20
 
-// loadStateOf reads the state of the mount at mnt, after checking the
+// LoadMountState reads the state of the mount at mnt, after checking the
 // folder it is in. No folder or no file: fs.ErrNotExist.
-func loadStateOf(mnt string) (*mountState, error) {
-	if _, err := mountsFolder(false); err != nil {
+func LoadMountState(mnt string) (*MountState, error) {
+	if _, err := MountsFolder(false); err != nil {
 		return nil, err
 	}
-	return loadState(statePath(mnt))
+	return loadState(StatePath(mnt))
 }
 
 // loadState reads a state file in a checked folder: only a regular file
 // of this user's (readPrivateFile).
-func loadState(path string) (*mountState, error) {
+func loadState(path string) (*MountState, error) {
 	b, err := readPrivateFile(path, maxStateFile)
 	if err != nil {
 		return nil, err
 	}
-	var s mountState
+	var s MountState
 	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	s.Alive = processAlive(s.PID)
+	s.Alive = ProcessAlive(s.PID)
 	return &s, nil
 }
 
-// removeState deletes a mount's state file (and its log, which only
+// RemoveMountState deletes a mount's state file (and its log, which only
 // matters while the server runs or right after it failed to start).
-func removeState(mnt string) {
-	os.Remove(statePath(mnt))
+func RemoveMountState(mnt string) {
+	os.Remove(StatePath(mnt))
 }
 
-// listStates reads every state file, dropping those whose server is gone
+// ListMounts reads every state file, dropping those whose server is gone
 // and whose mount point is no longer mounted: nothing is left to clean.
 // A dead server with its mount still there (ENOTCONN) stays listed, for
 // `vhd umount` to clean up.
-func listStates() ([]*mountState, error) {
-	dir, err := mountsFolder(false)
+func ListMounts() ([]*MountState, error) {
+	dir, err := MountsFolder(false)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -123,8 +123,8 @@ func listStates() ([]*mountState, error) {
 	if err != nil {
 		return nil, err
 	}
-	mounted := fuseMounts()
-	var list []*mountState
+	mounted := FuseMounts()
+	var list []*MountState
 	for _, e := range ents {
 		if !strings.HasSuffix(e.Name(), ".json") {
 			continue
@@ -146,9 +146,9 @@ func listStates() ([]*mountState, error) {
 	return list, nil
 }
 
-// processAlive reports whether pid runs (a zombie does not count: it has
+// ProcessAlive reports whether pid runs (a zombie does not count: it has
 // released its files and locks).
-func processAlive(pid int) bool {
+func ProcessAlive(pid int) bool {
 	if pid <= 0 {
 		return false
 	}
@@ -165,9 +165,9 @@ func processAlive(pid int) bool {
 	return i < 0 || i+2 >= len(s) || (s[i+2] != 'Z' && s[i+2] != 'X')
 }
 
-// fuseMounts maps the mount points of vhd's FUSE mounts (fstype
+// FuseMounts maps the mount points of vhd's FUSE mounts (fstype
 // fuse.vhd) to their source, the image path.
-func fuseMounts() map[string]string {
+func FuseMounts() map[string]string {
 	m := map[string]string{}
 	for _, e := range mountTable() {
 		if e.fstype == "fuse.vhd" {
@@ -222,8 +222,8 @@ func unescapeMount(s string) string {
 	return b.String()
 }
 
-// isMounted reports whether path is a mount point.
-func isMounted(path string) bool {
+// IsMounted reports whether path is a mount point.
+func IsMounted(path string) bool {
 	for _, e := range mountTable() {
 		if e.point == path {
 			return true

@@ -1,4 +1,4 @@
-package main
+package service
 
 import (
 	"crypto/rand"
@@ -41,8 +41,8 @@ import (
 //     else in the private folder: never in the bare temporary folder.
 
 // runtimeDir is vhd's private folder for state and logs. Only its path:
-// mountsFolder and socketDir check it before use.
-func runtimeDir() string {
+// MountsFolder and SocketDir check it before use.
+func RuntimeDir() string {
 	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
 		return filepath.Join(d, "vhdkit")
 	}
@@ -52,17 +52,17 @@ func runtimeDir() string {
 	return filepath.Join(os.TempDir(), fmt.Sprintf("vhdkit-%d", os.Geteuid()))
 }
 
-func mountsDir() string { return filepath.Join(runtimeDir(), "mounts") }
+func mountsDir() string { return filepath.Join(RuntimeDir(), "mounts") }
 
-// mountsFolder checks the runtime folder and its mounts/ and returns the
+// MountsFolder checks the runtime folder and its mounts/ and returns the
 // latter's path. create makes what is missing; otherwise a missing
 // folder is an error satisfying errors.Is(err, fs.ErrNotExist).
-func mountsFolder(create bool) (string, error) {
+func MountsFolder(create bool) (string, error) {
 	check := privateDir
 	if !create {
 		check = existingPrivateDir
 	}
-	for _, d := range []string{runtimeDir(), mountsDir()} {
+	for _, d := range []string{RuntimeDir(), mountsDir()} {
 		if err := check(d); err != nil {
 			return "", err
 		}
@@ -70,18 +70,18 @@ func mountsFolder(create bool) (string, error) {
 	return mountsDir(), nil
 }
 
-// socketDir is where `vhd serve` puts its default socket: the user's
+// SocketDir is where `vhd serve` puts its default socket: the user's
 // runtime folder ($XDG_RUNTIME_DIR, else /run/user/UID), which nobody
 // else may write, else vhd's private folder (never the bare temporary
 // folder, where anyone could take the name first).
-func socketDir() (string, error) {
+func SocketDir() (string, error) {
 	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
 		return d, ownFolder(d)
 	}
 	if d := fmt.Sprintf("/run/user/%d", os.Geteuid()); ownFolder(d) == nil {
 		return d, nil
 	}
-	d := runtimeDir()
+	d := RuntimeDir()
 	return d, privateDir(d)
 }
 

@@ -1,4 +1,4 @@
-package main
+package service
 
 import (
 	"context"
@@ -22,8 +22,9 @@ import (
 // the other way: filesystems, loop devices, then (the caller) the FUSE
 // mount, whose server flushes the disk as it exits.
 
-// fsMount is one filesystem of a --fs mount.
-type fsMount struct {
+// FSMount is one filesystem mounted from a partition of a served disk
+// (vhd mount --fs), with its loop device.
+type FSMount struct {
 	Part    string `json:"part"` // p1, ... or disk
 	Loop    string `json:"loop,omitempty"`
 	Type    string `json:"type,omitempty"`
@@ -38,7 +39,7 @@ var kernelFS = map[string]bool{"ext2": true, "ext3": true, "ext4": true, "xfs": 
 
 // mountFilesystems mounts what it can and reports the rest. It never
 // fails as a whole: a partition that cannot be mounted says why.
-func mountFilesystems(ctx context.Context, mnt string, t *vhdfs.Table, readOnly bool, log *slog.Logger) []fsMount {
+func mountFilesystems(ctx context.Context, mnt string, t *vhdfs.Table, readOnly bool, log *slog.Logger) []FSMount {
 	names := []string{"disk"}
 	if len(t.Partitions) > 0 {
 		names = names[:0]
@@ -46,12 +47,12 @@ func mountFilesystems(ctx context.Context, mnt string, t *vhdfs.Table, readOnly 
 			names = append(names, fmt.Sprintf("p%d", p.Number))
 		}
 	}
-	var list []fsMount
+	var list []FSMount
 	for _, name := range names {
-		m := fsMount{Part: name, Dir: filepath.Join(mnt, "fs", name)}
+		m := FSMount{Part: name, Dir: filepath.Join(mnt, "fs", name)}
 		mountOne(ctx, &m, filepath.Join(mnt, name), readOnly)
 		if !m.Mounted {
-			log.Info("vhd mount --fs: not mounted", "part", name, "why", m.Note)
+			log.Info("vhd mount: a filesystem is not mounted", "part", name, "why", m.Note)
 			m.Dir = ""
 		}
 		list = append(list, m)
@@ -59,7 +60,7 @@ func mountFilesystems(ctx context.Context, mnt string, t *vhdfs.Table, readOnly 
 	return list
 }
 
-func mountOne(ctx context.Context, m *fsMount, file string, readOnly bool) {
+func mountOne(ctx context.Context, m *FSMount, file string, readOnly bool) {
 	args := []string{"-f", "--show"}
 	if readOnly {
 		args = append(args, "-r")
@@ -104,11 +105,11 @@ func mountOne(ctx context.Context, m *fsMount, file string, readOnly bool) {
 // teardownFilesystems unmounts the filesystems and detaches their loop
 // devices, last first. lazy detaches what cannot be unmounted cleanly (a
 // dead server: the filesystem cannot flush to it anyway).
-func teardownFilesystems(list []fsMount, lazy bool, log *slog.Logger) error {
+func teardownFilesystems(list []FSMount, lazy bool, log *slog.Logger) error {
 	var errs []error
 	for i := len(list) - 1; i >= 0; i-- {
 		m := list[i]
-		if m.Mounted && isMounted(m.Dir) {
+		if m.Mounted && IsMounted(m.Dir) {
 			// umount(2) of an ext4, xfs or btrfs writes everything back
 			// through the loop device and flushes it; for ntfs-3g
 			// (fuseblk) it waits for ntfs-3g to finish.
@@ -147,10 +148,10 @@ func unmountRetry(dir string, lazy bool) error {
 	return err
 }
 
-// unmountFUSE unmounts a vhd FUSE mount: umount(2) as root, fusermount3
+// unmountPoint unmounts a vhd FUSE mount: umount(2) as root, fusermount3
 // otherwise. lazy detaches a dead mount (ENOTCONN) that a plain unmount
 // may refuse while something still has it open.
-func unmountFUSE(mnt string, lazy bool) error {
+func unmountPoint(mnt string, lazy bool) error {
 	if os.Geteuid() == 0 {
 		return unmountRetry(mnt, lazy)
 	}
@@ -160,7 +161,7 @@ func unmountFUSE(mnt string, lazy bool) error {
 	}
 	var err error
 	for range 50 {
-		if _, err = runTool(context.Background(), "fusermount3", append(args, mnt)...); err == nil || !isMounted(mnt) {
+		if _, err = runTool(context.Background(), "fusermount3", append(args, mnt)...); err == nil || !IsMounted(mnt) {
 			return nil
 		}
 		time.Sleep(100 * time.Millisecond)

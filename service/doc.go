@@ -1,0 +1,131 @@
+// Package service runs vhdkit's long-running processes: `vhd serve`,
+// the `vhd mount` server and, next, the guest runner. It owns what
+// outlives one call into the engine: disks held open and served over
+// NBD and FUSE, loop devices and filesystems mounted from them, sockets,
+// state files, starting in the background, waiting for another process
+// to let go of an image, signals and the order of teardown. A command
+// in tools/vhd only turns flags into calls here and prints the results.
+//
+// # Lifecycle
+//
+//	h := service.New(service.Config{NBD: &nbdserve.Server{...}, Logger: log})
+//	defer h.Close()                         // a setup that fails half-way
+//	h.AddExport(ctx, "disk", chain, service.ExportOptions{FUSE: ...})
+//	h.ListenUnix(path)                      // and/or ListenTCP
+//	fmt.Println(h.URIs())
+//	err := h.Run(ctx)                       // serves, then tears down
+//
+// A Host is set up (exports, listeners, state files), then Run serves
+// until ctx ends (the first SIGINT/SIGTERM), a listener fails, or, with
+// Config.StopOnUnmount, a FUSE mount is unmounted from outside (how
+// `vhd umount` ends a mount server). Run then tears everything down and
+// returns what failed. Exports can be added and removed while Run runs
+// (AddExport, RemoveExport); listeners only before.
+//
+// An export is one engine.Disk (an image or chain) under a name, served
+// over NBD on every listener and, if asked, mounted over FUSE
+// (FUSEOptions), with the filesystems inside mounted through loop
+// devices (FUSEOptions.Filesystems, root only: filesystems.go). From a
+// successful AddExport on, the host owns the disk and closes it.
+//
+// RemoveExport stops NBD clients of the export the way shutdown does
+// (nbdserve.Server.RemoveExport: new clients are told it is unknown;
+// connections using it answer the requests they read, flush and close,
+// or are closed after the grace period), then unmounts its filesystems
+// and FUSE mount, flushes and closes the disk, and removes the folders
+// made for the mount.
+//
+// # Teardown order
+//
+// Each step depends on the one before having finished, so it is one
+// function (Host.teardown), run once:
+//
+//  1. Stop accepting and drain NBD: every connection stops reading
+//     requests, answers the ones it read (waiting at most the NBD
+//     server's ShutdownGrace, then closing connections still busy, such
+//     as a client taking no replies) and flushes. The unix socket files
+//     are removed right away, while the names are still ours; later
+//     another server may have taken one.
+//  2. Per export, the filesystems mounted from it are unmounted and
+//     their loop devices detached (their writeback goes through the
+//     FUSE files to the disk, so the FUSE mount must still be there),
+//     then the FUSE mount is unmounted and its server waited for; it
+//     flushes the disk. A mount unmounted from outside is not touched:
+//     whoever unmounted it took its filesystems down first (the kernel
+//     refuses otherwise).
+//  3. The disks are flushed and closed: after this every write any
+//     client was told succeeded is durable, and the images' locks are
+//     released.
+//  4. Folders made for mount points (FUSEOptions.MakeDir: `vhd serve
+//     --fuse DIR` with several images makes DIR/NAME) are removed if
+//     empty, then the state files: a state file outlives what it
+//     describes, so a listing never misses a mount that still holds an
+//     image.
+//
+// A mount that refuses to go (files open in it) is detached lazily with
+// FUSEOptions.DetachBusy (vhd serve); otherwise it is retried for a few
+// seconds and then left for the user to unmount (vhd mount, whose
+// server waits for it).
+//
+// # Signals
+//
+// The first SIGINT or SIGTERM ends Run's context (main's
+// signal.NotifyContext) and so starts the orderly teardown, which can
+// take as long as the slowest client's grace period and the disks'
+// flushes. OnSecondSignal lets a command act on a second one: vhd serve
+// calls Host.Abandon, which flushes every writable disk at once (within
+// AbandonFlushTimeout), detaches the FUSE mounts lazily and removes the
+// sockets, and then exits with status 1. The images are then as after
+// a crash, with every write before that flush durable.
+//
+// # Starting in the background
+//
+// `vhd mount` returns only once its mount works: StartBackground starts
+// the same program again in its own session, output to a log, with the
+// write end of a pipe as descriptor ReadyFD (3). The server says once,
+// as a JSON line, that it is ready (with its state) or why it failed
+// (ReadyPipe); if it dies without a word the pipe closes and the starter
+// shows the end of its log. The wait is bounded (DefaultReadyTimeout)
+// and ends, with SIGTERM to the server, when the starter is
+// interrupted.
+//
+// # The state folder and its safety rules
+//
+// State, logs and default sockets live in vhd's private folder
+// (RuntimeDir): $XDG_RUNTIME_DIR/vhdkit, else /run/vhdkit as root, else
+// $TMPDIR/vhdkit-UID, which has a predictable name in a folder every
+// user writes. So statedir.go trusts it only if it is a real folder (not
+// a symlink), owned by this user, mode exactly 0700, inside a folder of
+// this user's or root's that others cannot write or that is sticky;
+// otherwise it refuses, naming the folder and what to do, and never
+// repairs it (it may be someone else's). Files there are written to a
+// fresh name (O_EXCL|O_NOFOLLOW) and renamed into place, logs opened
+// O_NOFOLLOW and truncated only after fstat shows a regular file of
+// ours, and files are read only if they are regular files of this
+// user's: a state file someone else wrote is refused, not acted on.
+// vhd serve's default socket goes in the user's runtime folder when it
+// is theirs and writable by nobody else, else in the private folder
+// (SocketDir), never in the bare temporary folder.
+//
+// Each mount has mounts/ID.json (MountState: image, layers, mode, undo
+// disk, server pid, log, filesystems and loop devices) and mounts/ID.log,
+// ID being a hash of the absolute mount point. The state lives in a
+// runtime folder (tmpfs, gone at a reboot, as the mounts are), so it is
+// not synced. ListMounts drops the state of a mount whose server is gone
+// and whose mount point is no longer mounted; a dead server whose FUSE
+// mount is still there (ENOTCONN) stays listed for Unmount to clean up.
+//
+// # Unmounting and waiting for the lock
+//
+// Unmount takes a mount down in order (filesystems, loop devices, the
+// FUSE mount; lazily if its server is dead), then waits for the server
+// to exit and for the image's flock to be free (WaitUnlocked): only then
+// is everything flushed and closed, and the undo disk may be committed
+// or discarded. HolderHint turns the pid holding a locked image into
+// the mount point or socket that holds it, for error messages.
+//
+// # Logging
+//
+// Through Config.Logger, silent when nil: what is torn down and why at
+// Info, a mount that would not unmount at Warn or Error.
+package service
