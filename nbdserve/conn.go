@@ -103,8 +103,13 @@ func newConn(s *Server, lis *listener, nc net.Conn) *conn {
 }
 
 // touch records activity, which keeps the connection from being evicted
-// as idle.
-func (c *conn) touch() { c.active.Store(time.Now().UnixNano()) }
+// as idle. It returns the same instant for request latencies (see
+// clockBase), so a request costs one clock read for both.
+func (c *conn) touch() time.Duration {
+	now := time.Now()
+	c.active.Store(now.UnixNano())
+	return now.Sub(clockBase)
+}
 
 func remoteName(nc net.Conn) string {
 	if a := nc.RemoteAddr(); a != nil && a.String() != "" {
@@ -141,6 +146,8 @@ func (c *conn) serve(ctx context.Context) {
 		return
 	}
 	c.log.Debug("nbd: transmission", "export", c.export.Name, "structured", c.structured)
+	c.export.stats.connected()
+	defer c.export.stats.disconnected()
 	c.transmit()
 }
 

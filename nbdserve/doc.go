@@ -149,6 +149,24 @@
 // a connection was using is flushed as the connection ends. Closing the
 // disks is the caller's job, after Serve returns.
 //
+// # Statistics
+//
+// Every export counts, from the first time it is served: the clients
+// connected now (connections past negotiation) and in total, and per
+// command (READ, WRITE, FLUSH, TRIM, WRITE_ZEROES, BLOCK_STATUS, CACHE,
+// and unknown ones) the requests answered, the errors replied and the
+// bytes of the successful ones, and a histogram of their latency: from
+// the request's header being read to its reply being written, so waits
+// for an in-flight slot or for memory are in it. Export.Stats and
+// Server.Stats return a snapshot (ExportStats, whose JSON shape is
+// stable) with p50, p90, p99, max and mean latency, in microseconds, per
+// command and for all together. Recording is a few atomic additions per
+// request into fixed arrays (log-linear buckets, 16 per power of two, so
+// a percentile is at most 6.25% above the true one): no lock, no
+// allocation, and no measurable cost at 4 KiB random reads at queue depth
+// 32. A request counts once its reply is written; a connection counts
+// as a client until its last request is counted.
+//
 // # Logging
 //
 // Through Logger, silent when nil: connection problems at Info or Warn,

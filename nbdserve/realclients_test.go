@@ -51,6 +51,7 @@ func run(t *testing.T, name string, args ...string) string {
 // server and checks the image.
 type served struct {
 	t      *testing.T
+	srv    *Server
 	img    *engine.Image
 	path   string
 	socket string
@@ -77,7 +78,7 @@ func serveImage(t *testing.T, size int64, readOnly bool, prepare func(*engine.Im
 	}
 	srv := &Server{Exports: map[string]*Export{"disk": {Name: "disk", Description: "test image", Disk: img}}, Default: "disk"}
 	sock, stop := testServer(t, srv)
-	s := &served{t: t, img: img, path: p, socket: sock, stop: stop}
+	s := &served{t: t, srv: srv, img: img, path: p, socket: sock, stop: stop}
 	t.Cleanup(func() { s.img.Close() })
 	return s
 }

@@ -24,6 +24,10 @@ type Export struct {
 	// what makes CAN_MULTI_CONN true (one Flush covers writes made on
 	// every connection).
 	Disk engine.Disk
+
+	// stats are counted by every connection that uses the export
+	// (stats.go); an Export must not be copied once served.
+	stats exportStats
 }
 
 // Defaults for the limits of a Server whose fields are zero.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"runtime/debug"
+	"time"
 )
 
 // request is one transmission request and the state of its reply. Pooled.
@@ -20,6 +21,10 @@ type request struct {
 	oversize bool
 	// held is set once the request holds an in-flight slot.
 	held bool
+	// start is when the header was read (conn.touch), errno the error
+	// replied; the export's statistics take both once the reply is sent.
+	start time.Duration
+	errno uint32
 
 	// buf holds a WRITE's payload or a READ's data; charged is what it
 	// took from the connection's share and the server's budget.
@@ -187,7 +192,7 @@ func (c *conn) readRequest(r *request) error {
 	if r.typ == cmdDisc {
 		return errDisc
 	}
-	c.touch()
+	r.start = c.touch()
 	c.slots <- struct{}{}
 	r.held = true
 	max := uint32(c.srv.maxPayload())
@@ -293,6 +298,7 @@ func (c *conn) logFailure(r *request, errno uint32, cause error) {
 // chunks when negotiated and needed.
 func (c *conn) buildReply(r *request, errno uint32) {
 	r.hdrs, r.bufs = r.hdrs[:0], r.bufs[:0]
+	r.errno = errno
 	if errno != 0 {
 		if c.structured {
 			c.buildError(r, errno)
@@ -444,8 +450,9 @@ func (c *conn) writeBatch(batch []*request) {
 		}
 	}
 	clear(c.iov[:n])
-	c.touch()
+	now := c.touch()
 	for _, r := range batch {
+		c.export.stats.record(r, now)
 		c.done(r)
 		c.inflight.Done()
 	}
