@@ -6,6 +6,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"vhdkit/engine"
@@ -47,15 +50,45 @@ type Layer struct {
 	// Found says how the parent was found ("W2ru locator", ...); empty
 	// for the top.
 	Found string
+	// id names the layer in the read cache while the chain is open:
+	// unlike its index, it stays when a live snapshot or merge changes
+	// the layers around it (live.go).
+	id int32
+	// ref counts the chains that hold Image open (a served chain and the
+	// read-only views cut from it, View); nil when this chain alone does.
+	ref *atomic.Int32
 }
 
 // Chain is a differencing chain opened as one disk: the top image and its
 // ancestors down to a fixed or dynamic base. Writes go to the top. It
-// implements engine.Disk.
+// implements engine.Disk. Its layers can change while it is used: a live
+// snapshot or merge (live.go) swaps them behind a write gate.
 type Chain struct {
-	layers     []Layer // top first
-	res        *resolver
-	cacheBytes int64 // Options.ReadCacheBytes
+	// gate is held shared by every request and exclusively by a live
+	// change of the layers, so a change waits for the requests in flight
+	// and new requests wait for the change.
+	gate sync.RWMutex
+	// layers, top first, is replaced as a whole under the gate, never
+	// changed in place: parent views (below) hold slices of it.
+	layers []Layer
+	// byID maps a layer id to the image its cached runs are read from:
+	// after a live merge, the merged layer's id maps to the layer it was
+	// merged into, which holds the same data. Guarded by gate.
+	byID []*engine.Image
+	res  *resolver
+	size int64
+	// readOnly, opts: as opened.
+	readOnly bool
+	opts     Options
+	// undoOf is the image whose undo disk the top is (OpenUndo), or "".
+	undoOf string
+	// live lets one live operation run at a time (live.go).
+	live sync.Mutex
+	// dirty is set while a live merge of the top copies it: writes mark
+	// what they change, to be copied again, and hold copyMu shared while
+	// they land; the copier holds it exclusively (live_merge_top.go).
+	dirty  atomic.Pointer[dirtyMap]
+	copyMu sync.RWMutex
 }
 
 var _ engine.Disk = (*Chain)(nil)
@@ -104,7 +137,7 @@ func open(path string, opts Options) (*Chain, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Chain{layers: []Layer{{Image: top, Path: path}}, cacheBytes: opts.ReadCacheBytes}
+	c := &Chain{layers: []Layer{{Image: top, Path: path}}, opts: opts}
 	seen := map[fileID]string{}
 	if id, err := idOf(path); err == nil {
 		seen[id] = path
@@ -125,14 +158,31 @@ func open(path string, opts Options) (*Chain, error) {
 	return c, nil
 }
 
-// wire gives each differencing layer its parent: the top gets a view of
-// the whole chain below it (its zero elision asks that view whether any
-// ancestor holds data), lower layers the next image.
+// wire readies a chain whose layers were just opened: each layer gets its
+// id (its index), the chain its size and its read cache, and each
+// differencing layer its parent (wireParents).
 func (c *Chain) wire() {
-	for i := 0; i+1 < len(c.layers); i++ {
-		c.layers[i].Image.SetParent(below{c, i + 1})
+	c.byID = make([]*engine.Image, len(c.layers))
+	for i := range c.layers {
+		c.layers[i].id = int32(i)
+		c.layers[i].ref = new(atomic.Int32)
+		c.layers[i].ref.Store(1)
+		c.byID[i] = c.layers[i].Image
 	}
-	c.res = newResolver(c, c.cacheBytes)
+	c.size = c.layers[0].Image.Size()
+	c.readOnly = c.layers[0].Image.ReadOnly()
+	c.wireParents(len(c.layers))
+	c.res = newResolver(c, c.opts.ReadCacheBytes)
+}
+
+// wireParents gives each of the first n layers its parent: a view of the
+// whole chain below it (the top's zero elision asks that view whether any
+// ancestor holds data). Layers below n keep theirs: a live change rewires
+// only the layers whose chain below changed.
+func (c *Chain) wireParents(n int) {
+	for i := 0; i < n && i+1 < len(c.layers); i++ {
+		c.layers[i].Image.SetParent(below{c.layers[i+1:]})
+	}
 }
 
 // fileID identifies a file across paths, for cycle detection.
@@ -248,24 +298,46 @@ func linkTimeMatches(child, parent metadata, parentPath string) bool {
 	return err == nil && engine.TimestampOf(st.ModTime()) == want
 }
 
-// Layers lists the chain, top first.
-func (c *Chain) Layers() []Layer { return c.layers }
+// Layers lists the chain, top first, as it stands now.
+func (c *Chain) Layers() []Layer {
+	c.gate.RLock()
+	defer c.gate.RUnlock()
+	return slices.Clone(c.layers)
+}
 
-// Top is the image writes go to.
-func (c *Chain) Top() *engine.Image { return c.layers[0].Image }
+// Top is the image writes go to now.
+func (c *Chain) Top() *engine.Image {
+	c.gate.RLock()
+	defer c.gate.RUnlock()
+	return c.layers[0].Image
+}
 
-// Depth is the number of layers.
-func (c *Chain) Depth() int { return len(c.layers) }
+// Depth is the number of layers now.
+func (c *Chain) Depth() int {
+	c.gate.RLock()
+	defer c.gate.RUnlock()
+	return len(c.layers)
+}
 
-// Close closes every layer.
+// Close closes every layer no other chain (a view) still holds.
 func (c *Chain) Close() error {
+	c.gate.Lock()
+	defer c.gate.Unlock()
 	var first error
 	for _, l := range c.layers {
-		if err := l.Image.Close(); err != nil && first == nil {
+		if err := l.release(); err != nil && first == nil {
 			first = err
 		}
 	}
 	return first
+}
+
+// release closes the layer's image unless another chain still holds it.
+func (l Layer) release() error {
+	if l.ref != nil && l.ref.Add(-1) > 0 {
+		return nil
+	}
+	return l.Image.Close()
 }
 
 // absPath is a best-effort absolute, clean path.

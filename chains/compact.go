@@ -65,7 +65,7 @@ func Compact(ctx context.Context, path string, opts CompactOptions) (*CompactRes
 		return nil, err
 	}
 	if c.Depth() > 1 {
-		nimg.SetParent(below{c, 1})
+		nimg.SetParent(below{c.layers[1:]})
 	}
 	err = copyLayer(ctx, top, nimg, opts.Progress)
 	if err == nil {

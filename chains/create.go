@@ -69,7 +69,8 @@ func CreateChild(parentPath, childPath string, opts CreateOptions) (*Chain, erro
 		parent.Close()
 		return nil, err
 	}
-	c := &Chain{layers: append([]Layer{{Image: child, Path: childPath}}, parent.layers...), cacheBytes: popts.ReadCacheBytes}
+	c := &Chain{layers: append([]Layer{{Image: child, Path: childPath}}, parent.layers...), opts: popts}
+	c.opts.ReadOnly = false
 	c.layers[1].Found = "new child"
 	c.wire()
 	return c, nil

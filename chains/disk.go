@@ -9,19 +9,21 @@ import (
 	"vhdkit/engine"
 )
 
-// Size implements engine.Disk.
-func (c *Chain) Size() int64 { return c.Top().Size() }
+// Size implements engine.Disk. A live change keeps the size.
+func (c *Chain) Size() int64 { return c.size }
 
 // ReadOnly implements engine.Disk.
-func (c *Chain) ReadOnly() bool { return c.Top().ReadOnly() }
+func (c *Chain) ReadOnly() bool { return c.readOnly }
 
 // ReadAt implements engine.Disk: each sector comes from the topmost layer
 // holding it, found through the resolver.
 func (c *Chain) ReadAt(p []byte, off int64) (int, error) {
+	c.gate.RLock()
+	defer c.gate.RUnlock()
 	if len(c.layers) == 1 {
-		return c.Top().ReadAt(p, off) // nothing to resolve
+		return c.layers[0].Image.ReadAt(p, off) // nothing to resolve
 	}
-	size := c.Size()
+	size := c.size
 	if off < 0 {
 		return 0, engine.ErrOutOfRange
 	}
@@ -42,7 +44,7 @@ func (c *Chain) ReadAt(p []byte, off int64) (int, error) {
 			clear(buf)
 			return nil
 		}
-		return c.layers[w.layer].Image.ReadStored(buf, o)
+		return c.byID[w.layer].ReadStored(buf, o)
 	})
 	if err != nil {
 		return 0, err
@@ -52,7 +54,14 @@ func (c *Chain) ReadAt(p []byte, off int64) (int, error) {
 
 // WriteAt implements engine.Disk: writes go to the top layer.
 func (c *Chain) WriteAt(p []byte, off int64) (int, error) {
-	n, err := c.Top().WriteAt(p, off)
+	c.gate.RLock()
+	defer c.gate.RUnlock()
+	if d := c.dirty.Load(); d != nil {
+		c.copyMu.RLock()
+		defer c.copyMu.RUnlock()
+		defer d.mark(off, int64(len(p))) // after the write lands: see live_merge_top.go
+	}
+	n, err := c.layers[0].Image.WriteAt(p, off)
 	switch {
 	case len(c.layers) == 1:
 	case err != nil:
@@ -68,21 +77,46 @@ func (c *Chain) WriteAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
-// Zero implements engine.Disk.
+// Zero implements engine.Disk. While a live merge copies the top, zeros
+// keep the range allocated in it, so that no sector the merge may have
+// copied already shows the target again (live_merge.go).
 func (c *Chain) Zero(off, n int64, mode engine.ZeroMode) error {
+	c.gate.RLock()
+	defer c.gate.RUnlock()
 	defer c.res.invalidate(off, n)
-	return c.Top().Zero(off, n, mode)
+	d := c.dirty.Load()
+	if d == nil {
+		return c.layers[0].Image.Zero(off, n, mode)
+	}
+	c.copyMu.RLock()
+	defer c.copyMu.RUnlock()
+	defer d.mark(off, n)
+	return c.layers[0].Image.Zero(off, n, engine.ZeroKeepAllocated)
 }
 
 // Trim implements engine.Disk: a trimmed range of the top may show an
-// ancestor's data again.
+// ancestor's data again. While a live merge copies the top, a trim is a
+// zero that keeps the range allocated (see Zero).
 func (c *Chain) Trim(off, n int64) error {
+	c.gate.RLock()
+	defer c.gate.RUnlock()
 	defer c.res.invalidate(off, n)
-	return c.Top().Trim(off, n)
+	d := c.dirty.Load()
+	if d == nil {
+		return c.layers[0].Image.Trim(off, n)
+	}
+	c.copyMu.RLock()
+	defer c.copyMu.RUnlock()
+	defer d.mark(off, n)
+	return c.layers[0].Image.Zero(off, n, engine.ZeroKeepAllocated)
 }
 
 // Flush implements engine.Disk. Only the top is ever written.
-func (c *Chain) Flush() error { return c.Top().Flush() }
+func (c *Chain) Flush() error {
+	c.gate.RLock()
+	defer c.gate.RUnlock()
+	return c.layers[0].Image.Flush()
+}
 
 // Extents implements engine.Disk for the whole chain: data where any
 // layer holds data, holes where none holds anything. It walks the layers'
@@ -91,10 +125,12 @@ func (c *Chain) Flush() error { return c.Top().Flush() }
 // a cache entry per chunk (a second per TiB, evicting the entries reads
 // use) where the layers answer in milliseconds.
 func (c *Chain) Extents(off, n int64) ([]engine.Extent, error) {
-	if off < 0 || n < 0 || off > c.Size() || n > c.Size()-off {
+	if off < 0 || n < 0 || off > c.size || n > c.size-off {
 		return nil, engine.ErrOutOfRange
 	}
-	return below{c, 0}.Extents(off, n)
+	c.gate.RLock()
+	defer c.gate.RUnlock()
+	return below{c.layers}.Extents(off, n)
 }
 
 func appendExtent(list []engine.Extent, e engine.Extent) []engine.Extent {
@@ -105,30 +141,31 @@ func appendExtent(list []engine.Extent, e engine.Extent) []engine.Extent {
 	return append(list, e)
 }
 
-// below is the chain seen from layer from down: what a differencing layer
-// reads where it holds nothing. It is read-only.
+// below is a chain seen from one of its layers down (layers, that layer
+// first): what a differencing layer reads where it holds nothing. It is
+// read-only. It holds a slice of the chain's layers as they were when it
+// was made; a live change that alters them makes a new one (wireParents).
 type below struct {
-	c    *Chain
-	from int
+	layers []Layer
 }
 
-func (b below) Size() int64    { return b.c.layers[b.from].Image.Size() }
+func (b below) Size() int64    { return b.layers[0].Image.Size() }
 func (b below) ReadOnly() bool { return true }
 func (b below) Flush() error   { return nil }
 func (b below) Close() error   { return nil }
 
 func (b below) ReadAt(p []byte, off int64) (int, error) {
-	return b.c.layers[b.from].Image.ReadAt(p, off)
+	return b.layers[0].Image.ReadAt(p, off)
 }
 
 func (b below) WriteAt([]byte, int64) (int, error)       { return 0, engine.ErrReadOnly }
 func (b below) Zero(int64, int64, engine.ZeroMode) error { return engine.ErrReadOnly }
 func (b below) Trim(int64, int64) error                  { return engine.ErrReadOnly }
 
-// Extents merges the layers from b.from down: data where any holds data.
+// Extents merges the layers: data where any holds data.
 func (b below) Extents(off, n int64) ([]engine.Extent, error) {
 	var found []engine.Extent
-	rest, err := walkLayers(b.c.layers[b.from:], off, n, func(_ int, e engine.Extent) { found = append(found, e) })
+	rest, err := walkLayers(b.layers, off, n, func(_ int, e engine.Extent) { found = append(found, e) })
 	if err != nil {
 		return nil, err
 	}

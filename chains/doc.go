@@ -56,6 +56,18 @@
 // with ErrHasChildren (merge_plan.go). A journal and a target mark make
 // it crash-safe and resumable; merge.go argues the order of its steps.
 //
+// # Live changes
+//
+// An open Chain changes while it is read and written (live.go): Snapshot
+// cuts a new top, Merge folds the top (a live commit) or a middle layer
+// into its parent, UndoCommit and UndoDiscard act on a served undo disk,
+// and View opens a read-only chain from a frozen layer down (a backup's
+// point). Requests hold a write gate shared; a change prepares beside the
+// traffic and holds the gate only for its swap. Each is crash-safe with
+// the offline protocols (journal, mark, atomic renames): the order of its
+// steps is argued in live_snapshot.go, live_merge_top.go,
+// live_merge_middle.go and live_undo.go.
+//
 // # Folder scans
 //
 // Scan (vhd tree) and Dependents read each image's footer, dynamic header

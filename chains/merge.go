@@ -279,8 +279,7 @@ type upperView struct {
 }
 
 func (u upperView) Extents(off, n int64) ([]engine.Extent, error) {
-	sub := &Chain{layers: u.c.layers[:u.k]}
-	return below{sub, 0}.Extents(off, n)
+	return below{u.c.layers[:u.k]}.Extents(off, n)
 }
 
 // removeMerged deletes the merged layers, child first, syncing their
@@ -299,7 +298,7 @@ func removeMerged(child string, j *mergeJournal) error {
 
 // resumeMerge finishes a merge a crash or an interruption stopped.
 func resumeMerge(ctx context.Context, child string, j *mergeJournal, opts MergeOptions) (*MergeResult, error) {
-	if _, err := os.Stat(child); errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(child); errors.Is(err, os.ErrNotExist) || j.Copied {
 		return finishDeletions(child, j)
 	}
 	c, err := openMidMerge(child, opts.Open)
@@ -318,9 +317,10 @@ func resumeMerge(ctx context.Context, child string, j *mergeJournal, opts MergeO
 	return finishMerge(ctx, c, k, j, true, opts)
 }
 
-// finishDeletions ends a merge whose child is already deleted: the target
-// was durable and every re-link done before the first deletion. The
-// re-links are redone all the same (idempotent), then the rest deleted.
+// finishDeletions ends a merge whose child is already deleted, or whose
+// journal says the copy was done (a live merge): the target was durable
+// before either. The re-links are redone all the same (idempotent), then
+// the rest deleted.
 func finishDeletions(child string, j *mergeJournal) (*MergeResult, error) {
 	res := &MergeResult{Target: j.Target, Removed: j.Remove, Relinked: j.Relink}
 	img, err := engine.Open(j.Target, engine.Options{ReadOnly: true})

@@ -26,6 +26,11 @@ type mergeJournal struct {
 	TargetUUID string   `json:"target_uuid"`
 	Remove     []string `json:"remove"`           // layers deleted once the target is durable
 	Relink     []string `json:"relink,omitempty"` // children of the merged child, moved onto the target before any deletion
+	// Copied says the target holds all the merged data and is durable:
+	// only the re-links and deletions remain. A live merge sets it before
+	// the target takes writes of its own, after which copying again
+	// would overwrite them (live_merge.go).
+	Copied bool `json:"copied,omitempty"`
 }
 
 // targetMark is what the mark beside a merge target holds.

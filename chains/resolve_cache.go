@@ -15,9 +15,12 @@ import (
 // that a read costs one map lookup and one read from the owning layer's
 // file, whatever the depth.
 //
-// Only the top layer changes while a chain is open. A write to it makes
+// Between live changes only the top layer changes. A write to it makes
 // the top own the sectors written (the entry is patched); a zero or trim
-// may hand sectors back to an ancestor, so it drops the entry. Each shard
+// may hand sectors back to an ancestor, so it drops the entry. Runs name
+// layers by id, not position (live.go): a live snapshot adds a layer
+// with no data above the others and leaves every entry true; a live
+// merge maps the merged layer's id to the layer that now holds its data. Each shard
 // has a generation bumped on every change: a lookup that built an entry
 // while a change ran does not install it, so no stale entry survives.
 //
@@ -48,7 +51,7 @@ const (
 
 // owner says where a run of sectors is read from.
 type owner struct {
-	layer int32 // index into the chain; -1: no layer holds it (zeros)
+	layer int32 // the layer's id (Layer.id, Chain.byID); -1: no layer holds it (zeros)
 	state engine.ExtentState
 }
 
@@ -154,14 +157,15 @@ type pending struct{ off, n int64 }
 // build asks the layers, top down, which holds each sector of the chunk.
 func (r *resolver) build(chunk int64) ([]run, error) {
 	start := chunk << chunkShift
-	n := min(chunkSize, r.c.Size()-start)
+	n := min(chunkSize, r.c.size-start)
 	type seg struct {
 		off, n int64
 		owner
 	}
 	var segs []seg
-	rest, err := walkLayers(r.c.layers, start, n, func(i int, e engine.Extent) {
-		segs = append(segs, seg{e.Off, e.Len, owner{int32(i), e.State}})
+	layers := r.c.layers
+	rest, err := walkLayers(layers, start, n, func(i int, e engine.Extent) {
+		segs = append(segs, seg{e.Off, e.Len, owner{layers[i].id, e.State}})
 	})
 	if err != nil {
 		return nil, err
@@ -248,6 +252,7 @@ func (r *resolver) forRuns(off, n int64, fn func(off, n int64, o owner) error) e
 // wroteTop records that the top layer now holds the whole sectors under
 // [off, off+n).
 func (r *resolver) wroteTop(off, n int64) {
+	top := r.c.layers[0].id
 	from := off / engine.SectorSize * engine.SectorSize
 	to := (off + n + engine.SectorSize - 1) / engine.SectorSize * engine.SectorSize
 	for c := from >> chunkShift; c<<chunkShift < to; c++ {
@@ -257,7 +262,7 @@ func (r *resolver) wroteTop(off, n int64) {
 		sh.mu.Lock()
 		sh.gen++
 		if rs := sh.m[c]; rs != nil {
-			r.install(sh, c, overlay(rs, int32(lo), int32(hi), owner{0, engine.ExtentData}))
+			r.install(sh, c, overlay(rs, int32(lo), int32(hi), owner{top, engine.ExtentData}))
 		}
 		sh.mu.Unlock()
 	}

@@ -35,10 +35,15 @@ func OpenUndo(image string, opts Options) (c *Chain, created bool, err error) {
 			c.Close()
 			return nil, false, err
 		}
+		c.undoOf = image
 		return c, false, nil
 	}
 	c, err = CreateChild(image, vud, CreateOptions{Open: opts})
-	return c, err == nil, err
+	if err != nil {
+		return nil, false, err
+	}
+	c.undoOf = image
+	return c, true, nil
 }
 
 // checkUndoOf makes sure an undo disk's parent is image.

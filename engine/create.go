@@ -90,6 +90,7 @@ func Create(path string, opts CreateOptions) (*Image, error) {
 		return nil, err
 	}
 	img.unlock = unlock
+	img.share = shareLock(osf, path)
 	if err := syncDir(filepath.Dir(path)); err != nil {
 		img.Close()
 		os.Remove(path)

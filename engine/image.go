@@ -79,6 +79,9 @@ type Image struct {
 	readOnly bool
 	log      *slog.Logger
 	unlock   func()
+	// share turns the OS lock into a shared one (Freeze); a no-op when
+	// the image holds none.
+	share func() error
 
 	// footerMu guards footer: its timestamp changes at the first flush
 	// that writes data (see stampFooter).
@@ -145,13 +148,16 @@ func OpenOS(osf *os.File, path string, opts Options) (*Image, error) {
 		return nil, err
 	}
 	img.unlock = unlock
+	if !opts.NoLock {
+		img.share = shareLock(osf, path)
+	}
 	return img, nil
 }
 
 // OpenFile opens the image held by f; name is used in messages. The image
 // owns f from then on, unless an error is returned.
 func OpenFile(f File, name string, opts Options) (*Image, error) {
-	img := &Image{f: f, name: name, readOnly: opts.ReadOnly, log: opts.Logger, unlock: func() {}}
+	img := &Image{f: f, name: name, readOnly: opts.ReadOnly, log: opts.Logger, unlock: func() {}, share: func() error { return nil }}
 	if img.log == nil {
 		img.log = slog.New(slog.DiscardHandler)
 	}

@@ -30,6 +30,18 @@ func lockFile(f *os.File, path string, write bool) (func(), error) {
 	return func() { unix.Flock(int(f.Fd()), unix.LOCK_UN) }, nil
 }
 
+// shareLock returns a function that turns the exclusive lock on f into a
+// shared one, in place (flock converts the lock of the same open file
+// description; there is no moment without a lock).
+func shareLock(f *os.File, path string) func() error {
+	return func() error {
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
+			return fmt.Errorf("%s: share lock: %w", path, err)
+		}
+		return nil
+	}
+}
+
 // CheckLock reports whether path could be locked now for writing (write)
 // or reading, without keeping the lock: nil if so, a *LockedError naming
 // the holder if another open holds a conflicting lock.

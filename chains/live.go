@@ -1,0 +1,169 @@
+package chains
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync/atomic"
+
+	"vhdkit/engine"
+)
+
+// The live layer: a served chain changes while it is read and written.
+//
+// Every request (ReadAt, WriteAt, Zero, Trim, Flush, Extents) holds the
+// chain's gate shared. A live change (Snapshot, Merge, UndoCommit,
+// UndoDiscard) prepares what it can beside the traffic, then takes the
+// gate exclusively for its swap: new requests wait, those in flight
+// finish, the change flushes what must be durable, replaces the layer
+// list as a whole and releases the gate. The pause is the swap alone,
+// never a copy.
+//
+// Layers have ids, not positions, in the read cache (resolve_cache.go):
+// a snapshot adds a layer above without touching the cache, and a merge
+// maps the merged layer's id to the layer it was merged into, which holds
+// the same data, so cached runs stay valid across both.
+//
+// A layer below the top is frozen: nothing writes it. View cuts a
+// read-only chain from such a layer down (the point a backup reads),
+// sharing the open images: one process holds each file once, and the
+// images close when the last chain holding them does. A live change
+// refuses to rewrite or delete a layer a view holds.
+//
+// One live change runs at a time (Chain.live). Each is crash-safe on its
+// own terms, argued where it is implemented: live_snapshot.go,
+// live_merge.go, live_undo.go.
+
+// ErrLayerInUse: a live change would rewrite or delete a layer that a
+// read-only view of the chain (an export, a backup) still reads.
+var ErrLayerInUse = errors.New("the layer is exported read-only")
+
+// exclusive runs fn with the gate held exclusively: no request is in
+// flight and none starts until fn returns.
+func (c *Chain) exclusive(fn func() error) error {
+	c.gate.Lock()
+	defer c.gate.Unlock()
+	return fn()
+}
+
+// writableLive checks that the chain can change live.
+func (c *Chain) writableLive() error {
+	if c.readOnly {
+		return fmt.Errorf("%s is open read-only: %w", c.layers[0].Path, engine.ErrReadOnly)
+	}
+	return nil
+}
+
+// layerIndex finds the layer at path in layers (the same file, by
+// inode, or the same path).
+func layerIndex(layers []Layer, path string) (int, error) {
+	want, err := idOf(path)
+	for i, l := range layers {
+		if l.Path == path {
+			return i, nil
+		}
+		if got, gerr := idOf(l.Path); err == nil && gerr == nil && got == want {
+			return i, nil
+		}
+	}
+	return 0, fmt.Errorf("%s is not a layer of the chain of %s", path, layers[0].Path)
+}
+
+// sharedLayer refuses a change to a layer a view holds.
+func sharedLayer(l Layer) error {
+	if l.ref != nil && l.ref.Load() > 1 {
+		return fmt.Errorf("%s: %w (a read-only view of it is open, as for a backup): remove that export first", l.Path, ErrLayerInUse)
+	}
+	return nil
+}
+
+// View opens a read-only chain from the layer at path down: a frozen
+// point of the live chain, for a backup or a read-only export. The top
+// of a writable chain is refused (it still changes: cut a snapshot first
+// and view the layer under it). The view shares the chain's open images;
+// close it like any chain.
+func (c *Chain) View(path string) (*Chain, error) {
+	c.gate.Lock()
+	defer c.gate.Unlock()
+	i, err := layerIndex(c.layers, path)
+	if err != nil {
+		return nil, err
+	}
+	if i == 0 && !c.readOnly {
+		return nil, fmt.Errorf("%s is the top of a writable chain and still changes: snapshot it first ('vhd ctl snapshot') and view the layer under the new top", path)
+	}
+	v := &Chain{layers: slices.Clone(c.layers[i:]), opts: c.opts, readOnly: true, size: c.size}
+	v.opts.ReadOnly = true
+	v.byID = make([]*engine.Image, len(v.layers))
+	for j := range v.layers {
+		v.layers[j].ref.Add(1)
+		v.layers[j].id = int32(j)
+		v.byID[j] = v.layers[j].Image
+	}
+	// The images' parents were wired by c, to the same images: a view
+	// never rewires them (c's requests read them concurrently).
+	v.res = newResolver(v, v.opts.ReadCacheBytes)
+	return v, nil
+}
+
+// reopenWritable swaps layer k's read-only image for one open for
+// writing (a merge target), under the gate: the file's shared lock is
+// dropped and an exclusive one taken, which fails, leaving the layer as
+// it was, if another process reads the file. The layers above k are
+// rewired to the new image.
+func (c *Chain) reopenWritable(k int) (*engine.Image, error) {
+	var rw *engine.Image
+	err := c.exclusive(func() error {
+		l := c.layers[k]
+		if err := l.Image.Close(); err != nil {
+			return err
+		}
+		img, err := openMergeTarget(l.Path, engine.Options{Logger: c.opts.Logger})
+		if err != nil {
+			back, berr := engine.Open(l.Path, engine.Options{ReadOnly: true, Logger: c.opts.Logger})
+			if berr != nil {
+				return fmt.Errorf("open %s for writing: %w; and reopening it read-only failed too: %v", l.Path, err, berr)
+			}
+			c.replaceImage(k, back)
+			return fmt.Errorf("open %s for writing: %w", l.Path, err)
+		}
+		c.replaceImage(k, img)
+		rw = img
+		return nil
+	})
+	return rw, err
+}
+
+// replaceImage puts img in place of layer k's image (closed or about to
+// be), in a new layer list, and rewires the layers above. Under the gate.
+func (c *Chain) replaceImage(k int, img *engine.Image) {
+	old := c.layers[k].Image
+	layers := slices.Clone(c.layers)
+	layers[k].Image = img
+	c.layers = layers
+	for id, m := range c.byID {
+		if m == old {
+			c.byID[id] = img
+		}
+	}
+	c.wireParents(k)
+}
+
+// newLayer is a layer for an image that joins the chain live.
+func (c *Chain) newLayer(img *engine.Image, path string) Layer {
+	ref := new(atomic.Int32)
+	ref.Store(1)
+	id := int32(len(c.byID))
+	c.byID = append(c.byID, img)
+	return Layer{Image: img, Path: path, Found: "live", id: id, ref: ref}
+}
+
+// removeFile deletes a layer's file and syncs its folder.
+func removeFile(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}

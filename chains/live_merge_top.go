@@ -1,0 +1,154 @@
+package chains
+
+import (
+	"context"
+
+	"vhdkit/engine"
+)
+
+// A live commit: the top is folded into its parent while it is written.
+//
+// Writes and the copy meet through a dirty map (dirty.go) and copyMu.
+// Every range the top holds is marked; the copier takes marks and copies
+// those ranges from the top into the target, holding copyMu exclusively
+// for each piece, while each write, zero and trim holds it shared and
+// marks its range after it lands. So a write either lands before the
+// piece is copied (and is copied) or after (and is marked again, to be
+// copied by a later pass): the target never keeps an older version of a
+// range than the top. While the copy runs, zeros and trims keep the
+// range allocated in the top (Chain.Zero, Chain.Trim): a range the top
+// dropped would show the target again, which may already hold data the
+// copier put there. Passes repeat until one copies little, then the last
+// one runs under the gate, with no write in flight.
+//
+// Crash safety, in this order:
+//
+//  1. the journal (beside the top) and the mark (beside the target) are
+//     durable before the target is opened for writing;
+//  2. the copy writes only ranges the top holds, so the top shadows all
+//     of it and the chain reads the same throughout; a crash here leaves
+//     a merge `vhd merge TOP` redoes from the top's durable data, which
+//     holds every flushed write;
+//  3. under the gate: the last pass, then the target is flushed and the
+//     journal rewritten with Copied set, durably, before the swap. From
+//     the swap on, writes go to the target, and a resumed merge must not
+//     copy the top again over them: Copied makes it only delete;
+//  4. after the swap, the top's file, the mark and the journal go.
+//
+// then, if set, ends the merge inside the same gate instead of step 4 and
+// returns a new top over the target (an undo commit continues on a fresh
+// undo disk, with no moment in which a write could reach the target).
+func (c *Chain) mergeTop(ctx context.Context, progress func(done, total int64), then func(target Layer) (Layer, error)) (*MergeResult, error) {
+	layers := c.Layers()
+	top, target := layers[0], layers[1]
+	j, err := c.planLive(layers, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := startJournal(top.Path, j); err != nil {
+		return nil, err
+	}
+	rw, err := c.reopenWritable(1)
+	if err != nil {
+		abandonUnstarted(top.Path, j)
+		return nil, err
+	}
+	d := newDirtyMap(c.size)
+	c.exclusive(func() error { c.dirty.Store(d); return nil })
+	copied, err := c.copyWhileWritten(ctx, d, top.Image, rw, progress)
+	if err == nil {
+		err = c.exclusive(func() error { return c.switchToTarget(d, top, rw, j, then) })
+	}
+	if err != nil {
+		c.exclusive(func() error { c.dirty.Store(nil); return nil })
+		return nil, mergeStopped(top.Path, j.Target, err)
+	}
+	res := &MergeResult{Target: j.Target, Removed: j.Remove, Copied: copied}
+	if then != nil {
+		return res, nil
+	}
+	unfreeze(target.Path)
+	if err := removeMerged(top.Path, j); err != nil {
+		return nil, mergeStopped(top.Path, j.Target, err)
+	}
+	return res, nil
+}
+
+// Copy passes repeat while they copy more than convergeBytes (or until
+// maxPasses), so the last one, under the gate, is short.
+const (
+	convergeBytes = 4 << 20
+	maxPasses     = 16
+	copyPiece     = 1 << 20
+)
+
+// copyWhileWritten copies every range of src (the top) into dst (the
+// target) in passes, beside the chain's traffic (see above).
+func (c *Chain) copyWhileWritten(ctx context.Context, d *dirtyMap, src, dst *engine.Image, progress func(done, total int64)) (int64, error) {
+	total, err := markHeld(src, d)
+	if err != nil {
+		return 0, err
+	}
+	buf := make([]byte, copyPiece)
+	var done int64
+	for pass := 0; pass < maxPasses; pass++ {
+		n, err := d.take(func(off, n int64) error {
+			for p := off; p < off+n; p += copyPiece {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				l := min(copyPiece, off+n-p)
+				c.copyMu.Lock()
+				err := copyLayerRange(src, dst, p, l, buf)
+				c.copyMu.Unlock()
+				if err != nil {
+					return err
+				}
+				done += l
+				if progress != nil {
+					progress(done, max(total, done))
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return done, err
+		}
+		if n <= convergeBytes {
+			break
+		}
+	}
+	return done, nil
+}
+
+// switchToTarget ends a live commit, under the gate: the last pass, the
+// target durable, the journal marked copied, then the layers swapped and
+// the top closed. Until the journal says Copied, a failure leaves the
+// chain serving the top, which still shadows everything.
+func (c *Chain) switchToTarget(d *dirtyMap, top Layer, rw *engine.Image, j *mergeJournal, then func(Layer) (Layer, error)) error {
+	buf := make([]byte, copyPiece)
+	if _, err := d.take(func(off, n int64) error { return copyLayerRange(top.Image, rw, off, n, buf) }); err != nil {
+		return err
+	}
+	if err := rw.Flush(); err != nil {
+		return err
+	}
+	j.Copied = true
+	if err := writeJournal(top.Path, j); err != nil {
+		return err
+	}
+	c.dirty.Store(nil)
+	c.byID[top.id] = rw // the top's cached runs read the same bytes from the target
+	c.layers = without(c.layers, 0)
+	top.Image.CloseUnflushed() // all of it is in the target, durable
+	if then == nil {
+		return nil
+	}
+	next, err := then(c.layers[0])
+	if err != nil {
+		return err
+	}
+	c.layers = append([]Layer{next}, c.layers...)
+	c.wireParents(1)
+	return nil
+}

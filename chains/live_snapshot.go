@@ -1,0 +1,160 @@
+package chains
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"vhdkit/engine"
+)
+
+// Snapshot cuts a new top layer, newTop, under the live chain: the top
+// becomes a read-only parent (frozen in place, its write permission
+// taken, as the offline snapshot does) and every write from then on goes
+// to newTop. Readers see no change.
+//
+// Crash safety, in this order:
+//
+//  1. the top is flushed, which stamps its footer (the timestamp newTop
+//     records);
+//  2. newTop is created complete under a temporary name, synced, renamed
+//     into place and its folder synced: it exists whole or not at all;
+//  3. under the gate: the top is flushed and frozen (nothing of it is
+//     left unflushed, and its footer no longer changes), newTop's link is
+//     rewritten in the rare case a write in between stamped the top anew,
+//     and the layers are swapped. Only then does a write reach newTop.
+//
+// A crash before the swap leaves the old top whole, with newTop an empty
+// child of it; a crash after leaves newTop holding what was written to
+// it. Either way each image opens and holds every flushed write; the old
+// top, now with a child, is refused for writing (guard.go) and the chain
+// is served from newTop. Running Snapshot again with the same newTop
+// takes over an empty child of the top left by an interrupted run.
+func (c *Chain) Snapshot(newTop string) error {
+	c.live.Lock()
+	defer c.live.Unlock()
+	if err := c.writableLive(); err != nil {
+		return err
+	}
+	top := c.Layers()[0]
+	if c.undoOf != "" {
+		return fmt.Errorf("%s is an undo disk: commit or discard it first ('vhd ctl undo commit|discard'), then snapshot", top.Path)
+	}
+	if err := top.Image.Flush(); err != nil {
+		return err
+	}
+	child, err := prepareChild(top, newTop)
+	if err != nil {
+		return err
+	}
+	err = c.exclusive(func() error {
+		if err := top.Image.Freeze(); err != nil {
+			return err
+		}
+		if err := relinkIfRestamped(child, newTop, top); err != nil {
+			return err
+		}
+		c.layers = append([]Layer{c.newLayer(child, newTop)}, c.layers...)
+		c.wireParents(1)
+		return nil
+	})
+	if err != nil {
+		child.Close()
+		return fmt.Errorf("snapshot %s: %w", newTop, err)
+	}
+	takeWritePermission(top.Path)
+	return nil
+}
+
+// prepareChild makes newTop, an empty differencing image over top, and
+// opens it for writing; or opens the empty child of top an interrupted
+// snapshot left there.
+func prepareChild(top Layer, newTop string) (*engine.Image, error) {
+	if _, err := os.Lstat(newTop); err == nil {
+		return adoptChild(top, newTop)
+	}
+	tmp, err := createAside(top, newTop)
+	if err != nil {
+		return nil, err
+	}
+	return installChild(tmp, newTop)
+}
+
+// createAside writes an empty differencing image over parent, meant to be
+// named final, under a temporary name beside it, and returns that name.
+// The image is complete and synced, but has no name of its own yet.
+func createAside(parent Layer, final string) (string, error) {
+	ft := parent.Image.Footer()
+	locs, err := Locators(final, parent.Path)
+	if err != nil {
+		return "", err
+	}
+	tmp := final + ".creating"
+	os.Remove(tmp) // left by a crash: it never had a name of its own
+	img, err := engine.Create(tmp, engine.CreateOptions{
+		Type: engine.TypeDifferencing, Size: parent.Image.Size(), BlockSize: parent.Image.BlockSize(),
+		Parent: &engine.ParentInfo{UUID: ft.UUID, Timestamp: ft.Timestamp, Name: filepath.Base(parent.Path), Locators: locs},
+	})
+	if err != nil {
+		return "", err
+	}
+	if err := img.Close(); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	return tmp, nil
+}
+
+// installChild renames an image made by createAside to its name (over
+// whatever had it: an atomic replacement), syncs the folder and opens it
+// for writing.
+func installChild(tmp, final string) (*engine.Image, error) {
+	if err := os.Rename(tmp, final); err != nil {
+		os.Remove(tmp)
+		return nil, err
+	}
+	if err := syncDir(filepath.Dir(final)); err != nil {
+		return nil, err
+	}
+	return engine.Open(final, engine.Options{})
+}
+
+// adoptChild opens an existing newTop if it is what an interrupted
+// snapshot of top left: a differencing image over top that holds nothing.
+func adoptChild(top Layer, newTop string) (*engine.Image, error) {
+	img, err := engine.Open(newTop, engine.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("%s already exists and cannot be taken over: %w; choose another name", newTop, err)
+	}
+	h := img.Header()
+	if img.Type() != engine.TypeDifferencing || h.ParentUUID != top.Image.Footer().UUID || img.AllocatedBytes() != 0 {
+		img.Close()
+		return nil, fmt.Errorf("%s already exists (not an empty child of %s); choose another name", newTop, top.Path)
+	}
+	return img, nil
+}
+
+// relinkIfRestamped rewrites child's parent link if the top's footer
+// timestamp changed after child recorded it (a write reached the top
+// between the first flush and the gate, in an open that had not stamped
+// it yet). Under the gate: no I/O runs on either image.
+func relinkIfRestamped(child *engine.Image, childPath string, top Layer) error {
+	ft := top.Image.Footer()
+	if child.Header().ParentTimestamp == ft.Timestamp {
+		return nil
+	}
+	locs, err := Locators(childPath, top.Path)
+	if err != nil {
+		return err
+	}
+	return child.SetParentLink(engine.ParentInfo{UUID: ft.UUID, Timestamp: ft.Timestamp, Name: filepath.Base(top.Path), Locators: locs})
+}
+
+// takeWritePermission removes the write permission of a frozen layer, as
+// the offline snapshot does, so nothing writes it by accident. Best
+// effort: the freeze in the process is what protects it.
+func takeWritePermission(path string) {
+	if st, err := os.Stat(path); err == nil {
+		os.Chmod(path, st.Mode().Perm()&^0o222)
+	}
+}
