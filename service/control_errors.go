@@ -69,7 +69,7 @@ func classify(err error) *APIError {
 	if errors.As(err, &ae) {
 		return ae
 	}
-	return apiErr(codeOf(err), err.Error())
+	return apiErr(codeOf(err), oneLine(err.Error()))
 }
 
 // codeOf picks the code for err: the first kind it matches.

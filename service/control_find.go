@@ -34,11 +34,11 @@ func ControlOfPID(pid int) (string, error) {
 	if len(args) < 2 || args[1] != "serve" {
 		return "", fmt.Errorf("process %d is not a vhd serve (or not yours): give the control socket's path (vhd serve prints it as control:PATH)", pid)
 	}
-	if p := flagValue(args[2:], "--control"); p != "" {
+	if p := flagValue(args[2:], "control"); p != "" {
 		if !filepath.IsAbs(p) {
 			cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
 			if err != nil {
-				return "", fmt.Errorf("process %d was given --control %s, relative to a folder vhd cannot see: give the socket's full path: %w", pid, p, err)
+				return "", fmt.Errorf("process %d was given 'vhd serve --control %s', relative to a folder vhd cannot see: give the socket's full path: %w", pid, p, err)
 			}
 			p = filepath.Join(cwd, p)
 		}
@@ -72,9 +72,10 @@ func runtimeDirOf(pid int) string {
 	return filepath.Join("/tmp", fmt.Sprintf("vhdkit-%d", os.Geteuid()))
 }
 
-// flagValue is the value of flag in a command line (--flag V or
-// --flag=V), or "" without it; "--" ends the flags.
-func flagValue(args []string, flag string) string {
+// flagValue is the value of flag name in a command line (--name V or
+// --name=V), or "" without it; "--" ends the flags.
+func flagValue(args []string, name string) string {
+	flag := "--" + name
 	for i, a := range args {
 		switch {
 		case a == "--":

@@ -1,8 +1,6 @@
 package service
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -29,31 +27,45 @@ func controlSocketIn(dir string, pid int) string {
 }
 
 // listenControl listens on path with the socket file's mode 0600 from
-// the moment it has that name: it is bound under a fresh name beside
-// path, narrowed to 0600, then renamed to path without replacing
-// anything (a stale socket nobody answers on is removed first, as
-// ListenUnix does; any other file makes it fail). Binding at path
-// directly would give it the umask's mode for a moment.
+// the moment it exists: the socket's own mode is set to 0600 before it
+// is bound (Linux creates the file with the socket's mode, less the
+// umask), so there is no moment with a wider one, and the kernel's name
+// for it (/proc/net/unix, which HolderHint reads) is path itself. A
+// stale socket nobody answers on is removed first, as ListenUnix does;
+// bind never replaces anything else.
 func listenControl(path string) (*net.UnixListener, error) {
 	if err := removeStaleSocket(path); err != nil {
 		return nil, err
 	}
-	var rnd [6]byte
-	rand.Read(rnd[:])
-	tmp := filepath.Join(filepath.Dir(path), ".ctl-"+hex.EncodeToString(rnd[:]))
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	l.SetUnlinkOnClose(false) // its name changes; the host removes path
-	err = os.Chmod(tmp, 0o600)
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close() // FileListener keeps a copy
+	err = unix.Fchmod(fd, 0o600)
 	if err == nil {
-		err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, path, unix.RENAME_NOREPLACE)
+		err = unix.Bind(fd, &unix.SockaddrUnix{Name: path})
 	}
 	if err != nil {
-		l.Close()
-		os.Remove(tmp)
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	l, err := listenOn(f)
+	if err != nil {
+		os.Remove(path)
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
 	return l, nil
+}
+
+// listenOn makes a bound socket listen and wraps it for net/http.
+func listenOn(f *os.File) (*net.UnixListener, error) {
+	if err := unix.Listen(int(f.Fd()), 128); err != nil {
+		return nil, err
+	}
+	l, err := net.FileListener(f)
+	if err != nil {
+		return nil, err
+	}
+	return l.(*net.UnixListener), nil
 }

@@ -38,7 +38,7 @@ func (cs *controlServer) writableChain(name string, undo bool) (*Export, *chains
 	case c.ReadOnly():
 		return nil, nil, apiErr(CodeReadOnly, fmt.Sprintf("export %q is read-only: its layers do not change", name))
 	case undo && !ex.Undo:
-		return nil, nil, apiErr(CodeNoUndo, fmt.Sprintf("export %q is not served on an undo disk (vhd serve --undo, or add --undo): there is nothing to commit or discard", name))
+		return nil, nil, apiErr(CodeNoUndo, fmt.Sprintf("export %q is not served on an undo disk ('vhd serve --undo', or 'vhd ctl PATH add NAME IMAGE --undo'): there is nothing to commit or discard", name))
 	case !undo && ex.Undo:
 		return nil, nil, apiErr(CodeRefused, fmt.Sprintf("export %q is served on an undo disk: it changes by 'vhd ctl PATH undo commit|discard %s' only", name, name))
 	}
