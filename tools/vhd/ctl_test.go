@@ -307,3 +307,128 @@ func TestCtlRefusesOtherUsers(t *testing.T) {
 	checkOK(t, img)
 	checkOK(t, own)
 }
+
+// TestCtlAddRemove: images added to a vhd serve that mounts several
+// under --fuse ROOT are served over NBD and mounted at ROOT/NAME, the
+// same bytes through both; read-only ones refuse writes; a name taken
+// is refused; removed, they are gone from NBD and FUSE, their folders
+// removed and their images free and clean.
+func TestCtlAddRemove(t *testing.T) {
+	needFUSE(t)
+	need(t, "nbdsh", "nbdcopy", "nbdinfo")
+	dir := t.TempDir()
+	root := filepath.Join(dir, "fuse")
+	var imgs []string
+	for _, n := range []string{"a", "b", "c", "d"} {
+		p := filepath.Join(dir, n+".vhd")
+		vhdOK(t, "create", "--size", "8M", p)
+		imgs = append(imgs, p)
+	}
+	srv := startServed(t, nil, "--socket", filepath.Join(dir, "nbd.sock"), "--fuse", root, imgs[0], imgs[1])
+
+	r := srv.ctl(t, 0, "add", "c", imgs[2])
+	lines := strings.Fields(r.stdout)
+	if len(lines) != 2 || lines[1] != "fuse:"+filepath.Join(root, "c") {
+		t.Fatalf("add printed:\n%s", r)
+	}
+	uri := lines[0]
+	mine := newRegion(filepath.Join(root, "c", "disk"), 0, 8<<20)
+	mine.write(t, 1<<20)
+	mine.same(t, uri, "an added image")
+
+	// A read-only one, at a mount point of its own, given relative.
+	t.Chdir(dir)
+	r = srv.ctl(t, 0, "--json", "add", "d", "d.vhd", "--read-only", "--fuse", "mnt/d")
+	var st service.ExportStatus
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		t.Fatal(err)
+	}
+	if !st.ReadOnly || st.FUSE != filepath.Join(dir, "mnt", "d") || !slices.Equal(st.Layers, []string{imgs[3]}) {
+		t.Fatalf("add --read-only: %+v", st)
+	}
+	if err := clientCmd("nbdinfo", "--is", "read-only", st.URIs[0]).Run(); err != nil {
+		t.Errorf("the read-only export is not read-only over NBD: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(st.FUSE, "disk"), []byte("x"), 0); err == nil {
+		t.Error("the read-only export's FUSE file took a write")
+	}
+	r = srv.ctl(t, 1, "add", "c", imgs[3])
+	if !strings.Contains(r.stderr, `an export named "c" exists already`) {
+		t.Errorf("a name taken:\n%s", r)
+	}
+
+	srv.ctl(t, 0, "remove", "c")
+	srv.ctl(t, 0, "remove", "d")
+	for _, gone := range []string{filepath.Join(root, "c"), filepath.Join(dir, "mnt")} {
+		if _, err := os.Lstat(gone); !os.IsNotExist(err) {
+			t.Errorf("%s is still there after remove: %v", gone, err)
+		}
+	}
+	if err := clientCmd("nbdinfo", uri).Run(); err == nil {
+		t.Error("a removed export is still served")
+	}
+	checkOK(t, imgs[2]) // writable: the lock is free
+	if got := readBack(t, imgs[2], 0, len(mine.model)); !bytes.Equal(got, mine.model) {
+		t.Error("the removed image does not hold what was written to it")
+	}
+	srv.ctl(t, 1, "remove", "c")
+	srv.stop(t)
+	for _, p := range imgs {
+		checkOK(t, p)
+	}
+}
+
+// TestCtlMergeJob: a merge started with --no-wait returns its job at
+// once; another merge meanwhile is refused as busy, naming the job;
+// cancel stops it (exit 0) and the disk reads as before; the merge run
+// again finishes, and wait shows the job's end.
+func TestCtlMergeJob(t *testing.T) {
+	need(t, "nbdcopy")
+	dir := t.TempDir()
+	img, top := filepath.Join(dir, "disk.vhd"), filepath.Join(dir, "top.vhd")
+	vhdOK(t, "create", "--size", "512M", img)
+	srv := startServed(t, nil, "--socket", filepath.Join(dir, "nbd.sock"), img)
+	srv.ctl(t, 0, "snapshot", "disk", top)
+	data := make([]byte, 384<<20)
+	for i := range data {
+		data[i] = byte(i*7 + i>>20)
+	}
+	src := filepath.Join(dir, "data.raw")
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := clientCmd("nbdcopy", src, srv.uris[0]).CombinedOutput(); err != nil {
+		t.Fatalf("nbdcopy: %v\n%s", err, out)
+	}
+
+	var j service.Job
+	if err := json.Unmarshal([]byte(srv.ctl(t, 0, "--json", "merge", "--no-wait", "disk").stdout), &j); err != nil {
+		t.Fatal(err)
+	}
+	if j.ID == 0 || j.Finished() || j.Kind != service.JobMerge || j.Layer != top {
+		t.Fatalf("merge --no-wait: %+v", j)
+	}
+	id := strconv.FormatInt(j.ID, 10)
+	if r := srv.ctl(t, 1, "merge", "disk"); !strings.Contains(r.stderr, "busy") || !strings.Contains(r.stderr, "job "+id) {
+		t.Errorf("a merge while one runs:\n%s", r)
+	}
+	if r := srv.ctl(t, 0, "cancel", id); !strings.Contains(r.stdout, "cancelled") {
+		t.Errorf("cancel said:\n%s", r)
+	}
+	if got := nbdRead(t, srv.uris[0]); !bytes.Equal(got[:len(data)], data) {
+		t.Fatal("the disk does not read as before after a cancelled merge")
+	}
+	r := srv.ctl(t, 0, "merge", "disk")
+	if !strings.Contains(r.stdout, "into "+img+"; removed "+top) {
+		t.Errorf("the merge run again:\n%s", r)
+	}
+	if r := srv.ctl(t, 1, "wait", id); !strings.Contains(r.stderr, "cancelled") {
+		t.Errorf("wait for the cancelled job:\n%s", r)
+	}
+	srv.ctl(t, 0, "wait", strconv.FormatInt(j.ID+1, 10))
+	if got := nbdRead(t, srv.uris[0]); !bytes.Equal(got[:len(data)], data) {
+		t.Fatal("the disk does not read as before after the merge")
+	}
+	srv.stop(t)
+	checkOK(t, img)
+}
