@@ -113,7 +113,9 @@ func (h *Host) ControlPath() string {
 // serveControl serves the control socket until stopControl; a failure
 // of the listener before that is sent on failed.
 func (h *Host) serveControl(failed chan<- error) {
+	h.mu.Lock()
 	cs := h.control
+	h.mu.Unlock()
 	if cs == nil {
 		return
 	}
@@ -151,27 +153,23 @@ func (h *Host) stopControl() {
 // claim marks export name busy with a live operation, or says what
 // runs on it already.
 func (cs *controlServer) claim(name, what string) (release func(), aerr *APIError) {
+	return cs.claimJob(name, what, 0)
+}
+
+// claimJob is claim for job id (0: not a job), whose id status shows and
+// a busy refusal names.
+func (cs *controlServer) claimJob(name, what string, id int64) (release func(), aerr *APIError) {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	if op, ok := cs.busy[name]; ok {
 		return nil, busyErr(name, op)
 	}
-	cs.busy[name] = busyOp{what: what}
+	cs.busy[name] = busyOp{what: what, job: id}
 	return func() {
 		cs.mu.Lock()
 		defer cs.mu.Unlock()
 		delete(cs.busy, name)
 	}, nil
-}
-
-// setJob records which job holds an export's claim.
-func (cs *controlServer) setJob(name string, id int64) {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	if op, ok := cs.busy[name]; ok {
-		op.job = id
-		cs.busy[name] = op
-	}
 }
 
 // busyJob is the id of the job running on an export, or 0.

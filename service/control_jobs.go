@@ -56,28 +56,43 @@ func newJobTable() *jobTable {
 	return &jobTable{ctx: ctx, cancel: cancel, byID: map[int64]*job{}}
 }
 
-// start runs fn as a new job; release is called once it has ended (the
-// export's busy claim). fn reports progress through the function it is
-// given.
-func (t *jobTable) start(kind, export, layer string, release func(), fn func(ctx context.Context, progress func(done, total int64)) (*chains.MergeResult, error)) (*job, error) {
+// jobSpec is a job to start.
+type jobSpec struct {
+	kind, export, layer string
+	// claim takes what the job holds (its export), knowing the job's id,
+	// before the job exists; an error refuses the job. The release it
+	// returns is called when the work is done, before the job is seen to
+	// have ended: a client that saw the end may start the next one.
+	claim func(id int64) (release func(), err error)
+	// run does the work, reporting progress.
+	run func(ctx context.Context, progress func(done, total int64)) (*chains.MergeResult, error)
+}
+
+// start claims and runs a new job.
+func (t *jobTable) start(spec jobSpec) (*job, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.stopped {
 		return nil, fmt.Errorf("the server is stopping: no new job: %w", ErrStopping)
 	}
-	t.next++
+	id := t.next + 1
+	release, err := spec.claim(id)
+	if err != nil {
+		return nil, err
+	}
+	t.next = id
 	ctx, cancel := context.WithCancel(t.ctx)
 	j := &job{cancel: cancel, finished: make(chan struct{}),
-		info: Job{ID: t.next, Kind: kind, Export: export, Layer: layer, State: JobRunning, Started: time.Now().UTC()}}
-	t.byID[j.info.ID] = j
+		info: Job{ID: id, Kind: spec.kind, Export: spec.export, Layer: spec.layer, State: JobRunning, Started: time.Now().UTC()}}
+	t.byID[id] = j
 	t.wg.Add(1)
 	go func() {
 		defer t.wg.Done()
-		defer release()
-		res, err := fn(ctx, j.progress)
+		res, err := spec.run(ctx, j.progress)
 		cancel()
+		release()
 		j.end(res, err)
-		t.retire(j.info.ID)
+		t.retire(id)
 	}()
 	return j, nil
 }

@@ -105,25 +105,31 @@ func (cs *controlServer) undoCommit(name string) (Job, *APIError) {
 	})
 }
 
-// startJob claims export name and runs fn as a job holding the claim.
+// jobWhat names a job kind in a busy refusal.
+var jobWhat = map[string]string{JobMerge: "a merge", JobUndoCommit: "an undo commit"}
+
+// startJob runs fn as a job holding export name's claim.
 func (cs *controlServer) startJob(kind, name, layer string, fn func(context.Context, func(int64, int64)) (*chains.MergeResult, error)) (Job, *APIError) {
-	release, aerr := cs.claim(name, "a "+kind)
-	if aerr != nil {
-		return Job{}, aerr
-	}
-	j, err := cs.jobs.start(kind, name, layer, release, func(ctx context.Context, progress func(int64, int64)) (*chains.MergeResult, error) {
-		res, err := fn(ctx, progress)
-		cs.log.Info("vhd: live "+kind+" ended", "export", name, "layer", layer, "err", err)
-		if res != nil {
-			res = &chains.MergeResult{Target: absOr(res.Target), Removed: absAll(res.Removed), Relinked: absAll(res.Relinked), Copied: res.Copied}
-		}
-		return res, err
+	j, err := cs.jobs.start(jobSpec{kind: kind, export: name, layer: layer,
+		claim: func(id int64) (func(), error) {
+			release, aerr := cs.claimJob(name, jobWhat[kind], id)
+			if aerr != nil {
+				return nil, aerr
+			}
+			return release, nil
+		},
+		run: func(ctx context.Context, progress func(int64, int64)) (*chains.MergeResult, error) {
+			res, err := fn(ctx, progress)
+			cs.log.Info("vhd: live "+kind+" ended", "export", name, "layer", layer, "err", err)
+			if res != nil {
+				res = &chains.MergeResult{Target: absOr(res.Target), Removed: absAll(res.Removed), Relinked: absAll(res.Relinked), Copied: res.Copied}
+			}
+			return res, err
+		},
 	})
 	if err != nil {
-		release()
 		return Job{}, classify(err)
 	}
-	cs.setJob(name, j.snapshot().ID)
 	return j.snapshot(), nil
 }
 

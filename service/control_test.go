@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -174,11 +175,10 @@ func TestControlMalformedRequests(t *testing.T) {
 // one is refused at once as busy, naming it, and none waits.
 func TestControlBusy(t *testing.T) {
 	h, image, ctl, stop := controlHost(t, 16<<20)
-	release, aerr := h.control.claim("disk", "a merge")
+	release, aerr := h.control.claimJob("disk", "a merge", 7)
 	if aerr != nil {
 		t.Fatal(aerr)
 	}
-	h.control.setJob("disk", 7)
 	top := filepath.Join(filepath.Dir(image), "top.vhd")
 	for _, r := range []struct{ method, path, body string }{
 		{"POST", "/v1/exports/disk/snapshot", `{"new_top": "` + top + `"}`},
@@ -371,4 +371,31 @@ func TestControlSocketMode(t *testing.T) {
 	if names, _ := filepath.Glob(filepath.Join(dir, "*")); len(names) != 1 {
 		t.Errorf("files left: %v", names)
 	}
+}
+
+// TestControlBackToBack: once a client sees a job's end, the export is
+// free: the next live operation, sent at once, is never refused as busy.
+func TestControlBackToBack(t *testing.T) {
+	h, image, ctl, stop := controlHost(t, 16<<20)
+	cl := NewControlClient(ctl)
+	ctx := context.Background()
+	dir := filepath.Dir(image)
+	for i := range 100 {
+		top := filepath.Join(dir, fmt.Sprintf("top%d.vhd", i))
+		if _, err := cl.Snapshot(ctx, "disk", top); err != nil {
+			t.Fatalf("snapshot %d, right after a merge ended: %v", i, err)
+		}
+		fill(t, h, int64(i%16)<<20, 64<<10, byte(i))
+		j, err := cl.Merge(ctx, "disk", "")
+		for err == nil && !j.Finished() {
+			j, err = cl.Job(ctx, j.ID, 10*time.Second)
+		}
+		if err != nil || j.State != JobSucceeded {
+			t.Fatalf("merge %d: %v %+v", i, err, j)
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	released(t, image)
 }
