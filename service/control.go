@@ -150,26 +150,35 @@ func (h *Host) stopControl() {
 	})
 }
 
-// claim marks export name busy with a live operation, or says what
-// runs on it already.
-func (cs *controlServer) claim(name, what string) (release func(), aerr *APIError) {
-	return cs.claimJob(name, what, 0)
+// claim marks export ex busy with a live operation, or says what runs
+// on it already.
+func (cs *controlServer) claim(ex *Export, what string) (release func(), aerr *APIError) {
+	return cs.claimJob(ex, what, 0)
 }
 
 // claimJob is claim for job id (0: not a job), whose id status shows and
-// a busy refusal names.
-func (cs *controlServer) claimJob(name, what string, id int64) (release func(), aerr *APIError) {
+// a busy refusal names. The export must still be served once claimed: a
+// removal (which claims it too) may have closed it since it was looked
+// up.
+func (cs *controlServer) claimJob(ex *Export, what string, id int64) (release func(), aerr *APIError) {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	if op, ok := cs.busy[name]; ok {
-		return nil, busyErr(name, op)
+	if op, ok := cs.busy[ex.Name]; ok {
+		return nil, busyErr(ex.Name, op)
 	}
-	cs.busy[name] = busyOp{what: what, job: id}
+	if now, ok := cs.host.LookupExport(ex.Name); !ok || now != ex {
+		return nil, noExport(ex.Name)
+	}
+	cs.busy[ex.Name] = busyOp{what: what, job: id}
 	return func() {
 		cs.mu.Lock()
 		defer cs.mu.Unlock()
-		delete(cs.busy, name)
+		delete(cs.busy, ex.Name)
 	}, nil
+}
+
+func noExport(name string) *APIError {
+	return apiErr(CodeNotFound, fmt.Sprintf("no export named %q: 'vhd ctl PATH status' lists them", name))
 }
 
 // busyJob is the id of the job running on an export, or 0.

@@ -95,11 +95,11 @@ func (cs *controlServer) openView(req AddRequest) (*chains.Chain, ExportOptions,
 	if req.ReadOnly || req.Undo {
 		return nil, ExportOptions{}, apiErr(CodeBadRequest, `"read_only" and "undo" go with "image": a view is always read-only`)
 	}
-	_, src, aerr := cs.liveChain(req.ViewOf)
+	ex, src, aerr := cs.liveChain(req.ViewOf)
 	if aerr != nil {
 		return nil, ExportOptions{}, aerr
 	}
-	release, aerr := cs.claim(req.ViewOf, "a view being cut")
+	release, aerr := cs.claim(ex, "a view being cut")
 	if aerr != nil {
 		return nil, ExportOptions{}, aerr
 	}

@@ -19,7 +19,7 @@ import (
 func (cs *controlServer) liveChain(name string) (*Export, *chains.Chain, *APIError) {
 	ex, ok := cs.host.LookupExport(name)
 	if !ok {
-		return nil, nil, apiErr(CodeNotFound, fmt.Sprintf("no export named %q: 'vhd ctl PATH status' lists them", name))
+		return nil, nil, noExport(name)
 	}
 	c, ok := ex.Disk.(*chains.Chain)
 	if !ok {
@@ -55,7 +55,7 @@ func (cs *controlServer) snapshot(name string, req SnapshotRequest) (ExportStatu
 	if aerr != nil {
 		return ExportStatus{}, aerr
 	}
-	release, aerr := cs.claim(name, "a snapshot")
+	release, aerr := cs.claim(ex, "a snapshot")
 	if aerr != nil {
 		return ExportStatus{}, aerr
 	}
@@ -74,7 +74,7 @@ func (cs *controlServer) merge(name string, req MergeRequest) (Job, *APIError) {
 	if aerr != nil {
 		return Job{}, aerr
 	}
-	_, c, aerr := cs.writableChain(name, false)
+	ex, c, aerr := cs.writableChain(name, false)
 	if aerr != nil {
 		return Job{}, aerr
 	}
@@ -89,18 +89,18 @@ func (cs *controlServer) merge(name string, req MergeRequest) (Job, *APIError) {
 		return Job{}, apiErr(CodeRefused, fmt.Sprintf("%s is the base of export %q: it has no parent to merge into", layers[i].Path, name))
 	}
 	merged := layerPath(layers[i])
-	return cs.startJob(JobMerge, name, merged, func(ctx context.Context, progress func(int64, int64)) (*chains.MergeResult, error) {
+	return cs.startJob(JobMerge, ex, merged, func(ctx context.Context, progress func(int64, int64)) (*chains.MergeResult, error) {
 		return c.Merge(ctx, layer, progress)
 	})
 }
 
 // undoCommit starts a job committing export name's undo disk.
 func (cs *controlServer) undoCommit(name string) (Job, *APIError) {
-	_, c, aerr := cs.writableChain(name, true)
+	ex, c, aerr := cs.writableChain(name, true)
 	if aerr != nil {
 		return Job{}, aerr
 	}
-	return cs.startJob(JobUndoCommit, name, layerPath(c.Layers()[0]), func(ctx context.Context, progress func(int64, int64)) (*chains.MergeResult, error) {
+	return cs.startJob(JobUndoCommit, ex, layerPath(c.Layers()[0]), func(ctx context.Context, progress func(int64, int64)) (*chains.MergeResult, error) {
 		return c.UndoCommit(ctx, progress)
 	})
 }
@@ -108,11 +108,12 @@ func (cs *controlServer) undoCommit(name string) (Job, *APIError) {
 // jobWhat names a job kind in a busy refusal.
 var jobWhat = map[string]string{JobMerge: "a merge", JobUndoCommit: "an undo commit"}
 
-// startJob runs fn as a job holding export name's claim.
-func (cs *controlServer) startJob(kind, name, layer string, fn func(context.Context, func(int64, int64)) (*chains.MergeResult, error)) (Job, *APIError) {
+// startJob runs fn as a job holding export ex's claim.
+func (cs *controlServer) startJob(kind string, ex *Export, layer string, fn func(context.Context, func(int64, int64)) (*chains.MergeResult, error)) (Job, *APIError) {
+	name := ex.Name
 	j, err := cs.jobs.start(jobSpec{kind: kind, export: name, layer: layer,
 		claim: func(id int64) (func(), error) {
-			release, aerr := cs.claimJob(name, jobWhat[kind], id)
+			release, aerr := cs.claimJob(ex, jobWhat[kind], id)
 			if aerr != nil {
 				return nil, aerr
 			}
@@ -139,7 +140,7 @@ func (cs *controlServer) undoDiscard(name string) (ExportStatus, *APIError) {
 	if aerr != nil {
 		return ExportStatus{}, aerr
 	}
-	release, aerr := cs.claim(name, "an undo discard")
+	release, aerr := cs.claim(ex, "an undo discard")
 	if aerr != nil {
 		return ExportStatus{}, aerr
 	}
@@ -166,10 +167,11 @@ func findLayer(name string, layers []chains.Layer, path string) (int, *APIError)
 
 // remove stops serving export name and closes it.
 func (cs *controlServer) remove(ctx context.Context, name string) *APIError {
-	if _, ok := cs.host.LookupExport(name); !ok {
-		return apiErr(CodeNotFound, fmt.Sprintf("no export named %q: 'vhd ctl PATH status' lists them", name))
+	ex, ok := cs.host.LookupExport(name)
+	if !ok {
+		return noExport(name)
 	}
-	release, aerr := cs.claim(name, "a removal")
+	release, aerr := cs.claim(ex, "a removal")
 	if aerr != nil {
 		return aerr
 	}

@@ -175,7 +175,8 @@ func TestControlMalformedRequests(t *testing.T) {
 // one is refused at once as busy, naming it, and none waits.
 func TestControlBusy(t *testing.T) {
 	h, image, ctl, stop := controlHost(t, 16<<20)
-	release, aerr := h.control.claimJob("disk", "a merge", 7)
+	ex, _ := h.LookupExport("disk")
+	release, aerr := h.control.claimJob(ex, "a merge", 7)
 	if aerr != nil {
 		t.Fatal(aerr)
 	}
@@ -393,6 +394,32 @@ func TestControlBackToBack(t *testing.T) {
 		if err != nil || j.State != JobSucceeded {
 			t.Fatalf("merge %d: %v %+v", i, err, j)
 		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	released(t, image)
+}
+
+// TestControlClaimAfterRemoval: an operation that looked an export up
+// just before a removal closed it cannot claim it afterwards (nor the
+// export added under the same name since): it would work on a closed
+// chain.
+func TestControlClaimAfterRemoval(t *testing.T) {
+	h, image, ctl, stop := controlHost(t, 16<<20)
+	ex, _ := h.LookupExport("disk")
+	cl := NewControlClient(ctl)
+	if _, err := cl.Remove(context.Background(), "disk"); err != nil {
+		t.Fatal(err)
+	}
+	if _, aerr := h.control.claim(ex, "a snapshot"); aerr == nil || aerr.Code != CodeNotFound {
+		t.Fatalf("claim of a removed export: %v", aerr)
+	}
+	if _, err := cl.Add(context.Background(), AddRequest{Name: "disk", Image: image}); err != nil {
+		t.Fatal(err)
+	}
+	if _, aerr := h.control.claim(ex, "a snapshot"); aerr == nil || aerr.Code != CodeNotFound {
+		t.Fatalf("claim of an export removed and added again: %v", aerr)
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
