@@ -30,6 +30,10 @@ func NewControlClient(path string) *ControlClient {
 		},
 		MaxIdleConns:    2,
 		IdleConnTimeout: 30 * time.Second,
+		// Every reply comes within seconds (a job wait within 30 s, a
+		// removal within the NBD grace period): a socket that takes the
+		// request and says nothing is not a control socket.
+		ResponseHeaderTimeout: 2 * time.Minute,
 	}
 	return &ControlClient{path: path, hc: &http.Client{Transport: tr}}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -420,6 +421,26 @@ func TestControlClaimAfterRemoval(t *testing.T) {
 	}
 	if _, aerr := h.control.claim(ex, "a snapshot"); aerr == nil || aerr.Code != CodeNotFound {
 		t.Fatalf("claim of an export removed and added again: %v", aerr)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	released(t, image)
+}
+
+// TestControlHandlerPanic: a handler that panics answers 500 with a JSON
+// error, and the server goes on.
+func TestControlHandlerPanic(t *testing.T) {
+	h, image, ctl, stop := controlHost(t, 16<<20)
+	rec := httptest.NewRecorder()
+	h.control.serve(map[string]handlerFunc{"GET": func(*http.Request) (reply, *APIError) { panic("boom") }}).
+		ServeHTTP(rec, httptest.NewRequest("GET", "/v1/status", nil))
+	var er errorReply
+	if err := json.Unmarshal(rec.Body.Bytes(), &er); err != nil || rec.Code != 500 || er.Error == nil || er.Error.Code != CodeFailed || !strings.Contains(er.Error.Message, "boom") {
+		t.Fatalf("a panicking handler answered %d %s (%v)", rec.Code, rec.Body, err)
+	}
+	if status, _ := raw(t, ctl, "GET", "/v1/status", ""); status != 200 {
+		t.Fatalf("status after a panic: %d", status)
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)

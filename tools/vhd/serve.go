@@ -215,7 +215,7 @@ func listenControl(h *service.Host, o *serveOptions, cf *chainFlags) error {
 	if path == "" {
 		var err error
 		if path, err = service.DefaultControlSocket(); err != nil {
-			return err
+			return fmt.Errorf("%w (or put the control socket elsewhere with --control PATH)", err)
 		}
 	} else if abs, err := filepath.Abs(path); err == nil {
 		path = abs
