@@ -136,11 +136,11 @@
 // (control_errors.go). ControlClient is its client; FindControl and
 // ControlOfNBDSocket find a server's socket from its pid or NBD socket.
 //
-//   - Only this user: the socket file is bound under a fresh name,
-//     narrowed to 0600 and renamed into place without replacing anything
-//     (a stale socket nobody answers on is removed first), and every
-//     connection's peer uid (SO_PEERCRED) must be ours, or it is answered
-//     403 and closed before a handler sees it.
+//   - Only this user: the socket is given mode 0600 before it is bound,
+//     so its file never has a wider one (bind replaces nothing; a stale
+//     socket nobody answers on is removed first), and every connection's
+//     peer uid (SO_PEERCRED) must be ours, or it is answered 403 and
+//     closed before a handler sees it.
 //   - One live operation per export: snapshot, merge, undo commit or
 //     discard, removal and the cutting of a view each claim the export,
 //     and a second claim is refused as busy at once, naming the job;
