@@ -12,6 +12,7 @@
 //	defer h.Close()                         // a setup that fails half-way
 //	h.AddExport(ctx, "disk", chain, service.ExportOptions{FUSE: ...})
 //	h.ListenUnix(path)                      // and/or ListenTCP
+//	h.ListenControl(ctlPath, service.ControlOptions{...}) // vhd ctl
 //	fmt.Println(h.URIs())
 //	err := h.Run(ctx)                       // serves, then tears down
 //
@@ -123,6 +124,40 @@
 // is everything flushed and closed, and the undo disk may be committed
 // or discarded. HolderHint turns the pid holding a locked image into
 // the mount point or socket that holds it, for error messages.
+//
+// # The control socket
+//
+// ListenControl gives a host a control socket (control*.go): HTTP with
+// JSON on a unix socket, through which `vhd ctl` (and the runner next)
+// changes what the host serves while it serves it. Its routes are in
+// control_api.go, its JSON shapes in control_json.go (stable: fields are
+// added, never renamed or removed) and both in docs/CLI.md; errors are
+// {"error": {"code", "message"}} with the code's HTTP status
+// (control_errors.go). ControlClient is its client; FindControl and
+// ControlOfNBDSocket find a server's socket from its pid or NBD socket.
+//
+//   - Only this user: the socket is given mode 0600 before it is bound,
+//     so its file never has a wider one (bind replaces nothing; a stale
+//     socket nobody answers on is removed first), and every connection's
+//     peer uid (SO_PEERCRED) must be ours, or it is answered 403 and
+//     closed before a handler sees it.
+//   - One live operation per export: snapshot, merge, undo commit or
+//     discard, removal and the cutting of a view each claim the export,
+//     and a second claim is refused as busy at once, naming the job;
+//     nothing waits unseen behind the chain's own lock.
+//   - Merges and undo commits are jobs (control_jobs.go): the request
+//     returns the job, which runs under the socket's context, not the
+//     request's, until it ends or is cancelled (POST .../cancel). A
+//     cancelled merge leaves its journal: the export serves what it
+//     served, and the same merge run again live (or `vhd merge` offline)
+//     finishes it.
+//   - Run stops the control socket as soon as it decides to stop, before
+//     NBD drains, and teardown does first of all: running jobs are
+//     cancelled and waited for, so no chain is closed under a merge.
+//   - Requests are bounded: a body of at most 64 KiB, one JSON object,
+//     unknown fields refused, names and paths checked before anything is
+//     opened (control_decode.go, fuzzed by FuzzControlRequest); a handler
+//     that panics answers 500 in JSON and the server goes on.
 //
 // # Logging
 //

@@ -24,11 +24,21 @@ func HolderHint(le *engine.LockedError) string {
 	if len(args) < 2 || args[1] != "serve" {
 		return ""
 	}
+	// Its control socket is not one to connect an NBD client to, but
+	// a way to make it let go of the image without stopping.
+	socks := unixSockets(le.PID)
+	ctl, _ := ControlOfPID(le.PID)
+	hasCtl := slices.Contains(socks, ctl)
+	socks = slices.DeleteFunc(socks, func(s string) bool { return s == ctl })
 	where := ""
-	if socks := unixSockets(le.PID); len(socks) > 0 {
+	if len(socks) > 0 {
 		where = ", socket " + strings.Join(socks, ", ")
 	}
-	return fmt.Sprintf("'vhd serve' (pid %d%s) has it: stop that server first (Ctrl-C where it runs, or kill %d)", le.PID, where, le.PID)
+	hint := fmt.Sprintf("'vhd serve' (pid %d%s) has it: stop that server first (Ctrl-C where it runs, or kill %d)", le.PID, where, le.PID)
+	if hasCtl {
+		hint += fmt.Sprintf(", or have it stop serving the image: 'vhd ctl %s remove EXPORT' ('vhd ctl %s status' names the export)", ctl, ctl)
+	}
+	return hint
 }
 
 // mountByPID is the state of the live mount whose server is pid.

@@ -37,6 +37,8 @@ type Host struct {
 	sockets   []string
 	states    []string
 	phase     phase
+	// control is the control socket, if set up (ListenControl).
+	control *controlServer
 
 	// unmounted is closed when a FUSE mount goes away from outside
 	// (StopOnUnmount ends Run then).
@@ -102,6 +104,12 @@ type Export struct {
 	Mountpoint string
 	// Filesystems are the filesystems mounted from its partitions.
 	Filesystems []FSMount
+	// Undo: the disk is a chain on an image's undo disk
+	// (chains.OpenUndo), which can be committed or discarded live.
+	Undo bool
+	// ViewOf names the export whose frozen layer this read-only export
+	// shows (chains.Chain.View), or is empty.
+	ViewOf string
 
 	fuse *fuseMount
 }
@@ -122,6 +130,9 @@ type ExportOptions struct {
 	Description string
 	// FUSE, if set, also mounts the disk over FUSE.
 	FUSE *FUSEOptions
+	// Undo and ViewOf describe the disk (see Export), for status.
+	Undo   bool
+	ViewOf string
 }
 
 // AddExport serves disk under name: over NBD at once (on every listener,
@@ -134,7 +145,7 @@ func (h *Host) AddExport(ctx context.Context, name string, disk engine.Disk, opt
 		return nil, err
 	}
 	defer h.release(name)
-	ex := &Export{Name: name, Description: opts.Description, Disk: disk}
+	ex := &Export{Name: name, Description: opts.Description, Disk: disk, Undo: opts.Undo, ViewOf: opts.ViewOf}
 	if opts.FUSE != nil {
 		if err := h.mountFUSE(ctx, ex, *opts.FUSE); err != nil {
 			return nil, err
@@ -157,7 +168,7 @@ func (h *Host) AddExport(ctx context.Context, name string, disk engine.Disk, opt
 	return ex, nil
 }
 
-var errHostStopping = errors.New("service: the host is stopping: nothing can be added any more")
+var errHostStopping = fmt.Errorf("service: %w: nothing can be added any more", ErrStopping)
 
 // reserve claims name for an export being added.
 func (h *Host) reserve(name string) error {
@@ -167,7 +178,7 @@ func (h *Host) reserve(name string) error {
 	case h.phase >= stopping:
 		return errHostStopping
 	case h.exports[name] != nil, h.pending[name]:
-		return fmt.Errorf("service: an export named %q exists already: remove it first or choose another name", name)
+		return fmt.Errorf("service: an export named %q exists already: remove it first or choose another name: %w", name, ErrExportExists)
 	}
 	h.pending[name] = true
 	return nil
@@ -189,7 +200,7 @@ func (h *Host) RemoveExport(ctx context.Context, name string) error {
 	ex := h.exports[name]
 	if ex == nil || h.phase >= stopping {
 		h.mu.Unlock()
-		return fmt.Errorf("service: no export named %q", name)
+		return fmt.Errorf("service: no export named %q: %w", name, ErrNoExport)
 	}
 	delete(h.exports, name)
 	h.pending[name] = true // until the disk is closed
@@ -261,6 +272,8 @@ func (h *Host) Run(ctx context.Context) error {
 	defer cancel()
 	errs := make([]error, len(listeners))
 	ended := make(chan struct{}, len(listeners))
+	controlFailed := make(chan error, 1)
+	h.serveControl(controlFailed)
 	var wg sync.WaitGroup
 	for i, l := range listeners {
 		wg.Go(func() {
@@ -269,17 +282,22 @@ func (h *Host) Run(ctx context.Context) error {
 		})
 	}
 	why := "interrupted"
+	var controlErr error
 	select {
 	case <-ctx.Done():
 	case <-ended:
 		why = "a listener stopped"
 	case <-h.unmounted:
 		why = "unmounted"
+	case err := <-controlFailed:
+		why, controlErr = "the control socket failed", err
 	}
 	h.log.Info("vhd: stopping", "why", why)
+	// No live change may start or go on while the exports drain.
+	h.stopControl()
 	cancel()
 	wg.Wait()
-	return errors.Join(errors.Join(errs...), h.stop())
+	return errors.Join(errors.Join(errs...), controlErr, h.stop())
 }
 
 // Close tears down a host that never ran (its setup failed half-way);
@@ -302,6 +320,9 @@ func (h *Host) stop() error {
 
 // teardown releases everything in the order doc.go argues:
 //
+//  0. The control socket takes no more requests, and its running jobs
+//     (merges) are cancelled and waited for: nothing changes a chain
+//     from here (Run did this before draining NBD already).
 //  1. NBD: Run's Serve calls have returned, so no listener accepts and
 //     every connection has answered its requests (or was closed after
 //     the grace period) and flushed. The socket files go now, while the
@@ -315,6 +336,7 @@ func (h *Host) stop() error {
 //  4. Folders made for mount points are removed, then the state files:
 //     a state file outlives everything it describes.
 func (h *Host) teardown() error {
+	h.stopControl()
 	h.mu.Lock()
 	h.phase = stopping
 	exports := make([]*Export, 0, len(h.exports))

@@ -84,14 +84,34 @@ func (h *Host) URIs() []string {
 	var uris []string
 	for _, l := range listeners {
 		for _, n := range names {
-			if ul, ok := l.(*net.UnixListener); ok {
-				uris = append(uris, fmt.Sprintf("%s+unix:///%s?socket=%s", scheme, url.PathEscape(n), ul.Addr()))
-			} else {
-				uris = append(uris, fmt.Sprintf("%s://%s/%s", scheme, l.Addr(), url.PathEscape(n)))
-			}
+			uris = append(uris, exportURI(scheme, l, n))
 		}
 	}
 	return uris
+}
+
+// ExportURIs are the NBD URIs of one export, one per listener.
+func (h *Host) ExportURIs(name string) []string {
+	h.mu.Lock()
+	listeners := h.listeners
+	h.mu.Unlock()
+	scheme := "nbd"
+	if h.nbd.TLSConfig != nil {
+		scheme = "nbds"
+	}
+	uris := []string{}
+	for _, l := range listeners {
+		uris = append(uris, exportURI(scheme, l, name))
+	}
+	return uris
+}
+
+// exportURI is the URI of export name on listener l.
+func exportURI(scheme string, l net.Listener, name string) string {
+	if ul, ok := l.(*net.UnixListener); ok {
+		return fmt.Sprintf("%s+unix:///%s?socket=%s", scheme, url.PathEscape(name), ul.Addr())
+	}
+	return fmt.Sprintf("%s://%s/%s", scheme, l.Addr(), url.PathEscape(name))
 }
 
 // TCPAddr fills in 127.0.0.1 when the host is left out of HOST:PORT:
@@ -129,21 +149,32 @@ func LoopbackOnly(host string) (local, known bool) {
 // listenUnix listens on path, replacing a stale socket nobody answers on
 // but never another file or a live server's socket.
 func listenUnix(path string) (net.Listener, error) {
-	if st, err := os.Lstat(path); err == nil {
-		if st.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("%s exists and is not a socket", path)
-		}
-		c, err := net.DialTimeout("unix", path, time.Second)
-		if err == nil {
-			c.Close()
-			return nil, fmt.Errorf("%s: another server is listening there", path)
-		}
-		if !errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		os.Remove(path)
+	if err := removeStaleSocket(path); err != nil {
+		return nil, err
 	}
 	return net.Listen("unix", path)
+}
+
+// removeStaleSocket removes a socket at path that nobody answers on; any
+// other file, or a socket a server listens on, is an error.
+func removeStaleSocket(path string) error {
+	st, err := os.Lstat(path)
+	if err != nil {
+		return nil
+	}
+	if st.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("%s exists and is not a socket", path)
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("%s: another server is listening there", path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	os.Remove(path)
+	return nil
 }
 
 // LoadTLS builds an NBD server's TLS configuration: TLS 1.2 or later, and

@@ -40,6 +40,7 @@ func init() {
 		compactCmd,
 		resizeCmd,
 		serveCmd,
+		ctlCmd,
 		versionCmd,
 		helpCmd,
 	}

@@ -20,7 +20,7 @@ import (
 
 var serveCmd = &command{
 	name:    "serve",
-	args:    "[--socket PATH] [--listen HOST:PORT] [--read-only | --undo] [--fuse DIR] [--tls-cert F --tls-key F [--tls-ca F]] IMAGE[=NAME]...",
+	args:    "[--socket PATH] [--listen HOST:PORT] [--control PATH] [--read-only | --undo] [--fuse DIR] [--tls-cert F --tls-key F [--tls-ca F]] IMAGE[=NAME]...",
 	summary: "export images (with their chains) over NBD, and over FUSE too, from one process",
 	doc: `Exports each IMAGE over NBD under NAME (default: the file name without
 its extension); a single image is also the default export "". Without
@@ -51,6 +51,13 @@ at DIR for a single image, at DIR/NAME for several (folders it makes
 for them are removed when it stops). A write through one is read back
 through the other at once.
 
+A control socket (--control PATH, default $XDG_RUNTIME_DIR/vhdkit/
+serve-PID.ctl, or /run/vhdkit/serve-PID.ctl as root, else vhd's private
+folder; printed as control:PATH) lets 'vhd ctl' change the exports
+while they are served: snapshot, merge, undo commit and discard, add and
+remove exports, read-only views of frozen layers (see 'vhd help ctl').
+Only the user who started vhd serve may use it.
+
 With --tls-cert and --tls-key, TLS is required of every client; with
 --tls-ca, clients must also present a certificate signed by that CA
 (libnbd clients: add ?tls-certificates=DIR to the URI, DIR holding
@@ -72,6 +79,7 @@ flushed and closed. Negotiation must end within --handshake-timeout.
 		fs.BoolVar(&o.readOnly, "read-only", false, "export the images read-only")
 		fs.BoolVar(&o.undo, "undo", false, "send writes to each image's undo disk (.vud) instead of the image")
 		fs.StringVar(&o.fuse, "fuse", "", "also mount the disks over FUSE at this folder")
+		fs.StringVar(&o.control, "control", "", "control socket for 'vhd ctl' (default: $XDG_RUNTIME_DIR/vhdkit/serve-PID.ctl)")
 		fs.StringVar(&o.tlsCert, "tls-cert", "", "server certificate (PEM); makes TLS mandatory")
 		fs.StringVar(&o.tlsKey, "tls-key", "", "server private key (PEM)")
 		fs.StringVar(&o.tlsCA, "tls-ca", "", "CA (PEM) that client certificates must chain to")
@@ -94,7 +102,7 @@ type serveOptions struct {
 	socket, listen           string
 	insecureTCP              bool
 	readOnly, undo           bool
-	fuse                     string
+	fuse, control            string
 	tlsCert, tlsKey, tlsCA   string
 	exports                  []exportArg
 	socketGiven, listenGiven bool
@@ -180,6 +188,9 @@ func serve(ctx context.Context, o *serveOptions, cf *chainFlags, stdout io.Write
 	if err := listen(h, o); err != nil {
 		return err
 	}
+	if err := listenControl(h, o, cf); err != nil {
+		return err
+	}
 	if o.insecureTCP && o.tlsCA == "" {
 		fmt.Fprintf(o.stderr, "vhd serve: warning: --insecure-tcp: clients of %s are not authenticated\n", o.listen)
 	}
@@ -191,7 +202,29 @@ func serve(ctx context.Context, o *serveOptions, cf *chainFlags, stdout io.Write
 			fmt.Fprintf(stdout, "fuse:%s\n", ex.Mountpoint)
 		}
 	}
+	fmt.Fprintf(stdout, "control:%s\n", h.ControlPath())
 	return h.Run(ctx)
+}
+
+// listenControl sets up the control socket: the one given, else the
+// default. Exports added through it open their chains with serve's chain
+// flags and, when serve mounts several images under --fuse DIR, are
+// mounted at DIR/NAME too.
+func listenControl(h *service.Host, o *serveOptions, cf *chainFlags) error {
+	path := o.control
+	if path == "" {
+		var err error
+		if path, err = service.DefaultControlSocket(); err != nil {
+			return fmt.Errorf("%w (or put the control socket elsewhere with --control PATH)", err)
+		}
+	} else if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	opts := service.ControlOptions{Chains: cf.options(false)}
+	if o.fuse != "" && len(o.exports) > 1 {
+		opts.FUSERoot = o.fuse
+	}
+	return h.ListenControl(path, opts)
 }
 
 // addExport opens one image and has the host serve it, over FUSE too
@@ -203,7 +236,7 @@ func addExport(ctx context.Context, h *service.Host, a exportArg, o *serveOption
 	if err != nil {
 		return err
 	}
-	opts := service.ExportOptions{Description: filepath.Base(a.path)}
+	opts := service.ExportOptions{Description: filepath.Base(a.path), Undo: o.undo}
 	if o.fuse != "" {
 		dir := o.fuse
 		if len(o.exports) > 1 {
