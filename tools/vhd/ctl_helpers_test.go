@@ -100,8 +100,8 @@ type nbdClient struct {
 }
 
 // clientScript writes (MODE=write) or reads (MODE=read) 64 KiB blocks of
-// the first REGION bytes, 8 requests in flight, until the file STOP
-// exists. The writer sends distinct blocks in each batch, keeps the last
+// the first REGION bytes, QD requests in flight (8 unless set), until the
+// file STOP exists. The writer sends distinct blocks in each batch, keeps the last
 // content of each, flushes now and then, and at the end reads the whole
 // region back and compares. Any failed request raises: nbdsh exits 1.
 const clientScript = `
@@ -114,7 +114,7 @@ rnd = random.Random(int(os.environ["SEED"]))
 seq = 0
 while not os.path.exists(stop):
     batch = []
-    for slot in rnd.sample(range(slots), 8):
+    for slot in rnd.sample(range(slots), int(os.environ.get("QD", "8"))):
         seq += 1
         if mode == "write":
             buf = (seq.to_bytes(8, "big") + slot.to_bytes(8, "big")) * (blk // 16)
@@ -140,11 +140,12 @@ print("OK", seq, flush=True)
 `
 
 // startClient starts an NBD client on uri over the first region bytes.
-func startClient(t *testing.T, uri, mode string, region int64, seed int) *nbdClient {
+func startClient(t *testing.T, uri, mode string, region int64, seed int, env ...string) *nbdClient {
 	t.Helper()
 	c := &nbdClient{stop: filepath.Join(t.TempDir(), "stop")}
 	c.cmd = clientCmd("nbdsh", "-u", uri, "-c", clientScript)
 	c.cmd.Env = append(c.cmd.Env, "REGION="+strconv.FormatInt(region, 10), "STOP="+c.stop, "MODE="+mode, "SEED="+strconv.Itoa(seed))
+	c.cmd.Env = append(c.cmd.Env, env...)
 	c.cmd.Stdout, c.cmd.Stderr = &c.out, &c.out
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
