@@ -80,7 +80,7 @@ func (p prober) run(ctx context.Context) (g guest, chosen Accel, note string, er
 		}
 	}
 	if p.mode == AccelKVM {
-		return nil, "", "", fmt.Errorf("--accel kvm: %w: %v; run with --accel tcg (or auto)", ErrKVM, why)
+		return nil, "", "", fmt.Errorf("KVM was required: %w: %v; run the guest under TCG ('vhd run --accel tcg') or let the runner choose ('vhd run --accel auto')", ErrKVM, why)
 	}
 	note = fmt.Sprintf("KVM not used: %v; running under TCG (slower)", why)
 	p.log.Warn(note)

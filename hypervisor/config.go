@@ -1,6 +1,7 @@
 package hypervisor
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -160,9 +161,9 @@ func (c Config) validate() error {
 	case c.CPUs < 1 || c.CPUs > 255:
 		return fmt.Errorf("%d CPUs: give 1 to 255", c.CPUs)
 	case c.Kernel == "" && (c.Initrd != "" || c.Append != ""):
-		return fmt.Errorf("an initrd or kernel command line needs a kernel (--kernel)")
+		return errors.New("an initrd or kernel command line needs a kernel to boot ('vhd run --kernel K')")
 	case c.Kernel == "" && len(c.Disks) == 0:
-		return fmt.Errorf("nothing to boot: give a disk (--disk) or a kernel (--kernel)")
+		return errors.New("nothing to boot: give a disk or a kernel ('vhd run --disk IMAGE' or 'vhd run --kernel K')")
 	}
 	return nil
 }

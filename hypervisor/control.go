@@ -136,3 +136,8 @@ func (vm *VM) ExportLayer(ctx context.Context, i int, layer, name string) error 
 	}
 	return nil
 }
+
+// Quit ends QEMU at once, as a power cut: what the guest had not
+// flushed is lost; what it flushed is in the images, which Run flushes
+// and closes as after any end.
+func (vm *VM) Quit(ctx context.Context) error { return vm.command(ctx, "quit") }

@@ -119,7 +119,7 @@ func adoptRestoreTop(sd SavedDisk, top string) error {
 		return fmt.Errorf("%s exists and is not a top over the saved layer %s: move it away to restore", top, sd.Layer)
 	}
 	if img.AllocatedBytes() != 0 {
-		return fmt.Errorf("%s holds what an earlier restore of this state wrote, which the saved memory knows nothing of: keep it by running it as a disk of its own (vhd run --disk %s, a reboot) or delete it to restore the saved moment again", top, top)
+		return fmt.Errorf("%s holds what an earlier restore of this state wrote, which the saved memory knows nothing of: keep it by running it as a disk of its own ('vhd run --disk %s', a reboot) or delete it to restore the saved moment again", top, top)
 	}
 	return nil
 }

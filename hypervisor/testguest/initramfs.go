@@ -1,6 +1,7 @@
 package testguest
 
 import (
+	"debug/elf"
 	"fmt"
 	"os"
 	"os/exec"
@@ -68,6 +69,9 @@ func buildBase() (Kernel, []byte, error) {
 	if err != nil {
 		return k, nil, err
 	}
+	if err := static(bb); err != nil {
+		return k, nil, err
+	}
 	paths, err := modulePaths(k)
 	if err != nil {
 		return k, nil, fmt.Errorf("the modules of kernel %s: %w", k.Version, err)
@@ -91,6 +95,22 @@ func buildBase() (Kernel, []byte, error) {
 	}
 	a.file("modules.order", []byte(strings.Join(Modules, "\n")+"\n"))
 	return k, a.bytes(), nil
+}
+
+// static makes sure a program needs no shared libraries: the initramfs
+// has none.
+func static(path string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("%s is linked dynamically and cannot run in the guests' initramfs: scripts/setup.sh installs busybox-static", path)
+		}
+	}
+	return nil
 }
 
 // Build writes an initramfs whose /guest.sh is script, with files

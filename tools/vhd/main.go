@@ -40,6 +40,7 @@ func init() {
 		compactCmd,
 		resizeCmd,
 		serveCmd,
+		runCmd,
 		versionCmd,
 		helpCmd,
 	}
