@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"vhdkit/engine"
@@ -30,6 +31,7 @@ type VM struct {
 
 	started     chan struct{} // closed once the guest runs (or Run failed to start it)
 	saveMu      sync.Mutex    // one Save at a time
+	ran         atomic.Bool   // Run runs once
 	startedOnce sync.Once
 
 	mu sync.Mutex
@@ -114,6 +116,9 @@ func (vm *VM) markStarted() { vm.startedOnce.Do(func() { close(vm.started) }) }
 // happens, the disks are flushed and closed (their locks released)
 // before Run returns.
 func (vm *VM) Run(ctx context.Context) error {
+	if vm.ran.Swap(true) {
+		return errors.New("hypervisor: Run called twice: make a new VM for another run")
+	}
 	defer vm.markStarted()
 	dir, err := os.MkdirTemp("", "vhd-run-") // 0700: the sockets are ours alone
 	if err != nil {
