@@ -32,11 +32,8 @@ type instance struct {
 
 	mu sync.Mutex
 	// shutdown is the reason of QEMU's SHUTDOWN event ("guest-shutdown"
-	// for a guest that powered off), status the last run state seen in
-	// STOP/RESUME events. Guarded by mu.
+	// for a guest that powered off). Guarded by mu.
 	shutdown string
-	status   string
-	changed  chan struct{} // closed and replaced at every event
 }
 
 // startTimeout bounds QEMU's start: connecting its console and monitor.
@@ -59,7 +56,7 @@ func start(ctx context.Context, prog string, args []string, l launch, con *conso
 	}
 	defer closeListener(qmpL)
 
-	inst := &instance{console: con, stderr: &tailWriter{log: log}, log: log, exited: make(chan struct{}), eventsDone: make(chan struct{}), changed: make(chan struct{})}
+	inst := &instance{console: con, stderr: &tailWriter{log: log}, log: log, exited: make(chan struct{}), eventsDone: make(chan struct{})}
 	inst.cmd = exec.Command(prog, args...)
 	inst.cmd.Stdout, inst.cmd.Stderr = inst.stderr, inst.stderr
 	inst.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -125,27 +122,21 @@ func (inst *instance) accept(ctx context.Context, l net.Listener, what string) (
 	}
 }
 
-// watchEvents follows QEMU's events for the run state and the reason it
-// shuts down.
+// watchEvents follows QEMU's events for the reason it shuts down (the
+// run state is asked for when needed: query-status).
 func (inst *instance) watchEvents() {
 	defer close(inst.eventsDone)
 	for e := range inst.qmp.Events() {
 		inst.log.Debug("qemu: event", "event", e.Name, "data", string(e.Data))
-		inst.mu.Lock()
-		switch e.Name {
-		case "SHUTDOWN":
-			var d struct {
-				Reason string `json:"reason"`
-			}
-			json.Unmarshal(e.Data, &d)
-			inst.shutdown = d.Reason
-		case "STOP":
-			inst.status = "paused"
-		case "RESUME":
-			inst.status = "running"
+		if e.Name != "SHUTDOWN" {
+			continue
 		}
-		close(inst.changed)
-		inst.changed = make(chan struct{})
+		var d struct {
+			Reason string `json:"reason"`
+		}
+		json.Unmarshal(e.Data, &d)
+		inst.mu.Lock()
+		inst.shutdown = d.Reason
 		inst.mu.Unlock()
 	}
 }
@@ -162,15 +153,26 @@ func (inst *instance) shutdownReason() string {
 // nil for a guest that powered off and a QEMU that exited cleanly.
 func (inst *instance) wait() error {
 	<-inst.exited
-	select {
-	case <-inst.eventsDone:
-	case <-time.After(5 * time.Second):
-	}
+	inst.drain()
 	reason := inst.shutdownReason()
 	if inst.waitErr == nil && reason == "guest-shutdown" {
 		return nil
 	}
 	return inst.exitError()
+}
+
+// drain waits (a little, at most) for what QEMU sent before it exited:
+// its last events and the guest's last console output, which the user
+// should see before the run returns.
+func (inst *instance) drain() {
+	timeout := time.After(5 * time.Second)
+	for _, ch := range []<-chan struct{}{inst.eventsDone, inst.console.done} {
+		select {
+		case <-ch:
+		case <-timeout:
+			return
+		}
+	}
 }
 
 // exitError describes how QEMU ended, with what it printed last.
