@@ -10,15 +10,22 @@ set -euo pipefail
 # filesystem --fs mounts or reports, and qemu-storage-daemon's FUSE export
 # (qemu-system-common) to compare against. vhd serve (nbdserve) tests:
 # nbdinfo, nbdcopy, nbdsh (python3-libnbd), nbdkit, fio, qemu-img/qemu-io.
+# vhd run (hypervisor) tests: QEMU (qemu-system-x86), a kernel to boot
+# (linux-image-amd64: found by what is installed, any version) and a
+# static busybox for the guests' initramfs (busybox-static).
 packages=(qemu-utils libvhdi-utils fio e2fsprogs libnbd-bin python3-libnbd nbdkit
-  fuse3 ntfs-3g fdisk xfsprogs btrfs-progs dosfstools mtools qemu-system-common)
+  fuse3 ntfs-3g fdisk xfsprogs btrfs-progs dosfstools mtools qemu-system-common
+  qemu-system-x86 linux-image-amd64 busybox-static)
 tools=(qemu-img qemu-io vhdiinfo fio mkfs.ext4 nbdinfo nbdsh nbdkit
-  fusermount3 mkfs.ntfs ntfsfix sfdisk mkfs.xfs mkfs.btrfs mkfs.vfat mcopy qemu-storage-daemon vhdimount)
+  fusermount3 mkfs.ntfs ntfsfix sfdisk mkfs.xfs mkfs.btrfs mkfs.vfat mcopy qemu-storage-daemon vhdimount
+  qemu-system-x86_64 busybox)
 
 missing=0
 for t in "${tools[@]}"; do
   command -v "$t" >/dev/null 2>&1 || missing=1
 done
+# The kernel has no command to look for: its image and its modules.
+compgen -G '/boot/vmlinuz-*' >/dev/null && compgen -G '/lib/modules/*/modules.dep' >/dev/null || missing=1
 if [ "$missing" = 0 ]; then
   exit 0
 fi
