@@ -39,6 +39,8 @@ type Host struct {
 	phase     phase
 	// control is the control socket, if set up (ListenControl).
 	control *controlServer
+	// quiescer freezes an export's users for a backup (quiesce.go).
+	quiescer Quiescer
 
 	// unmounted is closed when a FUSE mount goes away from outside
 	// (StopOnUnmount ends Run then).
