@@ -43,8 +43,10 @@ var ErrLayerInUse = errors.New("the layer is exported read-only")
 // exclusive runs fn with the gate held exclusively: no request is in
 // flight and none starts until fn returns.
 func (c *Chain) exclusive(fn func() error) error {
+	reachPoint("gate:wait")
 	c.gate.Lock()
 	defer c.gate.Unlock()
+	defer reachPoint("gate:release")
 	return fn()
 }
 

@@ -48,11 +48,13 @@ func (c *Chain) mergeTop(ctx context.Context, progress func(done, total int64), 
 	if err := startJournal(top.Path, j); err != nil {
 		return nil, err
 	}
+	reachPoint("merge:journaled")
 	rw, err := c.reopenWritable(1)
 	if err != nil {
 		abandonUnstarted(top.Path, j)
 		return nil, err
 	}
+	reachPoint("merge:reopened")
 	d := newDirtyMap(c.size)
 	c.exclusive(func() error { c.dirty.Store(d); return nil })
 	copied, err := c.copyWhileWritten(ctx, d, top.Image, rw, progress)
@@ -104,6 +106,7 @@ func (c *Chain) copyWhileWritten(ctx context.Context, d *dirtyMap, src, dst *eng
 				if err != nil {
 					return err
 				}
+				reachPoint("merge:copy")
 				done += l
 				if progress != nil {
 					progress(done, max(total, done))
@@ -126,6 +129,7 @@ func (c *Chain) copyWhileWritten(ctx context.Context, d *dirtyMap, src, dst *eng
 // the top closed. Until the journal says Copied, a failure leaves the
 // chain serving the top, which still shadows everything.
 func (c *Chain) switchToTarget(d *dirtyMap, top Layer, rw *engine.Image, j *mergeJournal, then func(Layer) (Layer, error)) error {
+	reachPoint("merge:gate")
 	buf := make([]byte, copyPiece)
 	if _, err := d.take(func(off, n int64) error { return copyLayerRange(top.Image, rw, off, n, buf) }); err != nil {
 		return err
@@ -133,14 +137,17 @@ func (c *Chain) switchToTarget(d *dirtyMap, top Layer, rw *engine.Image, j *merg
 	if err := rw.Flush(); err != nil {
 		return err
 	}
+	reachPoint("merge:flushed")
 	j.Copied = true
 	if err := writeJournal(top.Path, j); err != nil {
 		return err
 	}
+	reachPoint("merge:copied")
 	c.dirty.Store(nil)
 	c.byID[top.id] = rw // the top's cached runs read the same bytes from the target
 	c.layers = without(c.layers, 0)
 	top.Image.CloseUnflushed() // all of it is in the target, durable
+	reachPoint("merge:swapped")
 	if then == nil {
 		return nil
 	}

@@ -43,11 +43,14 @@ func (c *Chain) Snapshot(newTop string) error {
 	if err := top.Image.Flush(); err != nil {
 		return err
 	}
+	reachPoint("snapshot:flushed")
 	child, err := prepareChild(top, newTop)
 	if err != nil {
 		return err
 	}
+	reachPoint("snapshot:installed")
 	err = c.exclusive(func() error {
+		reachPoint("snapshot:gate")
 		if err := top.Image.Freeze(); err != nil {
 			return err
 		}
@@ -56,6 +59,7 @@ func (c *Chain) Snapshot(newTop string) error {
 		}
 		c.layers = append([]Layer{c.newLayer(child, newTop)}, c.layers...)
 		c.wireParents(1)
+		reachPoint("snapshot:swapped")
 		return nil
 	})
 	if err != nil {
@@ -102,6 +106,7 @@ func createAside(parent Layer, final string) (string, error) {
 		os.Remove(tmp)
 		return "", err
 	}
+	reachPoint("create:aside")
 	return tmp, nil
 }
 

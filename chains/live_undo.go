@@ -32,6 +32,7 @@ func (c *Chain) finishUndo(vud string, image Layer) (Layer, error) {
 	if err := removeFile(vud); err != nil {
 		return Layer{}, err
 	}
+	reachPoint("undo:removed")
 	if err := removeMergeFiles(vud, image.Path); err != nil {
 		return Layer{}, err
 	}
@@ -47,6 +48,7 @@ func (c *Chain) finishUndo(vud string, image Layer) (Layer, error) {
 	if err != nil {
 		return Layer{}, err
 	}
+	reachPoint("undo:installed")
 	return c.newLayer(img, vud), nil
 }
 
@@ -68,10 +70,12 @@ func (c *Chain) UndoDiscard() error {
 		return err
 	}
 	return c.exclusive(func() error {
+		reachPoint("discard:gate")
 		img, err := installChild(tmp, top.Path)
 		if err != nil {
 			return err
 		}
+		reachPoint("discard:installed")
 		top.Image.CloseUnflushed() // its file is gone, replaced
 		c.layers = append([]Layer{c.newLayer(img, top.Path)}, c.layers[1:]...)
 		c.wireParents(1)
