@@ -139,7 +139,10 @@ func (c *Chain) reopenWritable(k int) (*engine.Image, error) {
 }
 
 // replaceImage puts img in place of layer k's image (closed or about to
-// be), in a new layer list, and rewires the layers above. Under the gate.
+// be), in a new layer list, and wires img to its parent and the layers
+// above to img. Under the gate. img, a new open, has no parent of its
+// own yet: a differencing one without it cannot write part of a sector
+// or read where it holds nothing.
 func (c *Chain) replaceImage(k int, img *engine.Image) {
 	old := c.layers[k].Image
 	layers := slices.Clone(c.layers)
@@ -150,7 +153,7 @@ func (c *Chain) replaceImage(k int, img *engine.Image) {
 			c.byID[id] = img
 		}
 	}
-	c.wireParents(k)
+	c.wireParents(k + 1)
 }
 
 // newLayer is a layer for an image that joins the chain live.
