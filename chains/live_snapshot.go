@@ -15,14 +15,20 @@ import (
 //
 // Crash safety, in this order:
 //
-//  1. the top is flushed, which stamps its footer (the timestamp newTop
-//     records);
+//  1. the top is flushed and its footer stamped (Image.Stamp) if this
+//     open had not yet: its timestamp, the one newTop records, then
+//     stays until the top is closed. A flush stamps only after a write,
+//     so a top opened and not yet written would otherwise be stamped by
+//     the first flush of a write arriving before the swap, and a crash
+//     then would leave newTop recording a timestamp the top no longer
+//     has: a child that does not open;
 //  2. newTop is created complete under a temporary name, synced, renamed
 //     into place and its folder synced: it exists whole or not at all;
 //  3. under the gate: the top is flushed and frozen (nothing of it is
 //     left unflushed, and its footer no longer changes), newTop's link is
-//     rewritten in the rare case a write in between stamped the top anew,
-//     and the layers are swapped. Only then does a write reach newTop.
+//     checked against the top's timestamp (and rewritten were it to
+//     differ), and the layers are swapped. Only then does a write reach
+//     newTop.
 //
 // A crash before the swap leaves the old top whole, with newTop an empty
 // child of it; a crash after leaves newTop holding what was written to
@@ -40,7 +46,7 @@ func (c *Chain) Snapshot(newTop string) error {
 	if c.undoOf != "" {
 		return fmt.Errorf("%s is an undo disk: commit or discard it first ('vhd ctl undo commit|discard'), then snapshot", top.Path)
 	}
-	if err := top.Image.Flush(); err != nil {
+	if err := top.Image.Stamp(); err != nil {
 		return err
 	}
 	reachPoint("snapshot:flushed")
@@ -140,9 +146,10 @@ func adoptChild(top Layer, newTop string) (*engine.Image, error) {
 }
 
 // relinkIfRestamped rewrites child's parent link if the top's footer
-// timestamp changed after child recorded it (a write reached the top
-// between the first flush and the gate, in an open that had not stamped
-// it yet). Under the gate: no I/O runs on either image.
+// timestamp differs from the one child recorded. Step 1 of Snapshot
+// stamps the top so that it does not; this keeps the link right should
+// an image change its stamp some other way. Under the gate: no I/O runs
+// on either image.
 func relinkIfRestamped(child *engine.Image, childPath string, top Layer) error {
 	ft := top.Image.Footer()
 	if child.Header().ParentTimestamp == ft.Timestamp {
