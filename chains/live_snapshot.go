@@ -42,7 +42,11 @@ func (c *Chain) Snapshot(newTop string) error {
 	if err := c.writableLive(); err != nil {
 		return err
 	}
-	top := c.Layers()[0]
+	layers := c.Layers()
+	top := layers[0]
+	if err := refuseUnfinished(layers, -1); err != nil {
+		return err
+	}
 	if c.undoOf != "" {
 		return fmt.Errorf("%s is an undo disk: commit or discard it first ('vhd ctl undo commit|discard'), then snapshot", top.Path)
 	}

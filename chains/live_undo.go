@@ -16,6 +16,9 @@ func (c *Chain) UndoCommit(ctx context.Context, progress func(done, total int64)
 	if err := c.undoLive(); err != nil {
 		return nil, err
 	}
+	if err := refuseUnfinished(c.Layers(), 0); err != nil {
+		return nil, err
+	}
 	top := c.Layers()[0]
 	return c.mergeTop(ctx, progress, func(image Layer) (Layer, error) {
 		return c.finishUndo(top.Path, image)
@@ -64,6 +67,9 @@ func (c *Chain) UndoDiscard() error {
 		return err
 	}
 	layers := c.Layers()
+	if err := refuseUnfinished(layers, -1); err != nil {
+		return err // the image holds part of the writes a commit began to copy
+	}
 	top, image := layers[0], layers[1]
 	tmp, err := createAside(image, top.Path)
 	if err != nil {
