@@ -35,6 +35,8 @@ func killChild(op, path string) int {
 		_, err = Compact(context.Background(), path, CompactOptions{})
 	case "live", "live-undo":
 		return liveKillChild(op, path)
+	case "hold-ro":
+		return holdReadOnly(path)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -136,17 +136,33 @@ func installChild(tmp, final string) (*engine.Image, error) {
 
 // adoptChild opens an existing newTop if it is what an interrupted
 // snapshot of top left: a differencing image over top that holds nothing.
+// It is vetted read-only first: an open for writing repairs a damaged
+// footer, and a file that is not ours must be left exactly as it was.
 func adoptChild(top Layer, newTop string) (*engine.Image, error) {
+	ro, err := engine.Open(newTop, engine.Options{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("%s already exists and cannot be taken over: %w; choose another name", newTop, err)
+	}
+	ok := isEmptyChildOf(ro, top)
+	ro.Close()
+	if !ok {
+		return nil, fmt.Errorf("%s already exists (not an empty child of %s); choose another name", newTop, top.Path)
+	}
 	img, err := engine.Open(newTop, engine.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("%s already exists and cannot be taken over: %w; choose another name", newTop, err)
 	}
-	h := img.Header()
-	if img.Type() != engine.TypeDifferencing || h.ParentUUID != top.Image.Footer().UUID || img.AllocatedBytes() != 0 {
+	if !isEmptyChildOf(img, top) { // replaced in between
 		img.Close()
-		return nil, fmt.Errorf("%s already exists (not an empty child of %s); choose another name", newTop, top.Path)
+		return nil, fmt.Errorf("%s changed while it was being taken over; choose another name", newTop)
 	}
 	return img, nil
+}
+
+// isEmptyChildOf says whether img is a differencing image over top that
+// holds nothing.
+func isEmptyChildOf(img *engine.Image, top Layer) bool {
+	return img.Type() == engine.TypeDifferencing && img.Header().ParentUUID == top.Image.Footer().UUID && img.AllocatedBytes() == 0
 }
 
 // relinkIfRestamped rewrites child's parent link if the top's footer
