@@ -244,6 +244,19 @@ func killPhase(ev *killEvents) string {
 // recoverAndCheck recovers the folder as a user would, checks the data
 // against the model and runs live changes on the recovered chain.
 func (k *killRun) recoverAndCheck() {
+	k.repairAndFinish()
+	c := k.openNewest()
+	got := make([]byte, killDiskSize)
+	if _, err := c.ReadAt(got, 0); err != nil {
+		k.fatalf("read the recovered chain: %v", err)
+	}
+	k.checkData(got)
+	k.changeAgain(c, got)
+}
+
+// repairAndFinish runs `vhd repair` on every image and `vhd merge` on
+// the child of every merge journal.
+func (k *killRun) repairAndFinish() {
 	for _, p := range k.images() {
 		if _, err := engine.Repair(p, engine.RepairOptions{}); err != nil {
 			k.fatalf("vhd repair %s: %v", p, err)
@@ -256,13 +269,6 @@ func (k *killRun) recoverAndCheck() {
 			k.fatalf("vhd merge %s to finish the interrupted merge: %v", child, err)
 		}
 	}
-	c := k.openNewest()
-	got := make([]byte, killDiskSize)
-	if _, err := c.ReadAt(got, 0); err != nil {
-		k.fatalf("read the recovered chain: %v", err)
-	}
-	k.checkData(got)
-	k.changeAgain(c, got)
 }
 
 // images lists the image files in the folder.

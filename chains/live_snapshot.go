@@ -105,7 +105,7 @@ func createAside(parent Layer, final string) (string, error) {
 	}
 	tmp := final + ".creating"
 	os.Remove(tmp) // left by a crash: it never had a name of its own
-	img, err := engine.Create(tmp, engine.CreateOptions{
+	img, err := createLayer(tmp, engine.CreateOptions{
 		Type: engine.TypeDifferencing, Size: parent.Image.Size(), BlockSize: parent.Image.BlockSize(),
 		Parent: &engine.ParentInfo{UUID: ft.UUID, Timestamp: ft.Timestamp, Name: filepath.Base(parent.Path), Locators: locs},
 	})
@@ -131,8 +131,16 @@ func installChild(tmp, final string) (*engine.Image, error) {
 	if err := syncDir(filepath.Dir(final)); err != nil {
 		return nil, err
 	}
-	return engine.Open(final, engine.Options{})
+	return openLayer(final, engine.Options{})
 }
+
+// createLayer makes the image a live change adds (a new top, a fresh
+// undo disk) and openLayer opens it under its final name. Tests replace
+// them to run that image on a file that simulates power loss.
+var (
+	createLayer = engine.Create
+	openLayer   = engine.Open
+)
 
 // adoptChild opens an existing newTop if it is what an interrupted
 // snapshot of top left: a differencing image over top that holds nothing.
