@@ -110,9 +110,10 @@ func (lp *livePower) seams() (restore func()) {
 }
 
 // powerChain makes base.vhd (version 1 everywhere) and top.vhd over it
-// (version 2 over [1, 2) MiB), and opens them as a live chain with the
-// top on a simulated file.
-func (lp *livePower) powerChain() *Chain {
+// (version 2 over [1, 2) MiB), or with middle, base.vhd, mid.vhd over it
+// (version 2) and an empty top.vhd over that; and opens them as a live
+// chain with the top on a simulated file.
+func (lp *livePower) powerChain(middle bool) *Chain {
 	t := lp.t
 	base, top := filepath.Join(lp.dir, "base.vhd"), filepath.Join(lp.dir, "top.vhd")
 	img, err := engine.Create(base, engine.CreateOptions{Type: engine.TypeDynamic, Size: powerDiskSize, BlockSize: 512 << 10})
@@ -123,6 +124,10 @@ func (lp *livePower) powerChain() *Chain {
 	if err := img.Close(); err != nil {
 		t.Fatal(err)
 	}
+	below := []string{base}
+	if middle {
+		below = []string{filepath.Join(lp.dir, "mid.vhd"), base}
+	}
 	tc, err := CreateChild(base, top, CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -130,6 +135,17 @@ func (lp *livePower) powerChain() *Chain {
 	writeVersion(t, tc, 2, 1<<20, 1<<20)
 	if err := tc.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if middle { // what top holds is mid's, under an empty top
+		if err := os.Rename(top, below[0]); err != nil {
+			t.Fatal(err)
+		}
+		if tc, err = CreateChild(below[0], top, CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := tc.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	b, err := os.ReadFile(top)
 	if err != nil {
@@ -139,11 +155,14 @@ func (lp *livePower) powerChain() *Chain {
 	if err != nil {
 		t.Fatal(err)
 	}
-	baseImg, err := engine.Open(base, engine.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
+	c := &Chain{layers: []Layer{{Image: topImg, Path: top}}}
+	for _, p := range below {
+		img, err := engine.Open(p, engine.Options{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.layers = append(c.layers, Layer{Image: img, Path: p, Found: "test"})
 	}
-	c := &Chain{layers: []Layer{{Image: topImg, Path: top}, {Image: baseImg, Path: base, Found: "test"}}}
 	c.wire()
 	return c
 }
@@ -294,12 +313,25 @@ func TestLiveMergePowerLoss(t *testing.T) {
 	})
 }
 
-func testLivePowerLoss(t *testing.T, change func(dir string) func(*Chain, *powerModel) error) {
+// TestLiveMiddleMergePowerLoss does the same for a live merge of a
+// middle layer: the copy into its parent, the parent frozen, the journal
+// marked Copied, the top re-linked onto the parent in the gate.
+func TestLiveMiddleMergePowerLoss(t *testing.T) {
+	testLivePowerLoss(t, func(dir string) func(*Chain, *powerModel) error {
+		return func(c *Chain, m *powerModel) error {
+			writeAt(c, m, "middle:copy", 1<<20, 256<<10)
+			_, err := c.Merge(context.Background(), filepath.Join(dir, "mid.vhd"), nil)
+			return err
+		}
+	}, true)
+}
+
+func testLivePowerLoss(t *testing.T, change func(dir string) func(*Chain, *powerModel) error, middle ...bool) {
 	defer func() { liveHook = nil }()
 	for i := 2; ; i++ {
 		lp := &livePower{t: t, dir: t.TempDir(), cut: i / 2, rng: rand.New(rand.NewPCG(uint64(i), 4)), files: map[string]*crashfile.File{}}
 		restore := lp.seams()
-		c := lp.powerChain()
+		c := lp.powerChain(len(middle) > 0)
 		m := newPowerModel()
 		err := m.run(c, change(lp.dir))
 		liveHook = nil
