@@ -52,14 +52,14 @@ const (
 
 var (
 	killPointsLive = []string{
-		"snapshot:flushed", "create:aside", "snapshot:installed", "snapshot:gate", "snapshot:swapped",
-		"merge:journaled", "merge:reopened", "merge:copy", "merge:gate", "merge:flushed", "merge:copied",
+		"snapshot:flushed", "create:aside", "snapshot:installed", "snapshot:gate", "snapshot:frozen", "snapshot:swapped",
+		"merge:journaled", "merge:reopened", "merge:copy", "merge:gate", "merge:last-pass", "merge:flushed", "merge:copied",
 		"merge:swapped", "remove:layer", "remove:merge-file",
 		"middle:journaled", "middle:copy", "middle:frozen", "middle:copied", "middle:relinked",
 		"middle:gate", "middle:swapped",
 	}
 	killPointsUndo = []string{
-		"merge:journaled", "merge:copy", "merge:gate", "merge:flushed", "merge:copied", "merge:swapped",
+		"merge:journaled", "merge:copy", "merge:gate", "merge:last-pass", "merge:flushed", "merge:copied", "merge:swapped",
 		"undo:removed", "remove:merge-file", "create:aside", "undo:installed",
 		"discard:gate", "discard:installed",
 	}

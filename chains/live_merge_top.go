@@ -29,16 +29,18 @@ import (
 //     of it and the chain reads the same throughout; a crash here leaves
 //     a merge `vhd merge TOP` redoes from the top's durable data, which
 //     holds every flushed write;
-//  3. under the gate: the last pass, then the target is flushed and the
+//  3. the target is flushed outside the gate, so that the flush in it
+//     syncs the last pass alone (the pause);
+//  4. under the gate: the last pass, then the target is flushed and the
 //     journal rewritten with Copied set, durably, before the swap. From
 //     the swap on, writes go to the target, and a resumed merge must not
 //     copy the top again over them: Copied makes it only delete;
-//  4. after the swap, the top's file, the mark and the journal go.
+//  5. after the swap, the top's file, the mark and the journal go.
 //
 // undo, for an undo commit, is the fresh undo disk the chain continues
 // on: made whole beside the old one after the copy passes, before the
 // gate (a full disk stops the commit there, the old undo disk still
-// serving), and put in place inside the same gate instead of step 4, so
+// serving), and put in place inside the same gate instead of step 5, so
 // that no write ever reaches the target (finishUndo).
 func (c *Chain) mergeTop(ctx context.Context, progress func(done, total int64), undo *freshUndo) (*MergeResult, error) {
 	layers := c.Layers()
@@ -60,6 +62,11 @@ func (c *Chain) mergeTop(ctx context.Context, progress func(done, total int64), 
 	d := newDirtyMap(c.size)
 	c.exclusive(func() error { c.dirty.Store(d); return nil })
 	copied, err := c.copyWhileWritten(ctx, d, top.Image, rw, progress)
+	if err == nil {
+		// What the passes copied is synced outside the gate: the flush
+		// inside it then syncs only the last pass (the pause).
+		err = rw.Flush()
+	}
 	if err == nil && undo != nil {
 		err = undo.prepare(Layer{Image: rw, Path: target.Path})
 	}
@@ -140,6 +147,7 @@ func (c *Chain) switchToTarget(d *dirtyMap, top Layer, rw *engine.Image, j *merg
 	if _, err := d.take(func(off, n int64) error { return copyLayerRange(top.Image, rw, off, n, buf) }); err != nil {
 		return err
 	}
+	reachPoint("merge:last-pass")
 	if err := rw.Flush(); err != nil {
 		return err
 	}

@@ -24,7 +24,10 @@ import (
 //     has: a child that does not open;
 //  2. newTop is created complete under a temporary name, synced, renamed
 //     into place and its folder synced: it exists whole or not at all;
-//  3. under the gate: the top is flushed and frozen (nothing of it is
+//  3. the top is flushed again, outside the gate, so that the flush in
+//     the gate has only the writes of the last moment to sync (the
+//     pause: at a high write rate it grows with what is left unsynced);
+//  4. under the gate: the top is flushed and frozen (nothing of it is
 //     left unflushed, and its footer no longer changes), newTop's link is
 //     checked against the top's timestamp (and rewritten were it to
 //     differ), and the layers are swapped. Only then does a write reach
@@ -59,11 +62,16 @@ func (c *Chain) Snapshot(newTop string) error {
 		return err
 	}
 	reachPoint("snapshot:installed")
+	if err := top.Image.Flush(); err != nil { // step 3
+		child.Close()
+		return err
+	}
 	err = c.exclusive(func() error {
 		reachPoint("snapshot:gate")
 		if err := top.Image.Freeze(); err != nil {
 			return err
 		}
+		reachPoint("snapshot:frozen")
 		if err := relinkIfRestamped(child, newTop, top); err != nil {
 			return err
 		}
