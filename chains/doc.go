@@ -66,7 +66,13 @@
 // traffic and holds the gate only for its swap. Each is crash-safe with
 // the offline protocols (journal, mark, atomic renames): the order of its
 // steps is argued in live_snapshot.go, live_merge_top.go,
-// live_merge_middle.go and live_undo.go.
+// live_merge_middle.go and live_undo.go. A live merge that stopped (its
+// context cancelled, a full disk) leaves its journal and the chain
+// serving as before; until that same merge is run again, live or with
+// `vhd merge` after the chain is closed, every other live change and
+// view is refused (ErrMergeInterrupted). Tests kill a serving process at
+// named points of each change (live_hook.go), cut the power under them
+// (crashfile) and time their gate (BenchmarkLivePause).
 //
 // # Folder scans
 //

@@ -33,6 +33,10 @@ func killChild(op, path string) int {
 		_, err = Merge(context.Background(), path, MergeOptions{})
 	case "compact":
 		_, err = Compact(context.Background(), path, CompactOptions{})
+	case "live", "live-undo":
+		return liveKillChild(op, path)
+	case "hold-ro":
+		return holdReadOnly(path)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

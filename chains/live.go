@@ -43,8 +43,10 @@ var ErrLayerInUse = errors.New("the layer is exported read-only")
 // exclusive runs fn with the gate held exclusively: no request is in
 // flight and none starts until fn returns.
 func (c *Chain) exclusive(fn func() error) error {
+	reachPoint("gate:wait")
 	c.gate.Lock()
 	defer c.gate.Unlock()
+	defer reachPoint("gate:release")
 	return fn()
 }
 
@@ -54,6 +56,33 @@ func (c *Chain) writableLive() error {
 		return fmt.Errorf("%s is open read-only: %w", c.layers[0].Path, engine.ErrReadOnly)
 	}
 	return nil
+}
+
+// refuseUnfinished refuses a live change while a merge of a layer of
+// the chain has not finished (a cancelled or failed live merge leaves its
+// journal and mark, and the chain serving as before): its target is
+// half-written and its plan names the layers as they were, so a snapshot
+// over the layer it deletes, a discard of the writes it copies, or
+// another merge would leave it unable to finish right. Only running that
+// merge again, layers[again] into the layer under it, is let through
+// (again < 0: none).
+func refuseUnfinished(layers []Layer, again int) error {
+	for i, l := range layers {
+		if again >= 0 && (i == again || i == again+1) && isMergeOf(layers, again) {
+			continue
+		}
+		if err := mergeUnderway(l.Path); err != nil {
+			return fmt.Errorf("a merge in this chain did not finish: %w; run that merge again (vhd ctl merge) before any other live change", err)
+		}
+	}
+	return nil
+}
+
+// isMergeOf says whether the unfinished merge of layers[i], if any, is
+// into layers[i+1].
+func isMergeOf(layers []Layer, i int) bool {
+	j, err := readJournal(layers[i].Path)
+	return err == nil && i+1 < len(layers) && sameFile(j.Target, layers[i+1].Path)
 }
 
 // layerIndex finds the layer at path in layers (the same file, by
@@ -93,6 +122,9 @@ func (c *Chain) View(path string) (*Chain, error) {
 	}
 	if i == 0 && !c.readOnly {
 		return nil, fmt.Errorf("%s is the top of a writable chain and still changes: snapshot it first ('vhd ctl snapshot') and view the layer under the new top", path)
+	}
+	if err := refuseUnfinished(c.layers[i:], -1); err != nil {
+		return nil, err // a half-merged target is no frozen point
 	}
 	v := &Chain{layers: slices.Clone(c.layers[i:]), opts: c.opts, readOnly: true, size: c.size}
 	v.opts.ReadOnly = true
@@ -137,7 +169,10 @@ func (c *Chain) reopenWritable(k int) (*engine.Image, error) {
 }
 
 // replaceImage puts img in place of layer k's image (closed or about to
-// be), in a new layer list, and rewires the layers above. Under the gate.
+// be), in a new layer list, and wires img to its parent and the layers
+// above to img. Under the gate. img, a new open, has no parent of its
+// own yet: a differencing one without it cannot write part of a sector
+// or read where it holds nothing.
 func (c *Chain) replaceImage(k int, img *engine.Image) {
 	old := c.layers[k].Image
 	layers := slices.Clone(c.layers)
@@ -148,7 +183,7 @@ func (c *Chain) replaceImage(k int, img *engine.Image) {
 			c.byID[id] = img
 		}
 	}
-	c.wireParents(k)
+	c.wireParents(k + 1)
 }
 
 // newLayer is a layer for an image that joins the chain live.

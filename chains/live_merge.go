@@ -33,6 +33,9 @@ func (c *Chain) Merge(ctx context.Context, layer string, progress func(done, tot
 	if i == len(layers)-1 {
 		return nil, fmt.Errorf("%s is the base of the chain: it has no parent to merge into", layers[i].Path)
 	}
+	if err := refuseUnfinished(layers, i); err != nil {
+		return nil, err
+	}
 	if i == 0 {
 		return c.mergeTop(ctx, progress, nil)
 	}
@@ -54,7 +57,12 @@ func (c *Chain) planLive(layers []Layer, i int) (*mergeJournal, error) {
 	if err := refuseUndoDisk(j.Target, target.Image.Footer().UUID, j.Remove, forMerge); err != nil {
 		return nil, err
 	}
-	relink, err := planMerge(&Chain{layers: layers[i:]}, 1, MergeOptions{Open: c.opts})
+	// This merge may be run again after it stopped (refuseUnfinished lets
+	// nothing else through): the layer above still links to the merged
+	// one, through the journal this merge left.
+	opts := c.opts
+	opts.ignoreMerges = true
+	relink, err := planMerge(&Chain{layers: layers[i:]}, 1, MergeOptions{Open: opts})
 	if err != nil {
 		return nil, err
 	}

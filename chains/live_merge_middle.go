@@ -30,6 +30,7 @@ func (c *Chain) mergeMiddle(ctx context.Context, i int, progress func(done, tota
 	if err := startJournal(merged.Path, j); err != nil {
 		return nil, err
 	}
+	reachPoint("middle:journaled")
 	rw, err := c.reopenWritable(i + 1)
 	if err != nil {
 		abandonUnstarted(merged.Path, j)
@@ -45,14 +46,17 @@ func (c *Chain) mergeMiddle(ctx context.Context, i int, progress func(done, tota
 	if err := rw.Freeze(); err != nil {
 		return stopped(err)
 	}
+	reachPoint("middle:frozen")
 	j.Copied = true
 	if err := writeJournal(merged.Path, j); err != nil {
 		return stopped(err)
 	}
+	reachPoint("middle:copied")
 	above := layers[i-1].Path
 	if err := relinkOthers(j, above, target.Path, rw.Footer()); err != nil {
 		return stopped(err)
 	}
+	reachPoint("middle:relinked")
 	if err := c.exclusive(func() error { return c.dropMerged(i, merged, rw, target.Path) }); err != nil {
 		return stopped(err)
 	}
@@ -81,6 +85,7 @@ func copyFrozen(ctx context.Context, src, dst *engine.Image, progress func(done,
 				return err
 			}
 			done += l
+			reachPoint("middle:copy")
 			if progress != nil {
 				progress(done, total)
 			}
@@ -113,6 +118,7 @@ func relinkOthers(j *mergeJournal, above, target string, ft engine.Footer) error
 // is re-linked in place (it is open for writing); a frozen layer is
 // reopened for writing for the re-link and frozen again.
 func (c *Chain) dropMerged(i int, merged Layer, target *engine.Image, targetPath string) error {
+	reachPoint("middle:gate")
 	aboveImg, err := c.writableLayer(i - 1)
 	if err != nil {
 		return err
@@ -129,6 +135,7 @@ func (c *Chain) dropMerged(i int, merged Layer, target *engine.Image, targetPath
 	c.byID[merged.id] = target // its cached runs read the same bytes from the target
 	c.layers = without(c.layers, i)
 	c.wireParents(i)
+	reachPoint("middle:swapped")
 	return merged.Image.Close()
 }
 

@@ -29,16 +29,20 @@ import (
 //     of it and the chain reads the same throughout; a crash here leaves
 //     a merge `vhd merge TOP` redoes from the top's durable data, which
 //     holds every flushed write;
-//  3. under the gate: the last pass, then the target is flushed and the
+//  3. the target is flushed outside the gate, so that the flush in it
+//     syncs the last pass alone (the pause);
+//  4. under the gate: the last pass, then the target is flushed and the
 //     journal rewritten with Copied set, durably, before the swap. From
 //     the swap on, writes go to the target, and a resumed merge must not
 //     copy the top again over them: Copied makes it only delete;
-//  4. after the swap, the top's file, the mark and the journal go.
+//  5. after the swap, the top's file, the mark and the journal go.
 //
-// then, if set, ends the merge inside the same gate instead of step 4 and
-// returns a new top over the target (an undo commit continues on a fresh
-// undo disk, with no moment in which a write could reach the target).
-func (c *Chain) mergeTop(ctx context.Context, progress func(done, total int64), then func(target Layer) (Layer, error)) (*MergeResult, error) {
+// undo, for an undo commit, is the fresh undo disk the chain continues
+// on: made whole beside the old one after the copy passes, before the
+// gate (a full disk stops the commit there, the old undo disk still
+// serving), and put in place inside the same gate instead of step 5, so
+// that no write ever reaches the target (finishUndo).
+func (c *Chain) mergeTop(ctx context.Context, progress func(done, total int64), undo *freshUndo) (*MergeResult, error) {
 	layers := c.Layers()
 	top, target := layers[0], layers[1]
 	j, err := c.planLive(layers, 0)
@@ -48,23 +52,34 @@ func (c *Chain) mergeTop(ctx context.Context, progress func(done, total int64), 
 	if err := startJournal(top.Path, j); err != nil {
 		return nil, err
 	}
+	reachPoint("merge:journaled")
 	rw, err := c.reopenWritable(1)
 	if err != nil {
 		abandonUnstarted(top.Path, j)
 		return nil, err
 	}
+	reachPoint("merge:reopened")
 	d := newDirtyMap(c.size)
 	c.exclusive(func() error { c.dirty.Store(d); return nil })
 	copied, err := c.copyWhileWritten(ctx, d, top.Image, rw, progress)
 	if err == nil {
-		err = c.exclusive(func() error { return c.switchToTarget(d, top, rw, j, then) })
+		// What the passes copied is synced outside the gate: the flush
+		// inside it then syncs only the last pass (the pause).
+		err = rw.Flush()
+	}
+	if err == nil && undo != nil {
+		err = undo.prepare(Layer{Image: rw, Path: target.Path})
+	}
+	if err == nil {
+		err = c.exclusive(func() error { return c.switchToTarget(d, top, rw, j, undo) })
 	}
 	if err != nil {
 		c.exclusive(func() error { c.dirty.Store(nil); return nil })
+		undo.abandon()
 		return nil, mergeStopped(top.Path, j.Target, err)
 	}
 	res := &MergeResult{Target: j.Target, Removed: j.Remove, Copied: copied}
-	if then != nil {
+	if undo != nil {
 		return res, nil
 	}
 	unfreeze(target.Path)
@@ -104,6 +119,7 @@ func (c *Chain) copyWhileWritten(ctx context.Context, d *dirtyMap, src, dst *eng
 				if err != nil {
 					return err
 				}
+				reachPoint("merge:copy")
 				done += l
 				if progress != nil {
 					progress(done, max(total, done))
@@ -125,26 +141,31 @@ func (c *Chain) copyWhileWritten(ctx context.Context, d *dirtyMap, src, dst *eng
 // target durable, the journal marked copied, then the layers swapped and
 // the top closed. Until the journal says Copied, a failure leaves the
 // chain serving the top, which still shadows everything.
-func (c *Chain) switchToTarget(d *dirtyMap, top Layer, rw *engine.Image, j *mergeJournal, then func(Layer) (Layer, error)) error {
+func (c *Chain) switchToTarget(d *dirtyMap, top Layer, rw *engine.Image, j *mergeJournal, undo *freshUndo) error {
+	reachPoint("merge:gate")
 	buf := make([]byte, copyPiece)
 	if _, err := d.take(func(off, n int64) error { return copyLayerRange(top.Image, rw, off, n, buf) }); err != nil {
 		return err
 	}
+	reachPoint("merge:last-pass")
 	if err := rw.Flush(); err != nil {
 		return err
 	}
+	reachPoint("merge:flushed")
 	j.Copied = true
 	if err := writeJournal(top.Path, j); err != nil {
 		return err
 	}
+	reachPoint("merge:copied")
 	c.dirty.Store(nil)
 	c.byID[top.id] = rw // the top's cached runs read the same bytes from the target
 	c.layers = without(c.layers, 0)
 	top.Image.CloseUnflushed() // all of it is in the target, durable
-	if then == nil {
+	reachPoint("merge:swapped")
+	if undo == nil {
 		return nil
 	}
-	next, err := then(c.layers[0])
+	next, err := c.finishUndo(undo, c.layers[0])
 	if err != nil {
 		return err
 	}

@@ -292,6 +292,7 @@ func removeMerged(child string, j *mergeJournal) error {
 		if err := syncDir(filepath.Dir(p)); err != nil {
 			return err
 		}
+		reachPoint("remove:layer")
 	}
 	return removeMergeFiles(child, j.Target)
 }

@@ -158,6 +158,7 @@ func removeMergeFiles(child, target string) error {
 		if err := syncDir(filepath.Dir(p)); err != nil {
 			return err
 		}
+		reachPoint("remove:merge-file")
 	}
 	return nil
 }

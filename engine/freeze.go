@@ -35,3 +35,27 @@ func (img *Image) Freeze() error {
 	}
 	return nil
 }
+
+// Stamp flushes the image and, if this open has not stamped the footer
+// yet (a flush stamps it only once data was written), stamps it now. From
+// then until the image is closed its footer timestamp no longer changes:
+// a child made over it (a live snapshot) records the timestamp it keeps,
+// even if it is written and flushed again before it is frozen.
+func (img *Image) Stamp() error {
+	if img.closed.Load() {
+		return ErrClosed
+	}
+	if img.readOnly {
+		return ErrReadOnly
+	}
+	if !img.stamped.Load() {
+		// Something to flush, so that the flush writes the stamp.
+		switch l := img.lay.(type) {
+		case *sparse:
+			l.dataDirty.Store(true)
+		case *fixed:
+			l.dirty.Store(true)
+		}
+	}
+	return img.lay.flush()
+}
