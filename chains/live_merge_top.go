@@ -2,6 +2,7 @@ package chains
 
 import (
 	"context"
+	"fmt"
 
 	"vhdkit/engine"
 )
@@ -154,7 +155,7 @@ func (c *Chain) switchToTarget(d *dirtyMap, top Layer, rw *engine.Image, j *merg
 	reachPoint("merge:flushed")
 	j.Copied = true
 	if err := writeJournal(top.Path, j); err != nil {
-		return err
+		return keepServingTop(top, j, err)
 	}
 	reachPoint("merge:copied")
 	c.dirty.Store(nil)
@@ -172,4 +173,21 @@ func (c *Chain) switchToTarget(d *dirtyMap, top Layer, rw *engine.Image, j *merg
 	c.layers = append([]Layer{next}, c.layers...)
 	c.wireParents(1)
 	return nil
+}
+
+// keepServingTop handles a failed write of the Copied journal: its
+// rename may have happened without its folder sync, so the journal on
+// disk may say Copied, and a resumed merge would then delete the top,
+// with every write it took after. The journal is written again without
+// Copied; if that fails too, nothing is known of it, and the top is
+// closed (flushed), so no write is acknowledged that a resume could
+// lose: the chain fails every request until the server is stopped and
+// `vhd merge TOP` finishes the merge.
+func keepServingTop(top Layer, j *mergeJournal, err error) error {
+	j.Copied = false
+	if rerr := writeJournal(top.Path, j); rerr == nil {
+		return err
+	}
+	top.Image.Close()
+	return fmt.Errorf("%w; the merge journal could not be written either, so %s was closed to keep every acknowledged write: stop the server and run `vhd merge %s`", err, top.Path, top.Path)
 }

@@ -42,8 +42,9 @@ func journalPath(child string) string { return child + ".merging" }
 
 func markPath(target string) string { return target + ".merge-target" }
 
-// writeJournal makes the journal durable under its name.
-func writeJournal(child string, j *mergeJournal) error {
+// writeJournal makes the journal durable under its name. A variable only
+// so tests can make it fail.
+var writeJournal = func(child string, j *mergeJournal) error {
 	return writeDurableJSON(journalPath(child), j)
 }
 
