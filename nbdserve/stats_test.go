@@ -13,14 +13,22 @@ import (
 // counters are final then; a client may have exited a moment earlier.
 func waitIdle(t *testing.T, e *Export) ExportStats {
 	t.Helper()
+	return waitClients(t, e, 0)
+}
+
+// waitClients waits until the export counts n clients. The server counts
+// a client just after it sends the GO reply, so a client that has read
+// that reply may look at the stats a moment before they show it.
+func waitClients(t *testing.T, e *Export, n int64) ExportStats {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		st := e.Stats()
-		if st.ClientsConnected == 0 {
+		if st.ClientsConnected == n {
 			return st
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("export still has %d clients after they hung up", st.ClientsConnected)
+			t.Fatalf("export has %d clients, want %d", st.ClientsConnected, n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -127,7 +135,7 @@ func TestStatsClients(t *testing.T) {
 	a, b := dial(t, path), dial(t, path)
 	a.open("d", false)
 	b.open("", true) // the default export is the same one
-	if st := e.Stats(); st.ClientsConnected != 2 || st.ConnectionsTotal != 2 {
+	if st := waitClients(t, e, 2); st.ConnectionsTotal != 2 {
 		t.Fatalf("two clients: connected %d, total %d", st.ClientsConnected, st.ConnectionsTotal)
 	}
 	a.request(0, 99, 1, 0, 0, nil)
