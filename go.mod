@@ -8,3 +8,8 @@ require (
 	github.com/spf13/pflag v1.0.10
 	golang.org/x/sys v0.49.0
 )
+
+require (
+	github.com/pilebones/go-udev v0.9.0 // indirect
+	github.com/pojntfx/go-nbd v0.3.2
+)
