@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -15,16 +16,21 @@ import (
 
 var umountCmd = &command{
 	name:    "umount",
-	args:    "[--commit | --discard] MOUNTPOINT",
+	args:    "[--commit | --discard] MOUNTPOINT|IMAGE | --all",
 	summary: "unmount a 'vhd mount'; commit or discard its undo disk",
-	doc: `Unmounts what 'vhd mount' mounted at MOUNTPOINT, in order: the
-filesystems of 'vhd mount --fs', their loop devices, then the FUSE
-mount. It waits for the server to flush the image and let go of it,
-then:
+	doc: `Unmounts what 'vhd mount' mounted at MOUNTPOINT, or wherever it mounted
+IMAGE (as Dismount-VHD -Path does), or with --all every 'vhd mount' of
+this user. In order: the filesystems of 'vhd mount --fs', their loop
+devices, then the FUSE mount. It waits for the server to flush the image
+and let go of it, then:
 
   --commit   merges the undo disk into the image and deletes it
   --discard  deletes the undo disk: the image is exactly as before
   (neither)  keeps the undo disk and says where it is ('vhd undo')
+
+With --all, --commit and --discard apply to the mounts that have an undo
+disk; the others are only unmounted. A mount that fails to come down is
+reported and the others still are; the exit status is then 1.
 
 If the server died (killed, crashed), the mount is dead (ENOTCONN):
 umount detaches it lazily, cleans up its loop devices and state, and
@@ -34,56 +40,144 @@ as after any crash, every flushed write in place.
 ` + chainHelp,
 	setup: func(fs *pflag.FlagSet) runFunc {
 		cf := addChainFlags(fs)
-		commit := fs.Bool("commit", false, "merge the undo disk into the image")
-		discard := fs.Bool("discard", false, "delete the undo disk, dropping the changes")
-		timeout := fs.Duration("timeout", time.Minute, "how long to wait for the server to flush and exit")
+		var u unmounter
+		fs.BoolVar(&u.commit, "commit", false, "merge the undo disk into the image")
+		fs.BoolVar(&u.discard, "discard", false, "delete the undo disk, dropping the changes")
+		fs.DurationVar(&u.timeout, "timeout", time.Minute, "how long to wait for the server to flush and exit")
+		all := fs.Bool("all", false, "unmount every 'vhd mount' of this user")
 		return func(ctx context.Context, e *env, args []string) error {
-			if err := wantArgs(args, "MOUNTPOINT"); err != nil {
-				return err
-			}
-			if *commit && *discard {
+			u.e, u.open = e, cf.options(false)
+			if u.commit && u.discard {
 				return usageErr("--commit and --discard: choose one")
 			}
-			mnt, err := filepath.Abs(args[0])
+			if *all {
+				if len(args) != 0 {
+					return usageErr("--all unmounts everything: give no MOUNTPOINT or IMAGE")
+				}
+				return u.all(ctx)
+			}
+			if err := wantArgs(args, "MOUNTPOINT|IMAGE"); err != nil {
+				return err
+			}
+			sts, err := findUnmountTargets(args[0])
 			if err != nil {
 				return err
 			}
-			st, err := service.FindMount(mnt)
-			if err != nil {
-				return err
-			}
-			if (*commit || *discard) && st.Mode != service.ModeUndo {
-				return usageErr("%s was mounted %s: there is no undo disk to commit or discard", mnt, st.Mode)
-			}
-			if !st.Alive {
-				fmt.Fprintf(e.stderr, "vhd umount: the server of %s is gone; cleaning up the dead mount\n", mnt)
-			}
-			if err := service.Unmount(ctx, st, *timeout); err != nil {
-				return err
-			}
-			fmt.Fprintf(e.stdout, "unmounted %s (%s)\n", mnt, st.Image)
-			if st.Mode != service.ModeUndo {
-				return nil
-			}
-			switch {
-			case *commit:
-				res, err := chains.Commit(ctx, st.Image, chains.MergeOptions{Open: cf.options(false)})
-				if errors.Is(err, chains.ErrHasChildren) {
-					return fmt.Errorf("commit: %w; the undo disk %s is kept ('vhd undo commit --force %s' commits it anyway, and they become invalid)", err, st.UndoDisk, st.Image)
+			for _, st := range sts {
+				if (u.commit || u.discard) && st.Mode != service.ModeUndo {
+					return usageErr("%s was mounted %s: there is no undo disk to commit or discard", st.Mountpoint, st.Mode)
 				}
-				if err != nil {
-					return fmt.Errorf("commit: %w (the undo disk %s is kept)", err, st.UndoDisk)
-				}
-				fmt.Fprintf(e.stdout, "committed %s of changes into %s; removed %s\n", human(res.Copied), st.Image, st.UndoDisk)
-			case *discard:
-				if err := chains.Discard(st.Image); err != nil {
-					return err
-				}
-				fmt.Fprintf(e.stdout, "discarded %s; %s is as it was\n", st.UndoDisk, st.Image)
-			default:
-				fmt.Fprintf(e.stdout, "the changes are kept in the undo disk %s ('vhd undo commit|discard %s')\n", st.UndoDisk, st.Image)
 			}
-			return nil
+			return u.each(ctx, sts)
 		}
 	},
+}
+
+// findUnmountTargets finds the mount a MOUNTPOINT|IMAGE argument names:
+// a folder is a mount point; a file is an image, and every 'vhd mount'
+// of it is meant (read-only mounts of one image may be several).
+func findUnmountTargets(arg string) ([]*service.MountState, error) {
+	abs, err := filepath.Abs(arg)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := os.Stat(abs)
+	if err != nil || fi.IsDir() || service.IsMounted(abs) {
+		// A dead mount point fails stat (ENOTCONN) and is still one.
+		st, err := service.FindMount(abs)
+		if err != nil {
+			return nil, err
+		}
+		return []*service.MountState{st}, nil
+	}
+	list, err := service.ListMounts()
+	if err != nil {
+		return nil, err
+	}
+	var found []*service.MountState
+	for _, st := range list {
+		if isFile(st.Image, fi) {
+			found = append(found, st)
+		}
+	}
+	if len(found) == 0 {
+		return nil, fmt.Errorf("%s is not mounted by 'vhd mount' ('vhd mount --list' shows the mounts; a 'vhd serve --fuse' mount ends when that server stops)", arg)
+	}
+	return found, nil
+}
+
+func isFile(path string, fi os.FileInfo) bool {
+	other, err := os.Stat(path)
+	return err == nil && os.SameFile(other, fi)
+}
+
+// unmounter takes mounts down and then deals with their undo disks.
+type unmounter struct {
+	e               *env
+	open            chains.Options
+	commit, discard bool
+	timeout         time.Duration
+}
+
+// all unmounts every mount listed, going on past failures.
+func (u *unmounter) all(ctx context.Context) error {
+	list, err := service.ListMounts()
+	if err != nil {
+		return err
+	}
+	if len(list) == 0 {
+		fmt.Fprintln(u.e.stdout, "nothing is mounted")
+		return nil
+	}
+	return u.each(ctx, list)
+}
+
+// each unmounts sts in turn; it stops at nothing but says what failed.
+func (u *unmounter) each(ctx context.Context, sts []*service.MountState) error {
+	failed := 0
+	for _, st := range sts {
+		if err := u.one(ctx, st); err != nil {
+			if len(sts) == 1 {
+				return err
+			}
+			fmt.Fprintf(u.e.stderr, "vhd umount: %s: %v\n", st.Mountpoint, err)
+			failed++
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d mounts are still mounted (see above)", failed, len(sts))
+	}
+	return nil
+}
+
+func (u *unmounter) one(ctx context.Context, st *service.MountState) error {
+	if !st.Alive {
+		fmt.Fprintf(u.e.stderr, "vhd umount: the server of %s is gone; cleaning up the dead mount\n", st.Mountpoint)
+	}
+	if err := service.Unmount(ctx, st, u.timeout); err != nil {
+		return err
+	}
+	fmt.Fprintf(u.e.stdout, "unmounted %s (%s)\n", st.Mountpoint, st.Image)
+	if st.Mode != service.ModeUndo {
+		return nil
+	}
+	switch {
+	case u.commit:
+		res, err := chains.Commit(ctx, st.Image, chains.MergeOptions{Open: u.open})
+		if errors.Is(err, chains.ErrHasChildren) {
+			return fmt.Errorf("commit: %w; the undo disk %s is kept ('vhd undo commit --force %s' commits it anyway, and they become invalid)", err, st.UndoDisk, st.Image)
+		}
+		if err != nil {
+			return fmt.Errorf("commit: %w (the undo disk %s is kept)", err, st.UndoDisk)
+		}
+		fmt.Fprintf(u.e.stdout, "committed %s of changes into %s; removed %s\n", human(res.Copied), st.Image, st.UndoDisk)
+	case u.discard:
+		if err := chains.Discard(st.Image); err != nil {
+			return err
+		}
+		fmt.Fprintf(u.e.stdout, "discarded %s; %s is as it was\n", st.UndoDisk, st.Image)
+	default:
+		fmt.Fprintf(u.e.stdout, "the changes are kept in the undo disk %s ('vhd undo commit|discard %s')\n", st.UndoDisk, st.Image)
+	}
+	return nil
 }

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"vhdkit/chains"
+	"vhdkit/service"
+)
+
+// TestUmountByImageAndAll: vhd umount takes an image as well as a mount
+// point (Dismount-VHD -Path), and --all takes down every mount, dealing
+// with undo disks as asked and leaving the read-only mount's image as it
+// was.
+func TestUmountByImageAndAll(t *testing.T) {
+	needFUSE(t)
+	dir := t.TempDir()
+	var imgs, mnts []string
+	for _, n := range []string{"a", "b", "c"} {
+		img, mnt := filepath.Join(dir, n+".vhd"), filepath.Join(dir, "mnt-"+n)
+		os.Mkdir(mnt, 0o755)
+		vhdOK(t, "create", "--size", "8M", img)
+		imgs, mnts = append(imgs, img), append(mnts, mnt)
+	}
+	mountImage(t, imgs[0], mnts[0])
+	mountImage(t, imgs[1], mnts[1])
+	mountImage(t, "--read-only", imgs[2], mnts[2])
+
+	// By image, through a relative path.
+	cmd := exec.Command(vhdBin, "umount", filepath.Base(imgs[0]))
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "unmounted "+mnts[0]) {
+		t.Fatalf("vhd umount IMAGE: %v\n%s", err, out)
+	}
+	if service.IsMounted(mnts[0]) {
+		t.Fatal("the image's mount point is still mounted")
+	}
+	// An image nobody mounted: said so, exit 1.
+	r := vhdCode(t, exitFailed, "umount", imgs[0])
+	if !strings.Contains(r.stderr, "is not mounted by 'vhd mount'") {
+		t.Errorf("umount of an image not mounted:\n%s", r)
+	}
+	// --commit refuses an image mounted read-only before touching anything.
+	vhdCode(t, exitUsage, "umount", "--commit", imgs[2])
+	if !service.IsMounted(mnts[2]) {
+		t.Fatal("a refused umount unmounted")
+	}
+	vhdCode(t, exitUsage, "umount", "--all", mnts[1])
+
+	r = vhdOK(t, "umount", "--all", "--discard")
+	for _, m := range mnts[1:] {
+		if !strings.Contains(r.stdout, "unmounted "+m) || service.IsMounted(m) {
+			t.Errorf("--all left %s mounted:\n%s", m, r)
+		}
+	}
+	if !strings.Contains(r.stdout, "discarded "+chains.UndoPath(imgs[1])) {
+		t.Errorf("--all --discard did not discard b's undo disk:\n%s", r)
+	}
+	if r := vhdOK(t, "umount", "--all"); !strings.Contains(r.stdout, "nothing is mounted") {
+		t.Errorf("umount --all with nothing mounted:\n%s", r)
+	}
+	for _, img := range imgs {
+		checkOK(t, img)
+	}
+	if _, err := os.Stat(chains.UndoPath(imgs[0])); err != nil {
+		t.Errorf("umount IMAGE without --commit/--discard must keep the undo disk: %v", err)
+	}
+}
