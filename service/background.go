@@ -168,6 +168,17 @@ func awaitReady(ctx context.Context, pr *os.File, b Background, p *os.Process) (
 	}
 }
 
+// repeats reports whether a log line says again what the server's error
+// (known, perhaps several lines) already says.
+func repeats(line, known string) bool {
+	t := strings.TrimSpace(line)
+	if known == "" || t == "" {
+		return false
+	}
+	return strings.Contains(line, known) || strings.Contains(known, t) ||
+		strings.Contains(t, strings.TrimSpace(strings.SplitN(known, "\n", 2)[0]))
+}
+
 // logTail is the end of a log file, for an error message, without the
 // lines that repeat known (the error the server already sent).
 func logTail(path, known string) string {
@@ -181,7 +192,7 @@ func logTail(path, known string) string {
 	}
 	var keep []string
 	for _, line := range strings.Split(string(b), "\n") {
-		if known == "" || !strings.Contains(line, known) {
+		if !repeats(line, known) {
 			keep = append(keep, line)
 		}
 	}

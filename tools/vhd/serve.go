@@ -20,7 +20,7 @@ import (
 
 var serveCmd = &command{
 	name:    "serve",
-	args:    "[--socket PATH] [--listen HOST:PORT] [--control PATH] [--read-only | --undo] [--fuse DIR] [--tls-cert F --tls-key F [--tls-ca F]] IMAGE[=NAME]...",
+	args:    "[--socket PATH] [--listen HOST:PORT] [--control PATH] [--read-only | --undo] [--fuse DIR] [--fork] [--pid-file F] [--tls-cert F --tls-key F [--tls-ca F]] IMAGE[=NAME]...",
 	summary: "export images (with their chains) over NBD, and over FUSE too, from one process",
 	doc: `Exports each IMAGE over NBD under NAME (default: the file name without
 its extension); a single image is also the default export "". Without
@@ -65,6 +65,11 @@ ca-cert.pem, client-cert.pem and client-key.pem). NBD has no password,
 so --listen on an address other machines reach is refused without
 --tls-ca, unless --insecure-tcp is given.
 
+--fork serves in the background (as qemu-nbd --fork): vhd serve returns
+once the server listens, having printed the same lines, and says its pid
+and log on stderr; --pid-file writes the pid, removed when it stops.
+--description sets what clients show for the exports.
+
 Each listener serves at most --max-connections clients; when it is full
 a new client takes the place of the connection negotiating longest, else
 of the one idle longest (2 s or more, no request in flight), which is
@@ -84,15 +89,22 @@ flushed and closed. Negotiation must end within --handshake-timeout.
 		fs.StringVar(&o.tlsKey, "tls-key", "", "server private key (PEM)")
 		fs.StringVar(&o.tlsCA, "tls-ca", "", "CA (PEM) that client certificates must chain to")
 		o.limits = addServeLimits(fs)
+		bg := addServeBackground(fs)
+		fs.StringVar(&o.description, "description", "", "the description clients show for every export (default: the image's file name)")
 		cf := addChainFlags(fs)
 		return func(ctx context.Context, e *env, args []string) error {
 			o.socketGiven, o.listenGiven = fs.Changed("socket"), fs.Changed("listen")
 			if err := o.validate(args); err != nil {
 				return err
 			}
+			if bg.fork {
+				return bg.startDetached(ctx, e)
+			}
 			o.stderr = e.stderr
 			log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-			return serve(ctx, o, cf, e.stdout, log)
+			return bg.runAnnouncing(e, func(announce func([]string) error) error {
+				return serve(ctx, o, cf, announce, log)
+			})
 		}
 	},
 }
@@ -103,6 +115,7 @@ type serveOptions struct {
 	insecureTCP              bool
 	readOnly, undo           bool
 	fuse, control            string
+	description              string
 	tlsCert, tlsKey, tlsCA   string
 	exports                  []exportArg
 	socketGiven, listenGiven bool
@@ -160,7 +173,7 @@ func parseExportArg(a string) exportArg {
 // serve opens the images, listens, prints the URIs and serves until ctx
 // ends; the host (service.Host) then stops the clients, unmounts any
 // FUSE mounts and flushes and closes the images, in that order.
-func serve(ctx context.Context, o *serveOptions, cf *chainFlags, stdout io.Writer, log *slog.Logger) (err error) {
+func serve(ctx context.Context, o *serveOptions, cf *chainFlags, announce func([]string) error, log *slog.Logger) (err error) {
 	srv := &nbdserve.Server{Logger: log}
 	o.limits.apply(srv)
 	if len(o.exports) == 1 {
@@ -194,15 +207,15 @@ func serve(ctx context.Context, o *serveOptions, cf *chainFlags, stdout io.Write
 	if o.insecureTCP && o.tlsCA == "" {
 		fmt.Fprintf(o.stderr, "vhd serve: warning: --insecure-tcp: clients of %s are not authenticated\n", o.listen)
 	}
-	for _, u := range h.URIs() {
-		fmt.Fprintln(stdout, u)
-	}
+	lines := h.URIs()
 	for _, name := range h.ExportNames() {
 		if ex, _ := h.LookupExport(name); ex.Mountpoint != "" {
-			fmt.Fprintf(stdout, "fuse:%s\n", ex.Mountpoint)
+			lines = append(lines, "fuse:"+ex.Mountpoint)
 		}
 	}
-	fmt.Fprintf(stdout, "control:%s\n", h.ControlPath())
+	if err := announce(append(lines, "control:"+h.ControlPath())); err != nil {
+		return err
+	}
 	return h.Run(ctx)
 }
 
@@ -236,15 +249,19 @@ func addExport(ctx context.Context, h *service.Host, a exportArg, o *serveOption
 	if err != nil {
 		return err
 	}
-	opts := service.ExportOptions{Description: filepath.Base(a.path), Undo: o.undo}
+	base := filepath.Base(a.path)
+	opts := service.ExportOptions{Description: base, Undo: o.undo}
+	if o.description != "" {
+		opts.Description = o.description
+	}
 	if o.fuse != "" {
 		dir := o.fuse
 		if len(o.exports) > 1 {
 			dir = filepath.Join(o.fuse, a.name)
 		}
 		opts.FUSE = &service.FUSEOptions{Dir: dir, MakeDir: len(o.exports) > 1, DetachBusy: true, Mount: vhdfs.Options{
-			ReadOnly: o.readOnly, FsName: opts.Description, Logger: log,
-			Info: map[string]any{"export": a.name, "image": opts.Description, "served_over": "nbd and fuse"},
+			ReadOnly: o.readOnly, FsName: base, Logger: log,
+			Info: map[string]any{"export": a.name, "image": base, "served_over": "nbd and fuse"},
 		}}
 	}
 	if _, err := h.AddExport(ctx, a.name, d, opts); err != nil {
