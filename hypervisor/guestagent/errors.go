@@ -23,4 +23,5 @@ type Error struct {
 	Desc  string `json:"desc"`
 }
 
-func (e *Error) Error() string { return fmt.Sprintf("guest agent: %s (%s)", e.Desc, e.Class) }
+// Error is the agent's text and class; call() says which command.
+func (e *Error) Error() string { return fmt.Sprintf("the agent refused: %s (%s)", e.Desc, e.Class) }
