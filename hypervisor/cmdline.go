@@ -12,6 +12,7 @@ type launch struct {
 	accel    Accel // AccelKVM or AccelTCG
 	dir      string
 	incoming bool
+	agent    bool // the machine has the agent's port: listen for it
 }
 
 // The sockets in the private folder. QEMU connects to each as a client
@@ -20,6 +21,12 @@ type launch struct {
 func (l launch) nbdSocket() string     { return filepath.Join(l.dir, "nbd.sock") }
 func (l launch) qmpSocket() string     { return filepath.Join(l.dir, "qmp.sock") }
 func (l launch) consoleSocket() string { return filepath.Join(l.dir, "console.sock") }
+func (l launch) agentSocket() string   { return filepath.Join(l.dir, "agent.sock") }
+
+// AgentPort is the name of the virtio-serial port every guest gets for
+// qemu-guest-agent (its default: /dev/virtio-ports/org.qemu.guest_agent.0
+// in a Linux guest with udev).
+const AgentPort = "org.qemu.guest_agent.0"
 
 // machine is what a saved state must be restored with: everything that
 // shapes the guest's hardware and memory. The manifest records it
@@ -34,6 +41,10 @@ type machine struct {
 	Initrd   string   `json:"initrd,omitempty"`
 	Append   string   `json:"append,omitempty"`
 	QEMUArgs []string `json:"qemu_args,omitempty"`
+	// Agent: the machine has the guest agent's virtio-serial port
+	// (AgentPort). Every run since this port came has it; a state saved
+	// before has not, and is restored without it, as it was saved.
+	Agent bool `json:"agent_channel,omitempty"`
 }
 
 // attached is a disk as QEMU sees it: an NBD export and a virtio-blk
@@ -88,6 +99,14 @@ func commandLine(name string, m machine, disks []attached, l launch) []string {
 			"-blockdev", fmt.Sprintf("driver=nbd,node-name=%s,server.type=unix,server.path=%s,export=%s,read-only=%s",
 				node, optValue(l.nbdSocket()), d.export, ro),
 			"-device", deviceArg(node, i, m.Kernel == ""))
+	}
+	if m.Agent {
+		// After the disks, so their PCI slots are the ones a machine
+		// without the port gives them.
+		args = append(args,
+			"-chardev", "socket,id=agent,path="+optValue(l.agentSocket()),
+			"-device", "virtio-serial-pci,id=agent-serial",
+			"-device", "virtserialport,bus=agent-serial.0,chardev=agent,name="+AgentPort)
 	}
 	if l.incoming {
 		// The state is loaded with migrate-incoming once QMP is up, and

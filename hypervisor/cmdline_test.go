@@ -7,7 +7,8 @@ import (
 
 // TestCommandLine: the QEMU line has the machine, one NBD blockdev and
 // virtio-blk device per disk on the private socket, the console and
-// monitor sockets, the user's extra arguments last, and -incoming for a
+// monitor sockets, the guest agent's port after the disks when the
+// machine has it, the user's extra arguments last, and -incoming for a
 // restore; values with commas are escaped for QEMU's option parser.
 func TestCommandLine(t *testing.T) {
 	m := machine{Type: "pc", Memory: 512 << 20, CPUs: 2, Kernel: "/boot/vmlinuz", Initrd: "/i,rd", Append: "console=ttyS0", QEMUArgs: []string{"-nic", "user"}}
@@ -34,6 +35,15 @@ func TestCommandLine(t *testing.T) {
 	line = strings.Join(commandLine("g", m, []attached{{export: "disk0"}}, l), " ")
 	if !strings.Contains(line, "bootindex=0") || !strings.Contains(line, "-incoming defer") || strings.Contains(line, "-kernel") {
 		t.Errorf("a disk boot restored:\n%s", line)
+	}
+	if strings.Contains(line, "virtserialport") {
+		t.Errorf("a machine without the agent's port (a state saved before it) got one:\n%s", line)
+	}
+	m.Agent = true
+	line = strings.Join(commandLine("g", m, []attached{{export: "disk0"}}, l), " ")
+	port := "-chardev socket,id=agent,path=/run/x,,y/agent.sock -device virtio-serial-pci,id=agent-serial -device virtserialport,bus=agent-serial.0,chardev=agent,name=org.qemu.guest_agent.0"
+	if !strings.Contains(line, "-device virtio-blk-pci,drive=vd0,id=vd0-dev,bootindex=0 "+port) || !strings.HasSuffix(line, "-incoming defer -nic user") {
+		t.Errorf("the agent's port is not after the disks and before -incoming and the extra arguments:\n%s", line)
 	}
 	if got := displayLine("qemu", []string{"-append", "a b", "x'y"}); got != `qemu -append 'a b' 'x'\''y'` {
 		t.Errorf("displayLine: %s", got)

@@ -98,6 +98,11 @@ type Config struct {
 	// ACPI powerdown (the run's context ending) before QEMU is told to
 	// quit (DefaultPowerdownTimeout if 0).
 	PowerdownTimeout time.Duration
+	// Control, if set, is where the run serves its control socket while
+	// the guest runs (service's: HTTP and JSON, mode 0600, this user
+	// only): `vhd ctl` verbs on the disks' exports, and the /v1/vm verbs
+	// on the guest (control_socket.go).
+	Control string
 	// Chains opens the disks (parent folders, depth); ReadOnly is set
 	// per disk.
 	Chains chains.Options

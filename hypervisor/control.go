@@ -55,6 +55,9 @@ func (vm *VM) Status(ctx context.Context) (*Status, error) {
 		Status string `json:"status"`
 	}
 	if err := inst.qmp.Execute(ctx, "query-status", nil, &qs); err != nil {
+		if errorsIsExit(err) {
+			return st, nil // QEMU is ending (a poweroff, a reset under -no-reboot)
+		}
 		return nil, err
 	}
 	st.State, st.Accel, st.AccelNote, st.PID = qs.Status, accel, note, inst.cmd.Process.Pid

@@ -38,7 +38,7 @@ func serveDisks(ctx context.Context, disks []*vmDisk, undo Undo, opts chains.Opt
 		if wrap != nil {
 			served = wrap(c)
 		}
-		if _, err := h.AddExport(ctx, exportName(i), served, service.ExportOptions{Description: d.Path}); err != nil {
+		if _, err := h.AddExport(ctx, exportName(i), served, service.ExportOptions{Description: d.Path, Undo: d.undo}); err != nil {
 			c.Close()
 			h.Close()
 			return nil, err

@@ -9,12 +9,13 @@
 //	vm, err := hypervisor.New(hypervisor.Config{Disks: ..., Kernel: ...})
 //	err = vm.Run(ctx)   // nil: the guest powered off cleanly
 //
-// Run makes a private folder (mode 0700, in $TMPDIR) for three sockets:
+// Run makes a private folder (mode 0700, in $TMPDIR) for four sockets:
 // nbd.sock (the disks: exports disk0, disk1... in attachment order),
-// qmp.sock (QEMU's monitor) and console.sock (the serial port). The
-// runner listens on all three before QEMU starts, and QEMU connects to
-// them as a client, so nothing races QEMU to a socket and nothing polls
-// for a file to appear. QEMU runs with -nodefaults (no VGA, NIC, CD-ROM
+// qmp.sock (QEMU's monitor), console.sock (the serial port) and
+// agent.sock (the guest agent's port, AgentPort). The runner listens on
+// all of them before QEMU starts, and QEMU connects to them as a client,
+// so nothing races QEMU to a socket and nothing polls for a file to
+// appear. QEMU runs with -nodefaults (no VGA, NIC, CD-ROM
 // or floppy: the machine is what the command line says, which a restore
 // needs), in its own process group, and is killed if the runner dies.
 // VM.CommandLine shows the line (vhd run --dry-run); Config.QEMUArgs
@@ -59,12 +60,34 @@
 // # Verbs on a running guest
 //
 // Status, Pause, Resume, Powerdown, Reset and Save are methods of VM,
-// each a thin call over QMP or the live chain, so a control socket
-// (`vhd ctl PATH vm VERB`) maps onto them one to one. Chain gives a
-// disk's live chain (Snapshot, View, Merge while the guest writes),
-// ExportLayer serves a read-only view of a frozen layer on the run's NBD
-// socket (a backup's point), and Host is the service host serving the
-// disks.
+// each a thin call over QMP or the live chain. Chain gives a disk's live
+// chain (Snapshot, View, Merge while the guest writes), ExportLayer
+// serves a read-only view of a frozen layer on the run's NBD socket (a
+// backup's point), and Host is the service host serving the disks.
+//
+// With Config.Control the run serves a control socket (the service
+// host's, control_socket.go): every `vhd ctl` verb on the disks'
+// exports (snapshot, merge, undo commit and discard, add --view-of for a
+// backup; exports added are served on the run's NBD socket, which its
+// owner, the only user the control socket answers, can reach), and the
+// /v1/vm routes, which map onto the verbs above one to one
+// (`vhd ctl PATH vm status|pause|resume|powerdown|reset|save STATE`).
+// A guest's own disk is not removed over it.
+//
+// # The guest agent
+//
+// Every guest gets a virtio-serial port named AgentPort (as QEMU's
+// documentation names it, so a guest's qemu-guest-agent finds it with no
+// setting) whose host end the runner holds for the whole run
+// (guestagent speaks the protocol). VM.Freeze is the host's
+// service.Quiescer (set at Run): before a backup cuts a point of one of
+// the guest's disks, it freezes the guest's filesystems when the agent
+// answers a ping within 2 s, and returns the thaw; with no agent it
+// returns at once with quiesced false, the point being crash-consistent.
+// Overlapping freezes share one (the agent freezes every filesystem at
+// once) and the last thaw thaws; a failed freeze is thawed before Freeze
+// returns; a freeze nobody thaws is thawed at a limit (2 min), and a thaw
+// that fails is logged as an error and returned.
 //
 // # Saved states
 //

@@ -14,6 +14,9 @@ var (
 	// ErrPowerdownTimeout: the guest did not power off within the
 	// timeout after the ACPI powerdown; QEMU was told to quit.
 	ErrPowerdownTimeout = errors.New("the guest did not power off in time")
+	// ErrCannotSave: the guest cannot be saved as it runs (a disk on an
+	// undo disk).
+	ErrCannotSave = errors.New("the guest cannot be saved")
 	// ErrBadState: a saved state that cannot be restored (missing,
 	// damaged or from another machine).
 	ErrBadState = errors.New("the saved state cannot be restored")

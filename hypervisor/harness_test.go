@@ -89,7 +89,13 @@ func (w tWriter) Write(p []byte) (int, error) {
 // root) on disks, under TCG.
 func guestConfig(t testing.TB, script string, files map[string][]byte, disks ...Disk) (Config, *consoleWatch) {
 	t.Helper()
-	kernel, initrd, err := testguest.Build(t.TempDir(), script, files)
+	return guestConfigFor(t, testguest.Guest{Script: script, Files: files}, disks...)
+}
+
+// guestConfigFor is guestConfig for a guest with programs and modules.
+func guestConfigFor(t testing.TB, g testguest.Guest, disks ...Disk) (Config, *consoleWatch) {
+	t.Helper()
+	kernel, initrd, err := testguest.BuildGuest(t.TempDir(), g)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"vhdkit/hypervisor/guestagent"
 	"vhdkit/hypervisor/qmp"
 )
 
@@ -22,6 +23,7 @@ import (
 type instance struct {
 	cmd     *exec.Cmd
 	qmp     *qmp.Client
+	agent   *guestagent.Client // nil for a machine without the agent's port
 	console *console
 	stderr  *tailWriter
 	log     *slog.Logger
@@ -55,6 +57,13 @@ func start(ctx context.Context, prog string, args []string, l launch, con *conso
 		return nil, err
 	}
 	defer closeListener(qmpL)
+	var agentL net.Listener
+	if l.agent {
+		if agentL, err = net.Listen("unix", l.agentSocket()); err != nil {
+			return nil, err
+		}
+		defer closeListener(agentL)
+	}
 
 	inst := &instance{console: con, stderr: &tailWriter{log: log}, log: log, exited: make(chan struct{}), eventsDone: make(chan struct{})}
 	inst.cmd = exec.Command(prog, args...)
@@ -67,7 +76,7 @@ func start(ctx context.Context, prog string, args []string, l launch, con *conso
 		inst.waitErr = inst.cmd.Wait()
 		close(inst.exited)
 	}()
-	if err := inst.connect(ctx, conL, qmpL); err != nil {
+	if err := inst.connect(ctx, conL, qmpL, agentL); err != nil {
 		inst.kill()
 		return nil, err
 	}
@@ -78,9 +87,11 @@ func closeListener(l net.Listener) {
 	l.Close() // a unix listener removes its socket file
 }
 
-// connect accepts QEMU's console and monitor connections, in the order
-// QEMU makes them, and does the QMP handshake.
-func (inst *instance) connect(ctx context.Context, conL, qmpL net.Listener) error {
+// connect accepts QEMU's console, monitor and (if agentL) guest agent
+// connections, in the order QEMU makes them, and does the QMP handshake.
+// The agent's connection is held for the whole run: what is written to
+// it waits in QEMU until an agent in the guest opens the port.
+func (inst *instance) connect(ctx context.Context, conL, qmpL, agentL net.Listener) error {
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	conC, err := inst.accept(ctx, conL, "console")
@@ -91,6 +102,14 @@ func (inst *instance) connect(ctx context.Context, conL, qmpL net.Listener) erro
 	qmpC, err := inst.accept(ctx, qmpL, "monitor")
 	if err != nil {
 		return err
+	}
+	if agentL != nil {
+		agentC, err := inst.accept(ctx, agentL, "guest agent channel")
+		if err != nil {
+			qmpC.Close()
+			return err
+		}
+		inst.agent = guestagent.New(agentC, inst.log)
 	}
 	if inst.qmp, err = qmp.New(ctx, qmpC, inst.log); err != nil {
 		return err
@@ -153,6 +172,7 @@ func (inst *instance) shutdownReason() string {
 // nil for a guest that powered off and a QEMU that exited cleanly.
 func (inst *instance) wait() error {
 	<-inst.exited
+	inst.closeAgent()
 	inst.drain()
 	reason := inst.shutdownReason()
 	if inst.waitErr == nil && reason == "guest-shutdown" {
@@ -199,6 +219,7 @@ func (inst *instance) stop(grace time.Duration) {
 	inst.qmp.Execute(ctx, "quit", nil, nil) // the reply may be lost as it exits
 	select {
 	case <-inst.exited:
+		inst.closeAgent()
 	case <-ctx.Done():
 		inst.kill()
 	}
@@ -210,6 +231,14 @@ func (inst *instance) kill() {
 	<-inst.exited
 	if inst.qmp != nil {
 		inst.qmp.Close()
+	}
+	inst.closeAgent()
+}
+
+// closeAgent closes the agent's connection once QEMU is gone.
+func (inst *instance) closeAgent() {
+	if inst.agent != nil {
+		inst.agent.Close()
 	}
 }
 

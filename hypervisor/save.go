@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,17 +67,17 @@ func (vm *VM) Save(ctx context.Context, state string) (*Manifest, error) {
 // canSave refuses a save that cannot work, before pausing anything.
 func (vm *VM) canSave(state string) error {
 	if _, err := os.Lstat(state); err == nil {
-		return fmt.Errorf("save: %s exists: choose another name for the state", state)
+		return fmt.Errorf("save: %s exists: choose another name for the state (%w)", state, fs.ErrExist)
 	}
 	for _, d := range vm.disks {
 		if d.undo {
-			return fmt.Errorf("save: %s runs on an undo disk, which cannot be snapshotted: save guests run without --undo", d.Path)
+			return fmt.Errorf("save: %s runs on an undo disk, which cannot be snapshotted: save guests run without --undo (%w)", d.Path, ErrCannotSave)
 		}
 		if d.ReadOnly {
 			continue
 		}
 		if _, err := os.Lstat(continuedTop(d, state)); err == nil {
-			return fmt.Errorf("save: %s exists: choose another name for the state", continuedTop(d, state))
+			return fmt.Errorf("save: %s exists: choose another name for the state (%w)", continuedTop(d, state), fs.ErrExist)
 		}
 	}
 	return nil

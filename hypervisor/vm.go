@@ -29,6 +29,8 @@ type VM struct {
 	kvmCheck func() error
 	wrapDisk func(engine.Disk) engine.Disk
 
+	quiesce     quiesceTimes
+	freezer     freezer       // the freeze of the guest's filesystems in force (quiesce.go)
 	started     chan struct{} // closed once the guest runs (or Run failed to start it)
 	saveMu      sync.Mutex    // one Save at a time
 	ran         atomic.Bool   // Run runs once
@@ -57,14 +59,14 @@ func New(cfg Config) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	vm := &VM{cfg: cfg, log: cfg.Logger, kvmCheck: kvmUsable, started: make(chan struct{})}
+	vm := &VM{cfg: cfg, log: cfg.Logger, kvmCheck: kvmUsable, quiesce: defaultQuiesce, started: make(chan struct{})}
 	if cfg.Restore != "" {
 		return vm, vm.prepareRestore()
 	}
 	if len(cfg.Disks) > maxDisks {
 		return nil, fmt.Errorf("%d disks: at most %d", len(cfg.Disks), maxDisks)
 	}
-	vm.m = machine{Type: "pc", Memory: cfg.Memory, CPUs: cfg.CPUs, Kernel: cfg.Kernel, Initrd: cfg.Initrd, Append: cfg.Append, QEMUArgs: cfg.QEMUArgs}
+	vm.m = machine{Type: "pc", Memory: cfg.Memory, CPUs: cfg.CPUs, Kernel: cfg.Kernel, Initrd: cfg.Initrd, Append: cfg.Append, QEMUArgs: cfg.QEMUArgs, Agent: true}
 	for _, d := range cfg.Disks {
 		vm.disks = append(vm.disks, &vmDisk{Disk: d, open: d.Path})
 	}
@@ -135,6 +137,11 @@ func (vm *VM) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := vm.listenControl(host); err != nil {
+		host.Close()
+		return err
+	}
+	host.SetQuiescer(vm)
 	vm.mu.Lock()
 	vm.host, vm.dir = host, dir
 	vm.mu.Unlock()
@@ -179,6 +186,7 @@ func (vm *VM) boot(ctx context.Context, l launch) error {
 }
 
 func (vm *VM) startQEMU(ctx context.Context, l launch) (*instance, error) {
+	l.agent = vm.m.Agent
 	args := commandLine(vm.cfg.Name, vm.m, vm.attached(), l)
 	vm.log.Info("starting QEMU", "command", displayLine(vm.cfg.QEMU, args))
 	return start(ctx, vm.cfg.QEMU, args, l, newConsole(vm.cfg.Console, vm.cfg.ConsoleIn), vm.log)

@@ -12,13 +12,16 @@ set -euo pipefail
 # nbdinfo, nbdcopy, nbdsh (python3-libnbd), nbdkit, fio, qemu-img/qemu-io.
 # vhd run (hypervisor) tests: QEMU (qemu-system-x86), a kernel to boot
 # (linux-image-amd64: found by what is installed, any version) and a
-# static busybox for the guests' initramfs (busybox-static).
+# static busybox for the guests' initramfs (busybox-static), and Debian's
+# qemu-guest-agent, which the agent tests run on the host (with every
+# command that could change it disabled) and copy, with its libraries,
+# into a guest's initramfs.
 packages=(qemu-utils libvhdi-utils fio e2fsprogs libnbd-bin python3-libnbd nbdkit
   fuse3 ntfs-3g fdisk xfsprogs btrfs-progs dosfstools mtools qemu-system-common
-  qemu-system-x86 linux-image-amd64 busybox-static)
+  qemu-system-x86 linux-image-amd64 busybox-static qemu-guest-agent)
 tools=(qemu-img qemu-io vhdiinfo fio mkfs.ext4 nbdinfo nbdsh nbdkit
   fusermount3 mkfs.ntfs ntfsfix sfdisk mkfs.xfs mkfs.btrfs mkfs.vfat mcopy qemu-storage-daemon vhdimount
-  qemu-system-x86_64 busybox)
+  qemu-system-x86_64 busybox qemu-ga)
 
 missing=0
 for t in "${tools[@]}"; do

@@ -40,6 +40,9 @@ type ControlOptions struct {
 	// mounted in over FUSE, at FUSERoot/NAME (made, and removed when
 	// they go), unless the request names a mount point.
 	FUSERoot string
+	// VM, if set, is the guest the /v1/vm routes act on (vhd run's);
+	// without one they answer no_vm (control_vm.go).
+	VM VM
 }
 
 // controlServer serves a host's control socket.

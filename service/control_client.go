@@ -146,12 +146,12 @@ func (c *ControlClient) do(ctx context.Context, method, path string, body, out a
 	if resp.StatusCode >= 300 {
 		var er errorReply
 		if json.Unmarshal(data, &er) != nil || er.Error == nil {
-			return fmt.Errorf("control socket %s: %s with no error in JSON: is it a vhd serve control socket?", c.path, resp.Status)
+			return fmt.Errorf("control socket %s: %s with no error in JSON: is it a vhd control socket?", c.path, resp.Status)
 		}
 		return &ControlError{Status: resp.StatusCode, APIError: *er.Error}
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("control socket %s: the reply is not the JSON expected (%v): is it a vhd serve control socket?", c.path, err)
+		return fmt.Errorf("control socket %s: the reply is not the JSON expected (%v): is it a vhd control socket?", c.path, err)
 	}
 	return nil
 }
@@ -160,11 +160,11 @@ func (c *ControlClient) do(ctx context.Context, method, path string, body, out a
 func (c *ControlClient) dialError(err error) error {
 	switch {
 	case errors.Is(err, syscall.ENOENT):
-		return fmt.Errorf("no control socket at %s: is vhd serve running? (it prints control:PATH when it starts): %w", c.path, err)
+		return fmt.Errorf("no control socket at %s: is vhd serve or vhd run running? (each prints control:PATH when it starts): %w", c.path, err)
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return fmt.Errorf("nobody answers on %s: the vhd serve that made it has stopped: %w", c.path, err)
+		return fmt.Errorf("nobody answers on %s: the vhd serve or vhd run that made it has stopped: %w", c.path, err)
 	case errors.Is(err, syscall.EACCES):
-		return fmt.Errorf("the control socket %s is not yours: run vhd ctl as the user who started vhd serve: %w", c.path, err)
+		return fmt.Errorf("the control socket %s is not yours: run vhd ctl as the user who started the server: %w", c.path, err)
 	}
 	return fmt.Errorf("control socket %s: %w", c.path, err)
 }

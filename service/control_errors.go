@@ -26,7 +26,7 @@ const (
 	CodeRefused          = "refused"            // 409: other images depend on what would change
 	CodeLocked           = "locked"             // 409: another process holds the image
 	CodeMergeInterrupted = "merge_interrupted"  // 409: a merge stopped half-way (vhd merge finishes it)
-	CodeNotRunning       = "not_running"        // 409: the job has ended already
+	CodeNotRunning       = "not_running"        // 409: the job has ended already, or the guest is not running
 	CodeCancelled        = "cancelled"          // a job's error: cancelled before it changed anything
 	CodeBadImage         = "bad_image"          // 422: damaged, or not a VHD
 	CodeStopping         = "stopping"           // 503: the server is shutting down
@@ -43,6 +43,7 @@ var httpStatus = map[string]int{
 	CodeRefused: http.StatusConflict, CodeLocked: http.StatusConflict,
 	CodeMergeInterrupted: http.StatusConflict, CodeNotRunning: http.StatusConflict,
 	CodeCancelled: http.StatusConflict,
+	CodeNoVM:      http.StatusNotFound,
 	CodeBadImage:  http.StatusUnprocessableEntity, CodeStopping: http.StatusServiceUnavailable,
 	CodeFailed: http.StatusInternalServerError,
 }

@@ -27,12 +27,12 @@ func FindControl(arg string) (string, error) {
 	return ControlOfPID(pid)
 }
 
-// ControlOfPID is the control socket of the vhd serve with that pid: the
-// --control it was given, else the default path.
+// ControlOfPID is the control socket of the vhd serve (or vhd run) with
+// that pid: the --control it was given, else the default path.
 func ControlOfPID(pid int) (string, error) {
 	args := processArgs(pid)
-	if len(args) < 2 || args[1] != "serve" {
-		return "", fmt.Errorf("process %d is not a vhd serve (or not yours): give the control socket's path (vhd serve prints it as control:PATH)", pid)
+	if len(args) < 2 || (args[1] != "serve" && args[1] != "run") {
+		return "", fmt.Errorf("process %d is not a vhd serve or vhd run (or not yours): give the control socket's path (both print it as control:PATH)", pid)
 	}
 	if p := flagValue(args[2:], "control"); p != "" {
 		if !filepath.IsAbs(p) {
@@ -43,6 +43,9 @@ func ControlOfPID(pid int) (string, error) {
 			p = filepath.Join(cwd, p)
 		}
 		return p, nil
+	}
+	if args[1] == "run" {
+		return runControlSocketIn(runtimeDirOf(pid), pid), nil
 	}
 	return controlSocketIn(runtimeDirOf(pid), pid), nil
 }

@@ -167,6 +167,9 @@ func findLayer(name string, layers []chains.Layer, path string) (int, *APIError)
 
 // remove stops serving export name and closes it.
 func (cs *controlServer) remove(ctx context.Context, name string) *APIError {
+	if aerr := cs.refuseGuestDisk(name); aerr != nil {
+		return aerr
+	}
 	ex, ok := cs.host.LookupExport(name)
 	if !ok {
 		return noExport(name)

@@ -128,8 +128,11 @@
 // # The control socket
 //
 // ListenControl gives a host a control socket (control*.go): HTTP with
-// JSON on a unix socket, through which `vhd ctl` (and the runner next)
-// changes what the host serves while it serves it. Its routes are in
+// JSON on a unix socket, through which `vhd ctl` changes what the host
+// serves while it serves it (vhd serve's, and vhd run's for the guest's
+// disks). With ControlOptions.VM it also serves the /v1/vm routes on a
+// running guest (control_vm.go: status, pause, resume, powerdown,
+// reset, save); a host without one answers them no_vm. Its routes are in
 // control_api.go, its JSON shapes in control_json.go (stable: fields are
 // added, never renamed or removed) and both in docs/CLI.md; errors are
 // {"error": {"code", "message"}} with the code's HTTP status
@@ -154,6 +157,9 @@
 //   - Run stops the control socket as soon as it decides to stop, before
 //     NBD drains, and teardown does first of all: running jobs are
 //     cancelled and waited for, so no chain is closed under a merge.
+//   - A guest's save claims every disk export of the guest for its
+//     paused moment, and a guest's own disk is never removed over the
+//     socket.
 //   - Requests are bounded: a body of at most 64 KiB, one JSON object,
 //     unknown fields refused, names and paths checked before anything is
 //     opened (control_decode.go, fuzzed by FuzzControlRequest); a handler

@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -160,7 +161,7 @@ func (c *Client) Raw(ctx context.Context, command string, args any) (json.RawMes
 	}
 	defer c.unregister(id)
 	if err := c.send(command, args, id); err != nil {
-		return nil, fmt.Errorf("qmp: %s: %w", command, err)
+		return nil, fmt.Errorf("qmp: %s: %w", command, sendError(err))
 	}
 	select {
 	case m, ok := <-ch:
@@ -211,6 +212,19 @@ func (c *Client) send(command string, args any, id string) error {
 	defer c.wmu.Unlock()
 	c.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 	_, err = c.conn.Write(append(b, '\n'))
+	return err
+}
+
+// sendError says a write to a connection that has ended (QEMU closed
+// its end, or the reader closed ours as it saw the end a moment after
+// this command registered) is ErrClosed, as a reply lost the same way
+// is: callers tell "QEMU is gone" from other failures by it.
+func sendError(err error) error {
+	for _, gone := range []error{net.ErrClosed, io.ErrClosedPipe, syscall.EPIPE, syscall.ECONNRESET} {
+		if errors.Is(err, gone) {
+			return fmt.Errorf("%w (%w)", ErrClosed, err)
+		}
+	}
 	return err
 }
 

@@ -6,11 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -240,5 +243,56 @@ func TestMessageTooLong(t *testing.T) {
 	}
 	if !errors.Is(c.Err(), ErrTooLong) {
 		t.Fatalf("ended with %v, want ErrTooLong", c.Err())
+	}
+}
+
+// failingWrites is a connection whose writes fail with err once it is
+// set: a QEMU that went away while the reader has not seen the end yet.
+type failingWrites struct {
+	net.Conn
+	mu  sync.Mutex
+	err error
+}
+
+func (f *failingWrites) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	err := f.err
+	f.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return f.Conn.Write(p)
+}
+
+// TestWriteToEndedConnection: a command whose write finds the
+// connection ended (our end closed by the reader a moment before, or
+// QEMU's end gone) fails with ErrClosed, as one whose reply is lost
+// does, so callers know QEMU is gone; other write failures stay as
+// they are.
+func TestWriteToEndedConnection(t *testing.T) {
+	for _, c := range []struct {
+		err    error
+		closed bool
+	}{
+		{&net.OpError{Op: "write", Net: "unix", Err: net.ErrClosed}, true},
+		{&net.OpError{Op: "write", Net: "unix", Err: os.NewSyscallError("write", syscall.EPIPE)}, true},
+		{io.ErrClosedPipe, true},
+		{os.ErrDeadlineExceeded, false},
+	} {
+		conn := &failingWrites{Conn: scripted(t, func(string) []string { return []string{`{"return": {}, "id": ID}`} })}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		cl, err := New(ctx, conn, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.mu.Lock()
+		conn.err = c.err
+		conn.mu.Unlock()
+		err = cl.Execute(ctx, "query-status", nil, nil)
+		if errors.Is(err, ErrClosed) != c.closed || !errors.Is(err, c.err) {
+			t.Errorf("a write failing with %v: %v (want ErrClosed: %v)", c.err, err, c.closed)
+		}
+		cl.Close()
+		cancel()
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -72,29 +73,39 @@ func buildBase() (Kernel, []byte, error) {
 	if err := static(bb); err != nil {
 		return k, nil, err
 	}
-	paths, err := modulePaths(k)
-	if err != nil {
-		return k, nil, fmt.Errorf("the modules of kernel %s: %w", k.Version, err)
-	}
 	var a archive
 	for _, d := range []string{"bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"} {
 		a.dir(d)
 	}
 	a.program("bin/busybox", bin)
 	a.program("init", []byte(initScript))
-	for _, m := range Modules {
+	if err := addModules(&a, k, Modules, Modules); err != nil {
+		return k, nil, err
+	}
+	return k, a.bytes(), nil
+}
+
+// addModules adds the modules named, and modules.order listing order:
+// /init loads those, in that order (a second archive's modules.order
+// replaces the base's, so it lists the base's modules too).
+func addModules(a *archive, k Kernel, names, order []string) error {
+	paths, err := modulePaths(k)
+	if err != nil {
+		return fmt.Errorf("the modules of kernel %s: %w", k.Version, err)
+	}
+	for _, m := range names {
 		p, ok := paths[m]
 		if !ok {
-			return k, nil, fmt.Errorf("kernel %s has no module %s (built in? then drop it from testguest.Modules)", k.Version, m)
+			return fmt.Errorf("kernel %s has no module %s (built in? then drop it from the list)", k.Version, m)
 		}
 		data, err := readModule(p)
 		if err != nil {
-			return k, nil, err
+			return err
 		}
 		a.file("lib/modules/"+m+".ko", data)
 	}
-	a.file("modules.order", []byte(strings.Join(Modules, "\n")+"\n"))
-	return k, a.bytes(), nil
+	a.file("modules.order", []byte(strings.Join(order, "\n")+"\n"))
+	return nil
 }
 
 // static makes sure a program needs no shared libraries: the initramfs
@@ -117,14 +128,41 @@ func static(path string) error {
 // (name to contents, at the root) beside it, into dir and returns the
 // kernel to boot with it and the initramfs's path.
 func Build(dir, script string, files map[string][]byte) (kernel, initrd string, err error) {
+	return BuildGuest(dir, Guest{Script: script, Files: files})
+}
+
+// Guest is what a test guest holds besides the base archive.
+type Guest struct {
+	// Script is /guest.sh; Files are put at the root beside it.
+	Script string
+	Files  map[string][]byte
+	// Programs are host programs (paths) copied into /bin, each with
+	// the shared libraries it needs (and their dynamic loader) at the
+	// paths it looks for them.
+	Programs []string
+	// Modules are kernel modules loaded after the base's, in order
+	// (Ext4Modules...).
+	Modules []string
+}
+
+// BuildGuest is Build for a guest with programs and modules of its own.
+func BuildGuest(dir string, g Guest) (kernel, initrd string, err error) {
 	k, b, err := Base()
 	if err != nil {
 		return "", "", err
 	}
 	var a archive
-	a.program("guest.sh", []byte(script))
-	for name, data := range files {
+	a.program("guest.sh", []byte(g.Script))
+	for name, data := range g.Files {
 		a.file(name, data)
+	}
+	if err := addPrograms(&a, g.Programs); err != nil {
+		return "", "", err
+	}
+	if len(g.Modules) > 0 {
+		if err := addModules(&a, k, g.Modules, slices.Concat(Modules, g.Modules)); err != nil {
+			return "", "", err
+		}
 	}
 	initrd = filepath.Join(dir, "initrd.cpio")
 	if err := os.WriteFile(initrd, append(append([]byte(nil), b...), a.bytes()...), 0o644); err != nil {

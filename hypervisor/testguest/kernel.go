@@ -16,9 +16,14 @@ import (
 )
 
 // Modules are the kernel modules the guests need, in load order: the
-// virtio transport and block driver (Debian builds them as modules),
-// then the ACPI power button and the event device it reports through.
-var Modules = []string{"virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci", "virtio_blk", "button", "evdev"}
+// virtio transport, block driver and serial ports (the guest agent's
+// channel; Debian builds them as modules), then the ACPI power button
+// and the event device it reports through.
+var Modules = []string{"virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci", "virtio_blk", "virtio_console", "button", "evdev"}
+
+// Ext4Modules are the modules an ext4 filesystem needs, in load order
+// (crc32c_generic is the checksum ext4 and jbd2 ask the crypto API for).
+var Ext4Modules = []string{"crc16", "mbcache", "jbd2", "crc32c_generic", "ext4"}
 
 // Kernel is an installed kernel: its image and its modules' folder.
 type Kernel struct {

@@ -16,13 +16,13 @@ import (
 var ctlCmd = &command{
 	name:    "ctl",
 	args:    "[--json] PATH|PID VERB [ARGS]",
-	summary: "change what a running 'vhd serve' serves: live snapshot, merge, undo, add and remove exports",
-	doc: `Talks to the control socket of a running 'vhd serve' (it prints
-control:PATH when it starts; the default is $XDG_RUNTIME_DIR/vhdkit/
-serve-PID.ctl, /run/vhdkit/serve-PID.ctl as root). PATH may also be the
-server's pid or its NBD socket. The changes happen while clients read
-and write: NBD clients and the FUSE files see the new layers at once,
-and no request fails.
+	summary: "change what a running 'vhd serve' or 'vhd run' serves (live snapshot, merge, undo, exports), and act on a running guest",
+	doc: `Talks to the control socket of a running 'vhd serve' or 'vhd run' (each
+prints control:PATH; the defaults are $XDG_RUNTIME_DIR/vhdkit/
+serve-PID.ctl and run-PID.ctl, in /run/vhdkit as root). PATH may also be
+the server's pid or its NBD socket. The changes happen while clients
+read and write: NBD clients, the FUSE files and a running guest see the
+new layers at once, and no request fails.
 
   status                          exports (layers top first, read-only,
                                   undo, FUSE mount, NBD clients, requests,
@@ -47,6 +47,20 @@ and no request fails.
                                   are answered and flushed, then it closes
   wait JOB                        follow a job to its end
   cancel JOB                      stop a job
+
+The guest of a 'vhd run' (its disks are the exports disk0, disk1...,
+which every verb above acts on, except remove):
+
+  vm status                       the guest's state, accelerator, QEMU
+                                  pid, NBD socket and disks
+  vm pause | vm resume            stop the guest's CPUs (its disks drained
+                                  and flushed), and run them again
+  vm powerdown                    press its ACPI power button
+  vm reset                        press its reset button
+  vm save STATE                   save memory and disks of one paused
+                                  moment into the folder STATE; the guest
+                                  runs on, on new tops ('vhd run
+                                  --restore STATE' continues from there)
 
 One live operation runs on an export at a time: another is refused as
 busy (exit 1), naming the job that runs. A merge goes on if vhd ctl is
@@ -73,12 +87,12 @@ as everywhere, with exit status 1 (2 for a bad command line).`,
 		fs.BoolVar(&o.noProgress, "no-progress", false, "never show a progress bar")
 		return func(ctx context.Context, e *env, args []string) error {
 			if len(args) < 2 {
-				return usageErr("want the control socket (PATH or PID) and a verb: status, snapshot, merge, undo, add, remove, wait or cancel")
+				return usageErr("want the control socket (PATH or PID) and a verb: status, snapshot, merge, undo, add, remove, wait, cancel or vm")
 			}
 			o.changed = fs.Changed
 			v, ok := ctlVerbs[args[1]]
 			if !ok {
-				return usageErr("%q is not a ctl verb: want status, snapshot, merge, undo, add, remove, wait or cancel", args[1])
+				return usageErr("%q is not a ctl verb: want status, snapshot, merge, undo, add, remove, wait, cancel or vm", args[1])
 			}
 			if err := o.checkFlags(args[1], v.flags); err != nil {
 				return err
@@ -118,6 +132,7 @@ func init() {
 		"remove":   {ctlRemove, nil},
 		"wait":     {ctlWait, nil},
 		"cancel":   {ctlCancel, []string{"no-wait"}},
+		"vm":       {ctlVM, nil},
 	}
 }
 

@@ -13,7 +13,7 @@ import (
 
 // How vhd ctl status reads without --json:
 //
-//	vhd serve pid 1234, control socket /run/vhdkit/serve-1234.ctl
+//	server pid 1234, control socket /run/vhdkit/serve-1234.ctl
 //	export disk (top.vhd): read-write, busy: job 3
 //	  nbd+unix:///disk?socket=/run/user/0/vhd-serve-1234.sock
 //	  fuse:/mnt/disk
@@ -25,7 +25,7 @@ import (
 //	job 3: merge of /srv/top.vhd (export disk): running, 42% (12 MiB of 30 MiB)
 
 func printStatus(w io.Writer, st *service.Status) {
-	fmt.Fprintf(w, "vhd serve pid %d, control socket %s\n", st.PID, st.Control)
+	fmt.Fprintf(w, "server pid %d, control socket %s\n", st.PID, st.Control)
 	if len(st.Exports) == 0 {
 		fmt.Fprintln(w, "no exports ('vhd ctl PATH add' adds one)")
 	}

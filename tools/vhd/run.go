@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -18,7 +19,7 @@ import (
 
 var runCmd = &command{
 	name:    "run",
-	args:    "[--disk IMAGE[:ro]]... [--kernel K [--initrd I] [--append A]] [--memory SIZE] [--cpus N] [--accel auto|kvm|tcg] [--console FILE] [--undo keep|commit|discard] [--name NAME] [--qemu-arg ARG]... [--dry-run] | --restore STATE",
+	args:    "[--disk IMAGE[:ro]]... [--kernel K [--initrd I] [--append A]] [--memory SIZE] [--cpus N] [--accel auto|kvm|tcg] [--console FILE] [--undo keep|commit|discard] [--name NAME] [--control PATH] [--qemu-arg ARG]... [--dry-run] | --restore STATE [--control PATH]",
 	summary: "run a guest (QEMU) on VHD disks served by vhd itself",
 	doc: `Runs a guest under QEMU (qemu-system-x86_64) with each --disk attached as
 a virtio-blk disk, in the order given (/dev/vda, /dev/vdb... in Linux):
@@ -53,11 +54,27 @@ image, discard deletes it (the image is as before the run), keep leaves
 it. If the run ends without a clean poweroff the undo disks are kept,
 whatever the policy.
 
+A control socket (--control PATH, default $XDG_RUNTIME_DIR/vhdkit/
+run-PID.ctl, or /run/vhdkit/run-PID.ctl as root, else vhd's private
+folder) lets 'vhd ctl' act on the running guest: every verb of vhd
+serve's control socket on its disks (exports disk0, disk1...: snapshot,
+merge, undo, and the read-only view of a frozen layer a backup reads,
+'vhd ctl PATH add NAME --view-of disk0', served on the run's NBD
+socket), and 'vhd ctl PATH vm status|pause|resume|powerdown|reset|save
+STATE' on the guest (see 'vhd help ctl'). Its path is printed
+as control:PATH once the guest runs: on standard output with --console
+FILE, else on standard error (standard output is then the console).
+Only the user who started vhd run may use it.
+
+Every guest gets a virtio-serial port named org.qemu.guest_agent.0 for
+qemu-guest-agent. When the agent answers, a backup through the control
+socket freezes the guest's filesystems while it cuts its point, and
+thaws them after; without an agent the point is crash-consistent.
+
 --restore STATE continues a guest saved (memory and disks, one paused
 moment) into the folder STATE, with no reboot: disks, memory, CPUs and
 kernel come from the state, and the guest writes to new tops over the
-saved layers, inside STATE. The save itself is a verb of the control
-socket ('vhd ctl PATH vm save STATE'), which comes with 'vhd ctl'.
+saved layers, inside STATE. 'vhd ctl PATH vm save STATE' saves one.
 
 --dry-run prints the QEMU command line and exits; --qemu-arg (repeatable)
 appends an argument to it, e.g. --qemu-arg=-nic --qemu-arg=user.
@@ -78,6 +95,7 @@ appends an argument to it, e.g. --qemu-arg=-nic --qemu-arg=user.
 		fs.StringArrayVar(&o.cfg.QEMUArgs, "qemu-arg", nil, "append this argument to QEMU's command line (repeatable)")
 		fs.StringVar(&o.cfg.Restore, "restore", "", "continue the guest saved in this state folder")
 		fs.BoolVar(&o.dryRun, "dry-run", false, "print the QEMU command line and exit")
+		fs.StringVar(&o.cfg.Control, "control", "", "control socket for 'vhd ctl' (default: $XDG_RUNTIME_DIR/vhdkit/run-PID.ctl)")
 		fs.DurationVar(&o.cfg.PowerdownTimeout, "powerdown-timeout", hypervisor.DefaultPowerdownTimeout, "after SIGINT/SIGTERM, how long the guest has to power off before QEMU is stopped")
 		cf := addChainFlags(fs)
 		return func(ctx context.Context, e *env, args []string) error {
@@ -142,6 +160,11 @@ func runGuest(ctx context.Context, e *env, o *runOptions) error {
 		defer f.Close()
 		o.cfg.Console = f
 	}
+	if !o.dryRun {
+		if err := controlPath(&o.cfg); err != nil {
+			return err
+		}
+	}
 	vm, err := hypervisor.New(o.cfg)
 	if err != nil {
 		if errors.Is(err, hypervisor.ErrBadState) {
@@ -158,8 +181,32 @@ func runGuest(ctx context.Context, e *env, o *runOptions) error {
 		defer cancel()
 		vm.Quit(qctx)
 	})()
-	go announce(ctx, e.stderr, vm)
+	// The control line goes where the console does not.
+	controlOut := e.stderr
+	if o.console != "" {
+		controlOut = e.stdout
+	}
+	go announce(ctx, e.stderr, controlOut, o.cfg.Control, vm)
 	return vm.Run(ctx)
+}
+
+// controlPath sets the control socket's path: the one given, made
+// absolute, else the default.
+func controlPath(cfg *hypervisor.Config) error {
+	if cfg.Control != "" {
+		abs, err := filepath.Abs(cfg.Control)
+		if err != nil {
+			return fmt.Errorf("--control: %w", err)
+		}
+		cfg.Control = abs
+		return nil
+	}
+	p, err := service.DefaultRunControlSocket()
+	if err != nil {
+		return fmt.Errorf("%w (or put the control socket elsewhere with --control PATH)", err)
+	}
+	cfg.Control = p
+	return nil
 }
 
 // printDryRun prints the line Run would start first and what may follow.
@@ -176,8 +223,8 @@ func printDryRun(w io.Writer, vm *hypervisor.VM) error {
 }
 
 // announce says on stderr, once the guest runs, what runs it and how to
-// stop it.
-func announce(ctx context.Context, w io.Writer, vm *hypervisor.VM) {
+// stop it, and prints control:PATH on controlOut.
+func announce(ctx context.Context, w, controlOut io.Writer, control string, vm *hypervisor.VM) {
 	select {
 	case <-vm.Started():
 	case <-ctx.Done():
@@ -188,4 +235,5 @@ func announce(ctx context.Context, w io.Writer, vm *hypervisor.VM) {
 		return
 	}
 	fmt.Fprintf(w, "vhd run: guest %s running under %s (QEMU pid %d); SIGINT/SIGTERM powers it down\n", st.Name, st.Accel, st.PID)
+	fmt.Fprintf(controlOut, "control:%s\n", control)
 }

@@ -17,13 +17,14 @@ import (
 // extra arguments last) and its usage errors.
 func TestRunUsage(t *testing.T) {
 	r := vhdOK(t, "help", "run")
-	for _, f := range []string{"--disk", "--kernel", "--initrd", "--append", "--memory", "--cpus", "--accel", "--console", "--undo", "--name", "--qemu-arg", "--restore", "--dry-run", "ACPI"} {
+	for _, f := range []string{"--disk", "--kernel", "--initrd", "--append", "--memory", "--cpus", "--accel", "--console", "--undo", "--name", "--qemu-arg", "--restore", "--dry-run", "--control", "control:PATH", "org.qemu.guest_agent.0", "ACPI"} {
 		if !strings.Contains(r.stdout, f) {
 			t.Errorf("vhd help run does not mention %s", f)
 		}
 	}
 	r = vhdOK(t, "run", "--dry-run", "--accel", "tcg", "--disk", "a.vhd", "--disk", "b.vhd:ro", "--memory", "1G", "--cpus", "2", "--qemu-arg=-nic", "--qemu-arg=user")
-	for _, want := range []string{"qemu-system-x86_64 ", "-accel tcg", "-m 1024M", "-smp 2", "export=disk0,read-only=off", "export=disk1,read-only=on", "bootindex=0"} {
+	for _, want := range []string{"qemu-system-x86_64 ", "-accel tcg", "-m 1024M", "-smp 2", "export=disk0,read-only=off", "export=disk1,read-only=on", "bootindex=0",
+		"-device virtserialport,bus=agent-serial.0,chardev=agent,name=org.qemu.guest_agent.0"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("dry run lacks %q:\n%s", want, r.stdout)
 		}
@@ -50,10 +51,11 @@ func TestRunUsage(t *testing.T) {
 }
 
 // TestRunGuestCLI: vhd run boots a guest that writes its disk through
-// an undo disk; SIGTERM presses its power button, it powers off, and
-// vhd run exits 0 with the console on its standard output. --undo keep
-// leaves the .vud that 'vhd undo status' shows, and the image checks
-// clean.
+// an undo disk; 'vhd ctl PATH undo commit disk0' lands the write in the
+// image while the guest runs; SIGTERM presses its power button, it
+// powers off, and vhd run exits 0 with the console on its standard
+// output. --undo keep leaves the .vud that 'vhd undo status' shows, and
+// the image checks clean.
 func TestRunGuestCLI(t *testing.T) {
 	dir := t.TempDir()
 	img := filepath.Join(dir, "disk.vhd")
@@ -62,8 +64,9 @@ func TestRunGuestCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctl := filepath.Join(dir, "run.ctl")
 	cmd := exec.Command(vhdBin, "run", "--disk", img, "--kernel", kernel, "--initrd", initrd, "--append", testguest.Append,
-		"--accel", "tcg", "--memory", "256M", "--undo", "keep", "--qemu-arg=-no-reboot")
+		"--accel", "tcg", "--memory", "256M", "--undo", "keep", "--qemu-arg=-no-reboot", "--control", ctl)
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
 	out, err := cmd.StdoutPipe()
@@ -90,6 +93,12 @@ func TestRunGuestCLI(t *testing.T) {
 	case <-time.After(4 * time.Minute):
 		t.Fatalf("the guest did not get ready; stderr:\n%s", errb.String())
 	}
+	// The guest's write is on the undo disk; a live undo commit over
+	// the control socket lands it in the image while the guest runs.
+	if st := vhdOK(t, "ctl", ctl, "status").stdout; !strings.Contains(st, "on an undo disk") {
+		t.Errorf("the guest's disk is not shown on its undo disk:\n%s", st)
+	}
+	vhdOK(t, "ctl", ctl, "undo", "commit", "--no-progress", "disk0")
 	cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -103,6 +112,9 @@ func TestRunGuestCLI(t *testing.T) {
 	}
 	if !strings.Contains(errb.String(), "running under tcg") {
 		t.Errorf("vhd run did not say what runs the guest:\n%s", errb.String())
+	}
+	if got := readImage(t, img, 0, 6); string(got) != "hello\n" {
+		t.Errorf("the image does not hold what the undo commit landed: %q", got)
 	}
 	r := vhdOK(t, "undo", "status", img)
 	if !strings.Contains(r.stdout, ".vud") {
