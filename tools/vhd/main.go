@@ -43,6 +43,8 @@ func init() {
 		ctlCmd,
 		runCmd,
 		versionCmd,
+		completionCmd,
+		manCmd,
 		helpCmd,
 	}
 }
