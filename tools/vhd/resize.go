@@ -13,12 +13,16 @@ import (
 
 var resizeCmd = &command{
 	name:    "resize",
-	args:    "--size SIZE [--shrink] [--force] IMAGE",
+	args:    "--size [+|-]SIZE | --to-minimum [--shrink] [--force] IMAGE",
 	summary: "grow (or, when asked, shrink) a fixed or dynamic image",
 	doc: `Sets IMAGE's virtual size. Growing is crash-safe: a dynamic image's new
 metadata (a bigger block table when needed) is written past its end and
 committed by the footer; a fixed image's footer moves. Shrinking needs
---shrink and is refused if the part cut off holds any data. The
+--shrink and is refused if the part cut off holds any data. --size
++SIZE grows by SIZE and --size -SIZE shrinks by SIZE (no --shrink
+needed: the sign asks for it); --to-minimum shrinks to the end of the
+last partition (Resize-VHD -ToMinimumSize; MBR disks: a GPT disk's
+backup table lives in its last sectors). The
 partitions and file systems inside are not touched: grow them from the
 guest. Differencing images take their parent's size, and an image other
 differencing images depend on is refused unless --force.
@@ -26,29 +30,56 @@ differencing images depend on is refused unless --force.
 ` + sizeHelp,
 	setup: func(fs *pflag.FlagSet) runFunc {
 		cf := addChainFlags(fs)
-		var size sizeFlag
-		fs.VarP(&size, "size", "s", "the new virtual size (required)")
+		var size resizeSizeFlag
+		fs.VarP(&size, "size", "s", "the new virtual size, or +SIZE / -SIZE to grow or shrink by that much")
+		toMin := fs.Bool("to-minimum", false, "shrink to the end of the last partition (MBR)")
 		shrink := fs.Bool("shrink", false, "allow a smaller size (only if the part cut off is empty)")
 		force := fs.Bool("force", false, "resize although differencing images depend on IMAGE (they stop opening)")
 		return func(ctx context.Context, e *env, args []string) error {
 			if err := wantArgs(args, "IMAGE"); err != nil {
 				return err
 			}
-			if !size.set {
-				return usageErr("--size is required (for example --size 20G)")
+			if size.set == *toMin {
+				return usageErr("give --size (for example --size 20G or --size +10G) or --to-minimum")
 			}
-			if err := engine.ValidateSize(size.n); err != nil {
+			n, old, err := resizeTarget(args[0], &size, *toMin)
+			if err != nil {
+				return err
+			}
+			if err := engine.ValidateSize(n); err != nil {
 				return usageErr("--size: %v", err)
 			}
-			err := chains.Resize(args[0], size.n, chains.ResizeOptions{Shrink: *shrink, Force: *force, Open: cf.options(false)})
+			allowShrink := *shrink || *toMin || size.sign < 0
+			err = chains.Resize(args[0], n, chains.ResizeOptions{Shrink: allowShrink, Force: *force, Open: cf.options(false)})
 			if errors.Is(err, chains.ErrHasChildren) {
 				return fmt.Errorf("%w (--force resizes anyway, and they stop opening)", err)
 			}
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "%s is now %s (%d bytes)\n", args[0], human(size.n), size.n)
+			fmt.Fprintf(e.stdout, "%s is now %s (was %s)\n", args[0], human(n), human(old))
 			return nil
 		}
 	},
+}
+
+// resizeTarget works out the size asked for from IMAGE's current size
+// and, for --to-minimum, its partition table; it returns the current
+// size too.
+func resizeTarget(path string, size *resizeSizeFlag, toMin bool) (n, old int64, err error) {
+	img, err := engine.Open(path, engine.Options{ReadOnly: true})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer img.Close()
+	old = img.Size()
+	if img.Type() == engine.TypeDifferencing {
+		return old, old, nil // chains.Resize says why not
+	}
+	if toMin {
+		n, err = minimumSize(img)
+	} else {
+		n, err = size.target(old)
+	}
+	return n, old, err
 }
