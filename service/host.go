@@ -51,6 +51,8 @@ type Host struct {
 	removals sync.WaitGroup
 	stopOnce sync.Once
 	stopErr  error
+	// summary is what stopping did (host_summary.go). Guarded by mu.
+	summary StopSummary
 }
 
 type phase int
@@ -295,6 +297,7 @@ func (h *Host) Run(ctx context.Context) error {
 		why, controlErr = "the control socket failed", err
 	}
 	h.log.Info("vhd: stopping", "why", why)
+	h.noteStop(why)
 	// No live change may start or go on while the exports drain.
 	h.stopControl()
 	cancel()
@@ -356,11 +359,19 @@ func (h *Host) teardown() error {
 	removeFiles(sockets)
 	h.removals.Wait()
 	var errs []error
+	unmounted := map[*Export]bool{}
 	for _, ex := range exports {
-		errs = append(errs, h.unmountFUSE(ex))
+		mounted := ex.fuse != nil
+		err := h.unmountFUSE(ex)
+		unmounted[ex] = mounted && err == nil
+		errs = append(errs, err)
 	}
 	for _, ex := range exports {
-		errs = append(errs, closeDisk(ex))
+		err := closeDisk(ex)
+		if err == nil {
+			h.noteClosed(ex, unmounted[ex])
+		}
+		errs = append(errs, err)
 	}
 	h.mu.Lock()
 	h.exports = map[string]*Export{}

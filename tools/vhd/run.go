@@ -150,7 +150,7 @@ func (o *runOptions) parse(fs *pflag.FlagSet) error {
 
 // runGuest runs the guest (or prints its command line) and reports.
 func runGuest(ctx context.Context, e *env, o *runOptions) error {
-	o.cfg.Logger = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	o.cfg.Logger = newUserLog(e.stderr, "run", slog.LevelWarn)
 	o.cfg.Console, o.cfg.ConsoleIn = e.stdout, os.Stdin
 	if o.console != "" {
 		f, err := os.OpenFile(o.console, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)

@@ -101,7 +101,7 @@ flushed and closed. Negotiation must end within --handshake-timeout.
 				return bg.startDetached(ctx, e)
 			}
 			o.stderr = e.stderr
-			log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			log := newUserLog(e.stderr, "serve", slog.LevelWarn)
 			return bg.runAnnouncing(e, func(announce func([]string) error) error {
 				return serve(ctx, o, cf, announce, log)
 			})
@@ -216,7 +216,25 @@ func serve(ctx context.Context, o *serveOptions, cf *chainFlags, announce func([
 	if err := announce(append(lines, "control:"+h.ControlPath())); err != nil {
 		return err
 	}
-	return h.Run(ctx)
+	err = h.Run(ctx)
+	printStopSummary(o.stderr, h.StopSummary())
+	return err
+}
+
+// printStopSummary says what stopping did, so the user who pressed
+// Ctrl-C knows the clients were told and the images are safe.
+func printStopSummary(w io.Writer, s service.StopSummary) {
+	if s.Why == "" {
+		return
+	}
+	parts := []string{fmt.Sprintf("disconnected %s", plural(int(s.Clients), "client"))}
+	if len(s.Closed) > 0 {
+		parts = append(parts, "flushed and closed "+strings.Join(s.Closed, ", "))
+	}
+	if s.FUSE > 0 {
+		parts = append(parts, "unmounted "+plural(s.FUSE, "FUSE mount"))
+	}
+	fmt.Fprintf(w, "vhd serve: %s: %s\n", s.Why, strings.Join(parts, "; "))
 }
 
 // listenControl sets up the control socket: the one given, else the
@@ -316,4 +334,12 @@ func openExport(path string, o *serveOptions, cf *chainFlags) (engine.Disk, erro
 		return c, err
 	}
 	return chains.Open(path, cf.options(o.readOnly))
+}
+
+// plural is "1 client", "2 clients".
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
