@@ -40,6 +40,13 @@ type MountState struct {
 	Log        string    `json:"log,omitempty"`
 	Started    time.Time `json:"started"`
 	FS         []FSMount `json:"filesystems,omitempty"`
+	// Server is "vhd serve" for a mount of a vhd serve --fuse export
+	// (empty for vhd mount's own); Export and Control name the export
+	// and that server's control socket. vhd umount leaves such a mount
+	// to its server.
+	Server  string `json:"server,omitempty"`
+	Export  string `json:"export,omitempty"`
+	Control string `json:"control,omitempty"`
 	// Alive is filled in by the listing, not stored.
 	Alive bool `json:"alive,omitempty"`
 }
@@ -133,6 +140,9 @@ func ListMounts() ([]*MountState, error) {
 		s, err := loadState(path)
 		if err != nil {
 			continue
+		}
+		if _, ok := mounted[s.Mountpoint]; !ok && s.Server != "" {
+			continue // an export its server removed: its file goes at the server's end
 		}
 		if !s.Alive {
 			if _, ok := mounted[s.Mountpoint]; !ok {

@@ -185,6 +185,9 @@ func listMounts(e *env, asJSON bool) error {
 		if !s.Alive {
 			state = "server gone: 'vhd umount' cleans it up"
 		}
+		if s.Server != "" && s.Alive {
+			state += fmt.Sprintf(", %s export %s", s.Server, s.Export)
+		}
 		fmt.Fprintf(e.stdout, "%s  %s  %s  %s\n", s.Mountpoint, s.Image, s.Mode, state)
 		if s.UndoDisk != "" {
 			fmt.Fprintf(e.stdout, "  undo disk %s\n", s.UndoDisk)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -211,6 +212,9 @@ func serve(ctx context.Context, o *serveOptions, cf *chainFlags, announce func([
 	for _, name := range h.ExportNames() {
 		if ex, _ := h.LookupExport(name); ex.Mountpoint != "" {
 			lines = append(lines, "fuse:"+ex.Mountpoint)
+			if err := saveServeMount(h, ex, o); err != nil {
+				return err
+			}
 		}
 	}
 	if err := announce(append(lines, "control:"+h.ControlPath())); err != nil {
@@ -219,6 +223,28 @@ func serve(ctx context.Context, o *serveOptions, cf *chainFlags, announce func([
 	err = h.Run(ctx)
 	printStopSummary(o.stderr, h.StopSummary())
 	return err
+}
+
+// saveServeMount records a --fuse mount where 'vhd mount --list' finds
+// it (service.MountState, Server "vhd serve"); the host removes the file
+// when it stops.
+func saveServeMount(h *service.Host, ex *service.Export, o *serveOptions) error {
+	st := &service.MountState{
+		Mountpoint: ex.Mountpoint, Mode: service.ModeNoUndo, PID: os.Getpid(), Started: time.Now().UTC(),
+		Server: "vhd serve", Export: ex.Name, Control: h.ControlPath(),
+	}
+	for _, a := range o.exports {
+		if a.name == ex.Name {
+			st.Image, _ = filepath.Abs(a.path)
+		}
+	}
+	switch {
+	case o.readOnly:
+		st.Mode = service.ModeReadOnly
+	case o.undo:
+		st.Mode, st.UndoDisk = service.ModeUndo, chains.UndoPath(st.Image)
+	}
+	return h.SaveState(st)
 }
 
 // printStopSummary says what stopping did, so the user who pressed

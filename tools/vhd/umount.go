@@ -64,6 +64,9 @@ as after any crash, every flushed write in place.
 				return err
 			}
 			for _, st := range sts {
+				if err := servedMount(st); err != nil {
+					return err
+				}
 				if (u.commit || u.discard) && st.Mode != service.ModeUndo {
 					return usageErr("%s was mounted %s: there is no undo disk to commit or discard", st.Mountpoint, st.Mode)
 				}
@@ -111,6 +114,16 @@ func isFile(path string, fi os.FileInfo) bool {
 	return err == nil && os.SameFile(other, fi)
 }
 
+// servedMount refuses a live 'vhd serve --fuse' mount: it is its
+// server's to take down, with the NBD export beside it.
+func servedMount(st *service.MountState) error {
+	if st.Server == "" || !st.Alive {
+		return nil
+	}
+	return fmt.Errorf("%s is served by 'vhd serve' (pid %d, export %s) and ends with it: stop that server (Ctrl-C where it runs, or kill %d), or 'vhd ctl %s remove %s'",
+		st.Mountpoint, st.PID, st.Export, st.PID, st.Control, st.Export)
+}
+
 // unmounter takes mounts down and then deals with their undo disks.
 type unmounter struct {
 	e               *env
@@ -125,11 +138,19 @@ func (u *unmounter) all(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if len(list) == 0 {
+	var own []*service.MountState
+	for _, st := range list {
+		if servedMount(st) != nil {
+			fmt.Fprintf(u.e.stderr, "vhd umount: leaving %s to the 'vhd serve' that serves it (pid %d)\n", st.Mountpoint, st.PID)
+			continue
+		}
+		own = append(own, st)
+	}
+	if len(own) == 0 {
 		fmt.Fprintln(u.e.stdout, "nothing is mounted")
 		return nil
 	}
-	return u.each(ctx, list)
+	return u.each(ctx, own)
 }
 
 // each unmounts sts in turn; it stops at nothing but says what failed.

@@ -70,3 +70,39 @@ func TestUmountByImageAndAll(t *testing.T) {
 		t.Errorf("umount IMAGE without --commit/--discard must keep the undo disk: %v", err)
 	}
 }
+
+// TestMountListShowsServeMounts: 'vhd mount --list' lists the FUSE
+// mounts of 'vhd serve --fuse' too, saying whose they are; vhd umount
+// leaves them to their server (naming how to stop it), and they are gone
+// from the list when the server stops.
+func TestMountListShowsServeMounts(t *testing.T) {
+	needFUSE(t)
+	dir := t.TempDir()
+	img, mnt := filepath.Join(dir, "s.vhd"), filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	vhdOK(t, "create", "--size", "8M", img)
+	srv := startServed(t, nil, "--socket", filepath.Join(dir, "nbd.sock"), "--read-only", "--fuse", mnt, img)
+
+	r := vhdOK(t, "mount", "--list")
+	if !strings.Contains(r.stdout, mnt+"  "+img+"  read-only") || !strings.Contains(r.stdout, "vhd serve export s") {
+		t.Fatalf("mount --list does not show the serve --fuse mount:\n%s", r)
+	}
+	var list []service.MountState
+	vhdJSON(t, &list, "mount", "--list", "--json")
+	if len(list) != 1 || list[0].Server != "vhd serve" || list[0].Export != "s" || list[0].Control != srv.control {
+		t.Errorf("mount --list --json: %+v", list)
+	}
+	r = vhdCode(t, exitFailed, "umount", mnt)
+	if !strings.Contains(r.stderr, "served by 'vhd serve' (pid") || !service.IsMounted(mnt) {
+		t.Errorf("umount of a serve --fuse mount:\n%s", r)
+	}
+	r = vhdOK(t, "umount", "--all")
+	if !strings.Contains(r.stderr, "leaving "+mnt) || !service.IsMounted(mnt) {
+		t.Errorf("umount --all and a serve --fuse mount:\n%s", r)
+	}
+	srv.stop(t)
+	if r := vhdOK(t, "mount", "--list"); !strings.Contains(r.stdout, "nothing is mounted") {
+		t.Errorf("the serve mount is still listed after its server stopped:\n%s", r)
+	}
+	checkOK(t, img)
+}
