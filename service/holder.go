@@ -17,7 +17,7 @@ func HolderHint(le *engine.LockedError) string {
 	if le.PID <= 0 {
 		return ""
 	}
-	if st := mountByPID(le.PID); st != nil {
+	if st := mountByPID(le.PID); st != nil && st.Server == "" {
 		return fmt.Sprintf("the mount at %s (pid %d) has it: unmount it first ('vhd umount %s')", st.Mountpoint, le.PID, st.Mountpoint)
 	}
 	args := processArgs(le.PID)

@@ -26,6 +26,9 @@ func addChainFlags(fs *pflag.FlagSet) *chainFlags {
 	fs.StringArrayVar(&c.parentDirs, "parent-dir", nil, "allow parents only inside this folder (repeatable; adds to VHD_PARENT_PATH)")
 	fs.IntVar(&c.maxDepth, "max-depth", chains.DefaultMaxDepth, "refuse chains with more layers than this")
 	fs.BoolVar(&c.acceptModified, "accept-modified-parent", false, "use a parent written after the child was made: right only if its data did not change (else the disk reads a mix of old and new)")
+	for _, n := range []string{"parent-dir", "max-depth", "accept-modified-parent"} {
+		fs.SetAnnotation(n, chainGroup, nil) // help shows them as a group
+	}
 	return c
 }
 

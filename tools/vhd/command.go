@@ -91,7 +91,7 @@ func hint(cmd *command, err error) string {
 	case errors.Is(err, engine.ErrLocked), errors.Is(err, engine.ErrDestinationExists):
 		return "" // the message says what to do
 	case errors.Is(err, fs.ErrNotExist):
-		return "check the path: no such file or folder"
+		return "check the path, and that the file is there"
 	case errors.Is(err, fs.ErrExist):
 		return "choose another name, or remove the file first"
 	case errors.Is(err, fs.ErrPermission), errors.Is(err, unix.EROFS):

@@ -60,15 +60,7 @@ func visibleFlags(c *command) []cliFlag {
 		if f.Hidden {
 			return
 		}
-		name, usage := pflag.UnquoteUsage(f)
-		cf := cliFlag{long: f.Name, short: f.Shorthand, usage: usage}
-		if f.NoOptDefVal == "" {
-			cf.valueName = strings.ToUpper(name)
-			if cf.valueName == "" {
-				cf.valueName = "VALUE"
-			}
-		}
-		flags = append(flags, cf)
+		flags = append(flags, cliFlag{long: f.Name, short: f.Shorthand, usage: f.Usage, valueName: flagValueName(f)})
 	})
 	sort.Slice(flags, func(i, j int) bool { return flags[i].long < flags[j].long })
 	return flags

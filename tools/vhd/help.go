@@ -55,7 +55,7 @@ func printCommandHelp(w io.Writer, cmd *command) {
 	fs := newFlagSet(cmd)
 	fs.BoolP("help", "h", false, "show this help and exit")
 	cmd.setup(fs)
-	fmt.Fprintf(w, "\nFlags:\n%s", fs.FlagUsages())
+	writeFlags(w, fs)
 }
 
 func capitalize(s string) string {

@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -105,6 +107,20 @@ func lookup(name string) *command {
 	return nil
 }
 
+// plainMessage is err's message without the system call Go names
+// ("stat FILE: no such file" reads "FILE: no such file").
+func plainMessage(err error) string {
+	msg := err.Error()
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		switch pe.Op {
+		case "stat", "lstat", "open", "openat":
+			msg = strings.Replace(msg, pe.Op+" "+pe.Path+": ", pe.Path+": ", 1)
+		}
+	}
+	return msg
+}
+
 // report prints err the way a user needs it and returns the exit status.
 func report(ctx context.Context, e *env, cmd *command, err error) int {
 	var ue *usageError
@@ -122,7 +138,7 @@ func report(ctx context.Context, e *env, cmd *command, err error) int {
 		fmt.Fprintf(e.stderr, "vhd %s: interrupted; nothing was left half-done\n", cmd.name)
 		return exitFailed
 	}
-	fmt.Fprintf(e.stderr, "vhd %s: %v\n", cmd.name, err)
+	fmt.Fprintf(e.stderr, "vhd %s: %s\n", cmd.name, plainMessage(err))
 	if h := hint(cmd, err); h != "" {
 		fmt.Fprintf(e.stderr, "  %s\n", h)
 	}
