@@ -53,6 +53,8 @@ type Point struct {
 	UUID engine.UUID
 	// Kept: 'vhd backup end --keep' kept it.
 	Kept bool
+	// Base: the chain's bottom layer, which has no parent to fold into.
+	Base bool
 }
 
 // PointsOf lists the points held in layers (top first).
@@ -65,7 +67,7 @@ func PointsOf(layers []chains.Layer) []Point {
 		}
 		below := layers[i+1]
 		if below.Image.Footer().UUID == u {
-			out = append(out, Point{Path: below.Path, UUID: u, Kept: IsKept(below.Path, u)})
+			out = append(out, Point{Path: below.Path, UUID: u, Kept: IsKept(below.Path, u), Base: i+2 == len(layers)})
 		}
 	}
 	return out

@@ -22,6 +22,7 @@ import (
 //	POST   /v1/exports/{name}/undo/discard -> ExportStatus
 //	GET    /v1/jobs/{id}[?wait=DURATION]   Job (waits up to 30s for its end)
 //	POST   /v1/jobs/{id}/cancel            -> 202 Job
+//	and the backup routes (control_backup_api.go)
 //
 // Every error is {"error": {"code", "message"}} with the code's HTTP
 // status (control_errors.go); a handler that panics answers 500 with
@@ -49,6 +50,7 @@ func (cs *controlServer) routes() http.Handler {
 	route("/v1/exports/{name}/undo/{verb}", map[string]handlerFunc{"POST": cs.postUndo})
 	route("/v1/jobs/{id}", map[string]handlerFunc{"GET": cs.getJob})
 	route("/v1/jobs/{id}/cancel", map[string]handlerFunc{"POST": cs.postCancel})
+	cs.backupRoutes(route)
 	route("/", nil)
 	return mux
 }
