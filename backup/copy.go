@@ -38,7 +38,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // checkpoints (what a crash can make a rerun copy again). Variables for
 // the power-loss test, which wants many checkpoints.
 var (
-	checkpointBytes int64 = 256 << 20
+	checkpointBytes int64 = 64 << 20
 	checkpointEvery       = 2 * time.Second
 )
 

@@ -49,7 +49,7 @@ func ParseURI(s string) (*URI, error) {
 	case "nbds", "nbds+unix":
 		return nil, fmt.Errorf("nbd URI %q: TLS (%s) is not supported by this client; reach the server over a unix socket or plain nbd://", s, u.Scheme)
 	}
-	return nil, fmt.Errorf("nbd URI %q: scheme %q is not nbd, nbd+unix", s, u.Scheme)
+	return nil, fmt.Errorf("nbd URI %q: scheme %q is not one an NBD client dials: write nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH", s, u.Scheme)
 }
 
 // String writes the URI back in the form ParseURI reads.

@@ -41,6 +41,7 @@ func init() {
 		resizeCmd,
 		serveCmd,
 		ctlCmd,
+		backupCmd,
 		runCmd,
 		versionCmd,
 		helpCmd,
