@@ -5,10 +5,8 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 
 	"vhdkit/backup"
@@ -160,12 +158,4 @@ func treeLeaves(t *testing.T, dir string) []string {
 		walk(r)
 	}
 	return leaves
-}
-
-// wait ends a command, failing the test unless it succeeds.
-func waitOK(t *testing.T, cmd *exec.Cmd, out *bytes.Buffer) {
-	t.Helper()
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, out.String())
-	}
 }
