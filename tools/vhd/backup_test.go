@@ -74,7 +74,11 @@ func TestBackupUnderWrites(t *testing.T) {
 	if !bytes.Equal(readBackup(t, full), point1) {
 		t.Fatal("the full backup changed under the incremental")
 	}
-	vhdOK(t, "backup", "end", srv.control, "disk")
+	var end service.BackupEnd
+	vhdJSON(t, &end, "backup", "end", "--json", srv.control, "disk")
+	if end.Point != b2.Point || end.Kept || end.Job == nil || end.Job.State != service.JobSucceeded || end.Job.Layer != b2.Point.Path {
+		t.Errorf("end --json of a point with a parent: %+v, job %+v", end, end.Job)
+	}
 	writer.finish(t)
 	last := lastRecord(t, writer)
 	srv.stop(t)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"time"
 
 	"vhdkit/backup"
 	"vhdkit/engine"
@@ -140,20 +141,38 @@ func backupEnd(ctx context.Context, e *env, o *backupOptions, args []string) err
 	}); err != nil {
 		return x.serverError(err)
 	}
-	if end.Job != nil {
-		if !o.ctl.json {
-			fmt.Fprintf(e.stdout, "backup %s ended; folding point %s into its parent\n", end.Name, end.Point.Path)
-		}
-		return x.follow(ctx, end.Job)
-	}
 	if o.ctl.json {
-		return writeJSON(e, end)
+		return endJSON(ctx, x, end)
+	}
+	if end.Job != nil {
+		fmt.Fprintf(e.stdout, "backup %s ended; folding point %s into its parent\n", end.Name, end.Point.Path)
+		return x.follow(ctx, end.Job)
 	}
 	switch {
 	case end.Kept:
 		fmt.Fprintf(e.stdout, "backup %s ended; point %s kept as a restore point (%s marks it)\n", end.Name, end.Point.Path, backup.KeptPath(end.Point.Path))
 	default:
 		fmt.Fprintf(e.stdout, "backup %s ended; %s\n", end.Name, end.Note)
+	}
+	return nil
+}
+
+// endJSON prints BackupEnd, whose job is followed to its end first
+// (unless --no-wait), so a script reads one shape either way; a fold
+// that failed exits 1 (the JSON says why).
+func endJSON(ctx context.Context, x *ctlRun, end *service.BackupEnd) error {
+	for end.Job != nil && !x.o.noWait && !end.Job.Finished() {
+		j, err := x.client.Job(ctx, end.Job.ID, 10*time.Second)
+		if err != nil {
+			return x.serverError(err)
+		}
+		end.Job = j
+	}
+	if err := writeJSON(x.e, end); err != nil {
+		return err
+	}
+	if end.Job != nil && end.Job.Finished() && end.Job.State != service.JobSucceeded {
+		return exitStatus(exitFailed)
 	}
 	return nil
 }
