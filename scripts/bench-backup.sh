@@ -4,9 +4,11 @@
 # raw file. The disk is a DISK_MIB dynamic VHD holding DATA_MIB of random
 # data; between the two backups CHANGE_MIB are rewritten in 1 MiB pieces
 # at random places. Each round: begin, pull (full), nbdcopy, end; write
-# the changes; begin, pull --since (incremental), nbdcopy, end. Prints a
-# line per measurement (seconds, bytes read from the server, bytes of
-# the file written) and the medians over ROUNDS.
+# the changes; begin, pull --since (incremental), nbdcopy, end. nbdcopy
+# runs twice: as is, and with --flush (its output made durable at the
+# end, as a pull's backup is); the tools take turns at going first.
+# Prints a line per measurement (seconds, bytes the server served to the
+# tool, bytes of the file written) and the medians over ROUNDS.
 #
 # Usage: scripts/bench-backup.sh [WORKDIR]
 # (nbdsh is run as /usr/bin/python3 -m nbd: that python has libnbd.)
@@ -52,26 +54,48 @@ for e in json.load(sys.stdin)['exports']:
         print(e['nbd']['bytes_read'])"
 }
 
-# pull_round KIND OUT [--since PREV]: begin, pull, nbdcopy, end.
-pull_round() {
-  local kind="$1" out="$2"
-  shift 2
-  local uri t0 pulled
-  uri="$("$vhd" backup begin --json "$ctl" disk | python3 -c "import json, sys; print(json.load(sys.stdin)['uris'][0])")"
+# run_pull KIND URI OUT [--since PREV]: vhd backup pull, timed.
+run_pull() {
+  local kind="$1" uri="$2" out="$3" t0 secs before pulled
+  shift 3
+  before="$(served_read)"
   t0="$(now)"
   pulled="$("$vhd" backup pull --json --no-progress --connections "$conns" "$uri" "$out" "$@")"
-  local secs read1 read2
   secs="$(since "$t0")"
-  read1="$(served_read)"
-  [ "$(echo "$pulled" | field read_bytes)" = "$read1" ] || echo "note: pull says it read $(echo "$pulled" | field read_bytes), the server served $read1" >&2
-  printf '%s\tvhd-backup-pull\t%s\t%s\t%s\n' "$kind" "$secs" "$read1" "$(alloc "$out")" | tee -a "$results"
+  printf '%s\tvhd-backup-pull\t%s\t%s\t%s\n' "$kind" "$secs" "$(($(served_read) - before))" "$(alloc "$out")" | tee -a "$results"
+  [ "$(echo "$pulled" | field read_bytes)" = "$(($(served_read) - before))" ] || echo "note: pull's own count differs from the server's" >&2
+}
+
+# run_nbdcopy KIND URI [--flush]: nbdcopy of the export into a raw file
+# (with --flush, made durable at the end, as a pull's backup is).
+run_nbdcopy() {
+  local kind="$1" uri="$2" t0 secs before tool="nbdcopy"
+  shift 2
+  [ $# -gt 0 ] && tool="nbdcopy $*"
   rm -f "$work/copy.raw"
+  before="$(served_read)"
   t0="$(now)"
-  nbdcopy --connections="$conns" "$uri" "$work/copy.raw"
+  nbdcopy --connections="$conns" "$@" "$uri" "$work/copy.raw"
   secs="$(since "$t0")"
-  read2="$(served_read)"
-  printf '%s\tnbdcopy\t%s\t%s\t%s\n' "$kind" "$secs" "$((read2 - read1))" "$(alloc "$work/copy.raw")" | tee -a "$results"
+  printf '%s\t%s\t%s\t%s\t%s\n' "$kind" "$tool" "$secs" "$(($(served_read) - before))" "$(alloc "$work/copy.raw")" | tee -a "$results"
   rm -f "$work/copy.raw"
+}
+
+# pull_round ROUND KIND OUT [--since PREV]: begin; the pull and nbdcopy
+# (plain and --flush), taking turns at going first; end.
+pull_round() {
+  local round="$1" kind="$2" out="$3" uri
+  shift 3
+  uri="$("$vhd" backup begin --json "$ctl" disk | python3 -c "import json, sys; print(json.load(sys.stdin)['uris'][0])")"
+  if [ $((round % 2)) = 0 ]; then
+    run_pull "$kind" "$uri" "$out" "$@"
+    run_nbdcopy "$kind" "$uri"
+    run_nbdcopy "$kind" "$uri" --flush
+  else
+    run_nbdcopy "$kind" "$uri" --flush
+    run_nbdcopy "$kind" "$uri"
+    run_pull "$kind" "$uri" "$out" "$@"
+  fi
   "$vhd" backup end --no-progress "$ctl" disk >/dev/null
 }
 
@@ -89,7 +113,7 @@ for r in $(seq "$rounds"); do
   nbdcopy "$work/fill.raw" "nbd+unix:///disk?socket=$sock"
   rm -f "$work/fill.raw"
 
-  pull_round full "$work/bk/full.vhd"
+  pull_round "$r" full "$work/bk/full.vhd"
   CHANGE_MIB="$change_mib" DISK_MIB="$disk_mib" /usr/bin/python3 -m nbd -u "nbd+unix:///disk?socket=$sock" -c '
 import os, random
 rng = random.Random(7)
@@ -98,7 +122,7 @@ for b in blocks:
     h.pwrite(os.urandom(1 << 20), b << 20)
 h.flush()
 '
-  pull_round incremental "$work/bk/incr.vhd" --since "$work/bk/full.vhd"
+  pull_round "$r" incremental "$work/bk/incr.vhd" --since "$work/bk/full.vhd"
   "$vhd" check "$work/bk/incr.vhd" >/dev/null
 done
 
@@ -112,7 +136,7 @@ for line in open(sys.argv[1]):
     rows.setdefault((kind, tool), []).append((float(secs), int(read), int(file)))
 for (kind, tool), v in rows.items():
     s = sorted(x[0] for x in v)
-    print(f"{kind:12} {tool:16} {statistics.median(s):6.2f} s [{s[0]:.2f}..{s[-1]:.2f}]"
+    print(f"{kind:12} {tool:24} {statistics.median(s):6.2f} s [{s[0]:.2f}..{s[-1]:.2f}]"
           f"  read {statistics.median(x[1] for x in v) / 2**20:7.1f} MiB"
           f"  file {statistics.median(x[2] for x in v) / 2**20:7.1f} MiB")
 EOF
