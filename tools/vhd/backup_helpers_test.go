@@ -21,11 +21,13 @@ import (
 const recordSize = 4096
 
 // recordScript writes record i (its number, big-endian, repeated) at
-// (i-1)*4096 from START+1 on, at queue depth one, flushing every 256,
-// until the file STOP exists; then flushes, reads every record it wrote
+// (i-1)*4096 from START+1 on, at queue depth one, flushing every 256 and
+// pausing 25 ms every 64 (at most about 2500 records a second, so it
+// still writes when a test's later backups are cut), until the file STOP
+// exists or LIMIT records; then flushes, reads every record it wrote
 // back and prints "OK LAST". Any failed request raises: nbdsh exits 1.
 const recordScript = `
-import os, struct, sys
+import os, struct, sys, time
 stop, start, limit = os.environ["STOP"], int(os.environ.get("START", "0")), int(os.environ["LIMIT"])
 seq = start
 def rec(i):
@@ -35,6 +37,8 @@ while not os.path.exists(stop) and seq < limit:
     h.pwrite(rec(seq), (seq - 1) * 4096)
     if seq % 256 == 0:
         h.flush()
+    if seq % 64 == 0:
+        time.sleep(0.025)
 h.flush()
 for i in range(1, seq + 1):
     if h.pread(4096, (i - 1) * 4096) != rec(i):

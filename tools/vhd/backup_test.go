@@ -31,7 +31,7 @@ func TestBackupUnderWrites(t *testing.T) {
 	vhdOK(t, "create", "--size", "1M", spare)
 	root := filepath.Join(t.TempDir(), "fuse")
 	srv := startServed(t, nil, "--socket", filepath.Join(dir, "nbd.sock"), "--fuse", root, base+"=disk", spare+"=spare")
-	writer := startRecords(t, srv.uris[0], 0, 60000)
+	writer := startRecords(t, srv.uris[0], 0, recordLimit)
 	time.Sleep(2 * time.Second)
 
 	b1 := begin(t, srv.control, "disk")
@@ -60,8 +60,8 @@ func TestBackupUnderWrites(t *testing.T) {
 	point2 := readBackup(t, incr)
 	n2 := recordsIn(t, point2, "the incremental with its base")
 	sameAsExport(t, point2, b2.URIs[0], filepath.Join(b2.FUSE, "disk"), "the incremental")
-	if n2 <= n1 {
-		t.Fatalf("no records between the points (%d, %d)", n1, n2)
+	if n2 <= n1 || n2 >= recordLimit {
+		t.Fatalf("records at the points: %d, %d: none between them, or the writer had stopped (at %d) before the second", n1, n2, recordLimit)
 	}
 	want := [][2]int64{{int64(n1) * recordSize, int64(n2) * recordSize}}
 	if len(changed) != 1 || changed[0] != want[0] {
@@ -111,6 +111,10 @@ func TestBackupUnderWrites(t *testing.T) {
 		t.Errorf("images left: %v (want the base, the marker top, spare)", all)
 	}
 }
+
+// recordLimit is where the writer stops if not told to (234 MiB of the
+// 256 MiB disk).
+const recordLimit = 60000
 
 // sameAsExport compares a restored backup with what its export reads,
 // over NBD (nbdcopy) and through its FUSE file.
