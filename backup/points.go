@@ -43,7 +43,7 @@ func FindSince(layers []chains.Layer, want engine.UUID) (Since, error) {
 	if want.IsZero() {
 		return Since{}, nil
 	}
-	return Since{}, fmt.Errorf("point %s: %w (a backup end without --keep folds a point's changes down once the next point is cut, and 'vhd merge' of a marker layer does too): take a full backup", want, ErrNoSuchPoint)
+	return Since{}, fmt.Errorf("point %s: %w (ending the next backup with 'vhd backup end PATH EXPORT' folds them down, unless ended with 'vhd backup end PATH EXPORT --keep', and 'vhd merge' of a marker layer does too): take a full backup", want, ErrNoSuchPoint)
 }
 
 // Point is a point a chain still holds as a layer: a layer whose UUID a

@@ -71,7 +71,7 @@ func foldTarget(b *runningBackup, c *chains.Chain) (*chains.Layer, *APIError) {
 	}
 	p := layers[i+1]
 	if backup.IsKept(p.Path, p.Image.Footer().UUID) {
-		return nil, apiErr(CodeRefused, fmt.Sprintf("the layer under this point, %s, is a restore point an earlier 'vhd backup end --keep' kept: folding into it would change it; end with --keep, or let it go first (remove %s)", layerPath(p), backup.KeptPath(layerPath(p))))
+		return nil, apiErr(CodeRefused, fmt.Sprintf("the layer under this point, %s, is a restore point an earlier 'vhd backup end --keep' kept: folding into it would change it; end with 'vhd backup end PATH %s --keep', or let it go first (remove %s)", layerPath(p), b.export, backup.KeptPath(layerPath(p))))
 	}
 	return &p, nil
 }
