@@ -1,7 +1,6 @@
 package nbdserve
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -13,12 +12,6 @@ const (
 	// minHoleChunk is the smallest zero run a READ sends as a hole
 	// chunk; shorter runs go as data, so replies stay a few chunks.
 	minHoleChunk = 4096
-	// maxDescriptors bounds a BLOCK_STATUS reply; the client asks again
-	// from where the reply stopped.
-	maxDescriptors = 1024
-	// statusWindow is how much of the disk one Extents call covers, which
-	// bounds the memory of one BLOCK_STATUS however long its range.
-	statusWindow = 16 << 20
 )
 
 // flagsFor lists the command flags valid for each command. FUA is
@@ -37,7 +30,7 @@ var (
 	errBadFlags    = errors.New("unknown or inapplicable command flags")
 	errRange       = errors.New("request beyond the end of the export")
 	errTooLong     = errors.New("request longer than the maximum block size")
-	errNoContext   = errors.New("BLOCK_STATUS without the base:allocation context")
+	errNoContext   = errors.New("BLOCK_STATUS without a metadata context (base:allocation, vhdkit:changed)")
 	errZeroLength  = errors.New("zero-length BLOCK_STATUS")
 	errNotFast     = errors.New("zeroing this range is not faster than writing it")
 	errUnknownCmd  = errors.New("unknown command")
@@ -94,7 +87,7 @@ func (c *conn) exec(r *request) (uint32, error) {
 		}
 		err = d.Zero(off, n, mode)
 	case cmdBlockStatus:
-		if !c.metaAlloc {
+		if !c.metaAlloc && !c.metaChanged {
 			return errInval, errNoContext
 		}
 		if n == 0 {
@@ -204,49 +197,6 @@ func (c *conn) statusFlags(s engine.ExtentState) uint32 {
 		}
 	}
 	return 0
-}
-
-// blockStatus builds the base:allocation chunk for [off, off+n): at most
-// maxDescriptors descriptors (one with REQ_ONE), each run of one state
-// merged, read a window at a time so memory stays bounded.
-func (c *conn) blockStatus(r *request, off, n int64) error {
-	limit := maxDescriptors
-	if r.flags&cmdFlagReqOne != 0 {
-		limit = 1
-	}
-	p := binary.BigEndian.AppendUint32(r.status[:0], metaBaseAllocationID)
-	count := 0
-	var lastFlags uint32
-	end := off + n
-outer:
-	for pos := off; pos < end; {
-		w := min(end-pos, statusWindow)
-		ext, err := c.export.Disk.Extents(pos, w)
-		if err != nil {
-			return err
-		}
-		if !covers(ext, pos, w) {
-			return errBadExtents
-		}
-		for _, e := range ext {
-			f := c.statusFlags(e.State)
-			if count > 0 && f == lastFlags {
-				i := len(p) - 8
-				binary.BigEndian.PutUint32(p[i:], binary.BigEndian.Uint32(p[i:])+uint32(e.Len))
-				continue
-			}
-			if count == limit {
-				break outer
-			}
-			p = binary.BigEndian.AppendUint32(p, uint32(e.Len))
-			p = binary.BigEndian.AppendUint32(p, f)
-			count++
-			lastFlags = f
-		}
-		pos += w
-	}
-	r.status = p
-	return nil
 }
 
 // zeroIsFast decides NBD_CMD_FLAG_FAST_ZERO: a zero is fast when it

@@ -31,9 +31,11 @@ type conn struct {
 	noZeroes   bool
 	tlsOn      bool
 	// metaExport is the export the last SET_META_CONTEXT named, and
-	// metaAlloc whether it selected base:allocation.
-	metaExport string
-	metaAlloc  bool
+	// metaAlloc and metaChanged whether it selected base:allocation and
+	// vhdkit:changed.
+	metaExport  string
+	metaAlloc   bool
+	metaChanged bool
 	// tflags are the transmission flags sent to the client.
 	tflags uint16
 

@@ -24,8 +24,9 @@
 // Fixed newstyle only. Options: GO and INFO (replying NBD_INFO_EXPORT,
 // NAME and DESCRIPTION when asked, and BLOCK_SIZE always: minimum 1,
 // preferred 4096, maximum MaxPayload), EXPORT_NAME, LIST, ABORT,
-// STRUCTURED_REPLY, LIST_META_CONTEXT and SET_META_CONTEXT (the one
-// context is base:allocation), and STARTTLS when TLSConfig is set.
+// STRUCTURED_REPLY, LIST_META_CONTEXT and SET_META_CONTEXT (contexts:
+// base:allocation, and vhdkit:changed on an export whose disk is a
+// ChangeLister), and STARTTLS when TLSConfig is set.
 // Anything else gets NBD_REP_ERR_UNSUP; an unknown export name gets
 // NBD_REP_ERR_UNKNOWN (EXPORT_NAME, which cannot carry an error, ends
 // the connection instead). Option data longer than 64 KiB ends the
@@ -79,12 +80,17 @@
 //	              answers) whole blocks with no data below them and
 //	              unallocated parts of blocks. Otherwise it fails at once
 //	              with ENOTSUP, and the client writes the zeros itself.
-//	BLOCK_STATUS  base:allocation from Disk.Extents: holes are HOLE|ZERO
+//	BLOCK_STATUS  a chunk per context selected, base:allocation first.
+//	              base:allocation from Disk.Extents: holes are HOLE|ZERO
 //	              (HOLE alone cannot happen; a bare differencing image's
 //	              holes are reported as data, since they show the
-//	              parent), zero extents ZERO, data 0. At most 1024
-//	              descriptors (one with REQ_ONE); the client asks again
-//	              from where a reply stopped.
+//	              parent), zero extents ZERO, data 0. vhdkit:changed
+//	              from ChangeLister.ChangedExtents: CHANGED (1) where
+//	              the extent was written since the previous backup's
+//	              point, 0 where it reads as it did then (changes.go).
+//	              At most 1024 descriptors per context (one with
+//	              REQ_ONE); the client asks again from where a chunk
+//	              stopped.
 //	CACHE         a hint; succeeds without doing anything.
 //	DISC          stop reading, finish what was read, flush, close.
 //

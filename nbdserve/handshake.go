@@ -144,7 +144,7 @@ func (c *conn) choose(e *Export) {
 	c.tflags = c.transmissionFlags(e)
 	// BLOCK_STATUS needs the meta context set for this very export.
 	if c.metaExport != e.Name {
-		c.metaAlloc = false
+		c.metaAlloc, c.metaChanged = false, false
 	}
 }
 
@@ -199,7 +199,7 @@ func (c *conn) startTLS(data []byte) error {
 	}
 	c.nc, c.br, c.tlsOn = tc, bufio.NewReaderSize(tc, 64<<10), true
 	// Nothing negotiated before TLS survives it.
-	c.structured, c.metaExport, c.metaAlloc = false, "", false
+	c.structured, c.metaExport, c.metaAlloc, c.metaChanged = false, "", false, false
 	return nil
 }
 
@@ -289,14 +289,15 @@ func infoString(typ uint16, s string) []byte {
 	return b
 }
 
-// metaContext answers LIST_META_CONTEXT and SET_META_CONTEXT. The one
-// context served is base:allocation.
+// metaContext answers LIST_META_CONTEXT and SET_META_CONTEXT. The
+// contexts served are base:allocation and, on an export whose disk lists
+// changes (ChangeLister), vhdkit:changed.
 //
 //	0  export name length (4)  4  name  +0  query count (4)  then per query: length (4), query
 func (c *conn) metaContext(opt uint32, data []byte) error {
 	if opt == optSetMetaContext {
 		// SET replaces the selection even when it fails.
-		c.metaExport, c.metaAlloc = "", false
+		c.metaExport, c.metaAlloc, c.metaChanged = "", false, false
 	}
 	if !c.structured {
 		return c.optError(opt, repErrInvalid, "negotiate structured replies first")
@@ -325,29 +326,43 @@ func (c *conn) metaContext(opt uint32, data []byte) error {
 	if !found {
 		return c.optError(opt, repErrUnknown, fmt.Sprintf("no export named %q", name))
 	}
-	match := false
-	for _, q := range queries {
-		if q == metaBaseAllocation || (opt == optListMetaContext && q == "base:") {
-			match = true
+	alloc, changed := contextsFor(e, opt, queries)
+	for _, m := range []struct {
+		on   bool
+		id   uint32
+		name string
+	}{{alloc, metaBaseAllocationID, metaBaseAllocation}, {changed, metaChangedID, metaChangedName}} {
+		if !m.on {
+			continue
 		}
-	}
-	if opt == optListMetaContext && len(queries) == 0 {
-		match = true
-	}
-	if match {
-		var b [4 + len(metaBaseAllocation)]byte
+		b := make([]byte, 4+len(m.name))
 		if opt == optSetMetaContext {
-			binary.BigEndian.PutUint32(b[:], metaBaseAllocationID)
+			binary.BigEndian.PutUint32(b, m.id)
 		}
-		copy(b[4:], metaBaseAllocation)
-		if err := c.optReply(opt, repMetaContext, b[:]); err != nil {
+		copy(b[4:], m.name)
+		if err := c.optReply(opt, repMetaContext, b); err != nil {
 			return err
 		}
 	}
 	if opt == optSetMetaContext {
-		c.metaExport, c.metaAlloc = e.Name, match
+		c.metaExport, c.metaAlloc, c.metaChanged = e.Name, alloc, changed
 	}
 	return c.optReply(opt, repAck, nil)
+}
+
+// contextsFor says which contexts queries select on export e:
+// base:allocation always exists, vhdkit:changed only where the disk can
+// list changes. SET takes exact names; LIST also a namespace ("base:",
+// "vhdkit:") and no query at all (every context the export has).
+func contextsFor(e *Export, opt uint32, queries []string) (alloc, changed bool) {
+	list := opt == optListMetaContext
+	changed = list && len(queries) == 0
+	alloc = changed
+	for _, q := range queries {
+		alloc = alloc || q == metaBaseAllocation || (list && q == "base:")
+		changed = changed || q == metaChangedName || (list && q == "vhdkit:")
+	}
+	return alloc, changed && offersChanged(e)
 }
 
 // takeString reads a 32-bit length and that many bytes, at most

@@ -31,12 +31,14 @@ type request struct {
 	buf     []byte
 	charged int64
 
-	// chunks describe a structured READ reply; status is a BLOCK_STATUS
-	// payload. Both are reused across requests.
-	chunks []chunk
-	status []byte
-	hdrs   []byte
-	bufs   [][]byte
+	// chunks describe a structured READ reply; status and changed are
+	// a BLOCK_STATUS reply's base:allocation and vhdkit:changed payloads
+	// (status also an error chunk's). All are reused across requests.
+	chunks  []chunk
+	status  []byte
+	changed []byte
+	hdrs    []byte
+	bufs    [][]byte
 }
 
 // chunk is a piece of a structured READ reply: data from buf at
@@ -48,7 +50,7 @@ type chunk struct {
 }
 
 func (r *request) reset() {
-	*r = request{chunks: r.chunks[:0], status: r.status[:0], hdrs: r.hdrs[:0], bufs: r.bufs[:0]}
+	*r = request{chunks: r.chunks[:0], status: r.status[:0], changed: r.changed[:0], hdrs: r.hdrs[:0], bufs: r.bufs[:0]}
 }
 
 // transmit reads requests and hands each to a goroutine of its own,
@@ -315,7 +317,7 @@ func (c *conn) buildReply(r *request, errno uint32) {
 			r.buildChunks()
 		}
 	case cmdBlockStatus:
-		r.buildChunk(replyFlagDone, replyBlockStatus, r.status)
+		r.buildStatusChunks()
 	default:
 		r.buildSimple(0, nil)
 	}
@@ -354,6 +356,23 @@ func (r *request) buildChunk(flags, typ uint16, payload []byte) {
 	r.bufs = append(r.bufs, h)
 	if len(payload) > 0 {
 		r.bufs = append(r.bufs, payload)
+	}
+}
+
+// buildStatusChunks lays out a BLOCK_STATUS reply: a chunk per selected
+// context (blockStatus filled their payloads), the last one done.
+func (r *request) buildStatusChunks() {
+	if cap(r.hdrs) < 2*chunkHdrSize {
+		r.hdrs = make([]byte, 0, 2*chunkHdrSize)
+	}
+	switch {
+	case len(r.status) > 0 && len(r.changed) > 0:
+		r.buildChunk(0, replyBlockStatus, r.status)
+		r.buildChunk(replyFlagDone, replyBlockStatus, r.changed)
+	case len(r.changed) > 0:
+		r.buildChunk(replyFlagDone, replyBlockStatus, r.changed)
+	default:
+		r.buildChunk(replyFlagDone, replyBlockStatus, r.status)
 	}
 }
 

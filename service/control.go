@@ -59,6 +59,8 @@ type controlServer struct {
 	// busy maps an export to the live operation running on it (what,
 	// and its job's id if it is one). Guarded by mu.
 	busy map[string]busyOp
+	// backups are the backups running (control_backup.go).
+	backups backupTable
 
 	stopOnce sync.Once
 }

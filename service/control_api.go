@@ -23,6 +23,7 @@ import (
 //	GET    /v1/jobs/{id}[?wait=DURATION]   Job (waits up to 30s for its end)
 //	POST   /v1/jobs/{id}/cancel            -> 202 Job
 //	GET    /v1/vm, POST /v1/vm/{verb}      the guest of a vhd run (control_vm.go)
+//	and the backup routes (control_backup_api.go)
 //
 // Every error is {"error": {"code", "message"}} with the code's HTTP
 // status (control_errors.go); a handler that panics answers 500 with
@@ -51,6 +52,7 @@ func (cs *controlServer) routes() http.Handler {
 	route("/v1/jobs/{id}", map[string]handlerFunc{"GET": cs.getJob})
 	route("/v1/jobs/{id}/cancel", map[string]handlerFunc{"POST": cs.postCancel})
 	cs.vmRoutes(mux) // control_vm.go: a vhd run's guest
+	cs.backupRoutes(route)
 	route("/", nil)
 	return mux
 }

@@ -25,6 +25,8 @@ type Status struct {
 	// Jobs are the jobs running and the last ones that ended, oldest
 	// first.
 	Jobs []Job `json:"jobs"`
+	// Backups are the backups running (vhd backup), by export.
+	Backups []Backup `json:"backups"`
 }
 
 // ExportStatus describes one export.

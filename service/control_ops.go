@@ -193,7 +193,8 @@ func (cs *controlServer) exportStatus(ex *Export) ExportStatus {
 		Layers: []string{}, ReadOnly: ex.Disk.ReadOnly(), Undo: ex.Undo, ViewOf: ex.ViewOf,
 		FUSE: ex.Mountpoint, Job: cs.busyJob(ex.Name),
 	}
-	if c, ok := ex.Disk.(*chains.Chain); ok {
+	// A chain, or a view wrapped to list its changes (a backup's).
+	if c, ok := ex.Disk.(interface{ Layers() []chains.Layer }); ok {
 		for _, l := range c.Layers() {
 			st.Layers = append(st.Layers, layerPath(l))
 		}
@@ -206,7 +207,7 @@ func (cs *controlServer) exportStatus(ex *Export) ExportStatus {
 
 // status describes everything served.
 func (cs *controlServer) status() Status {
-	st := Status{PID: os.Getpid(), Control: cs.path, Exports: []ExportStatus{}, FUSEMounts: []string{}, Jobs: cs.jobs.list()}
+	st := Status{PID: os.Getpid(), Control: cs.path, Exports: []ExportStatus{}, FUSEMounts: []string{}, Jobs: cs.jobs.list(), Backups: cs.runningBackups()}
 	for _, name := range cs.host.ExportNames() {
 		ex, ok := cs.host.LookupExport(name)
 		if !ok {

@@ -23,6 +23,7 @@ import (
 //	  nbd: 2 clients (5 in all), 1200 requests (0 failed), read 12 MiB, written 3 MiB
 //	  latency: p50 0.12 ms, p90 0.4 ms, p99 2.1 ms, max 30 ms
 //	job 3: merge of /srv/top.vhd (export disk): running, 42% (12 MiB of 30 MiB)
+//	backup disk-backup of export disk: point /srv/top.vhd (UUID ...), crash-consistent, full, begun ...
 
 func printStatus(w io.Writer, st *service.Status) {
 	fmt.Fprintf(w, "server pid %d, control socket %s\n", st.PID, st.Control)
@@ -34,6 +35,9 @@ func printStatus(w io.Writer, st *service.Status) {
 	}
 	for i := range st.Jobs {
 		fmt.Fprintf(w, "job %d: %s\n", st.Jobs[i].ID, jobLine(&st.Jobs[i]))
+	}
+	for i := range st.Backups {
+		fmt.Fprintln(w, backupLine(&st.Backups[i]))
 	}
 }
 

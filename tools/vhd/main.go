@@ -43,6 +43,7 @@ func init() {
 		resizeCmd,
 		serveCmd,
 		ctlCmd,
+		backupCmd,
 		runCmd,
 		versionCmd,
 		completionCmd,

@@ -56,7 +56,8 @@ A control socket (--control PATH, default $XDG_RUNTIME_DIR/vhdkit/
 serve-PID.ctl, or /run/vhdkit/serve-PID.ctl as root, else vhd's private
 folder; printed as control:PATH) lets 'vhd ctl' change the exports
 while they are served: snapshot, merge, undo commit and discard, add and
-remove exports, read-only views of frozen layers (see 'vhd help ctl').
+remove exports, read-only views of frozen layers (see 'vhd help ctl');
+'vhd backup' takes consistent backups of the exports through it.
 Only the user who started vhd serve may use it.
 
 With --tls-cert and --tls-key, TLS is required of every client; with
