@@ -161,5 +161,10 @@ func removeMergeFiles(child, target string) error {
 		}
 		reachPoint("remove:merge-file")
 	}
+	// What a process killed while rewriting one of them left: garbage
+	// (never renamed into place), which the merge's end takes along.
+	for _, p := range []string{markPath(target), journalPath(child)} {
+		os.Remove(p + ".tmp")
+	}
 	return nil
 }
