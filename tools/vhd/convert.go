@@ -36,6 +36,13 @@ or an interrupt (Ctrl-C) the temporary file is removed. An existing DST
 is refused unless --force (and never replaced if it is a device, or in
 use by another vhd process).
 
+--onto-device restores onto a block device instead (with --to raw): DST
+must be a block device at least as large as SRC, not mounted or claimed
+by another program (it is opened exclusively). Its first SRC-size bytes
+are overwritten in place, holes and zeros included; nothing past them
+is touched. There is no temporary copy: an interrupted restore leaves
+the device partly written, and says so.
+
 ` + sizeHelp + "\n\n" + chainHelp,
 	setup: func(fs *pflag.FlagSet) runFunc {
 		to := fs.StringP("to", "O", "", "output format: raw, fixed or dynamic (required)")
@@ -44,6 +51,7 @@ use by another vhd process).
 		fs.Var(&bs, "block-size", "block size of a dynamic DST (default 2M)")
 		fs.Var(&align, "align", "round DST's size up to a whole multiple of SIZE, e.g. 1M")
 		force := fs.Bool("force", false, "replace DST if it exists")
+		onto := fs.Bool("onto-device", false, "DST is a block device to restore onto, in place (with --to raw): its contents up to SRC's size are overwritten")
 		fs.Bool("progress", true, "show a progress bar on stderr when it is a terminal")
 		noProgress := fs.Bool("no-progress", false, "never show a progress bar")
 		asJSON := fs.Bool("json", false, "print {source, source_type, source_size, destination, format, virtual_size, data_written, zeros_skipped, replaced} as JSON")
@@ -83,6 +91,9 @@ use by another vhd process).
 				if err := chains.RefuseReplace(args[1], cf.options(true).ParentDirs); err != nil {
 					return err
 				}
+			}
+			if *onto {
+				return restoreOntoDevice(ctx, e, args[0], args[1], opts, bar, *asJSON)
 			}
 			res, err := engine.Convert(ctx, args[0], args[1], opts)
 			if bar != nil {
