@@ -62,6 +62,12 @@ func (p *ReadyPipe) Fail(err error) {
 	p.send(readyMsg{Error: err.Error()})
 }
 
+// FailWith says why, in the words the server would print (its message
+// and what to do), which the starter prints as its own error.
+func (p *ReadyPipe) FailWith(text string) {
+	p.send(readyMsg{Error: text})
+}
+
 // send writes the one message and closes the pipe; later calls do
 // nothing.
 func (p *ReadyPipe) send(m readyMsg) {

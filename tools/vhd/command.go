@@ -83,7 +83,7 @@ func wantArgs(args []string, names ...string) error {
 }
 
 // hint says what to do about err, when its message does not already.
-func hint(cmd *command, err error) string {
+func hint(cmdName string, err error) string {
 	var le *engine.LockedError
 	switch {
 	case errors.As(err, &le):
@@ -98,7 +98,7 @@ func hint(cmd *command, err error) string {
 		return "check the permissions of the file and its folder (or run as a user who may write there)"
 	case errors.Is(err, unix.ENOSPC):
 		return "free some space on the destination's file system, or write elsewhere"
-	case errors.Is(err, engine.ErrCorrupt) && cmd.name == "repair":
+	case errors.Is(err, engine.ErrCorrupt) && cmdName == "repair":
 		return "the damage needs more than a safe repair: copy what can still be read with 'vhd convert', or restore the image from a backup"
 	case errors.Is(err, engine.ErrCorrupt):
 		return "the image is damaged: 'vhd check IMAGE' lists the problems and 'vhd repair IMAGE' fixes those it can safely"

@@ -122,6 +122,16 @@ func plainMessage(err error) string {
 	return msg
 }
 
+// userText is err as the user reads it: the message, and on a second
+// line what to do about it when the message does not say.
+func userText(cmdName string, err error) string {
+	text := plainMessage(err)
+	if h := hint(cmdName, err); h != "" {
+		text += "\n  " + h
+	}
+	return text
+}
+
 // report prints err the way a user needs it and returns the exit status.
 func report(ctx context.Context, e *env, cmd *command, err error) int {
 	var ue *usageError
@@ -139,9 +149,6 @@ func report(ctx context.Context, e *env, cmd *command, err error) int {
 		fmt.Fprintf(e.stderr, "vhd %s: interrupted; nothing was left half-done\n", cmd.name)
 		return exitFailed
 	}
-	fmt.Fprintf(e.stderr, "vhd %s: %s\n", cmd.name, plainMessage(err))
-	if h := hint(cmd, err); h != "" {
-		fmt.Fprintf(e.stderr, "  %s\n", h)
-	}
+	fmt.Fprintf(e.stderr, "vhd %s: %s\n", cmd.name, userText(cmd.name, err))
 	return exitFailed
 }

@@ -145,7 +145,7 @@ func serveMount(ctx context.Context, e *env, req service.MountRequest, readyFD i
 		}
 	}, logger)
 	if err != nil {
-		pipe.Fail(err)
+		pipe.FailWith(userText("mount", err))
 	}
 	return err
 }

@@ -84,7 +84,7 @@ func (b *serveBackground) runAnnouncing(e *env, serveFn func(announce func([]str
 		service.RemovePIDFile(b.pidFile)
 	}
 	if err != nil {
-		pipe.Fail(err)
+		pipe.FailWith(userText("serve", err))
 		return err
 	}
 	if b.log != "" {
