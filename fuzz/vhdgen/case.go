@@ -40,6 +40,9 @@ func (c Case) Build() (*Built, error) {
 	b := &Built{Case: c, Files: files}
 	if c.Mutation != nil {
 		b.Applied = c.Mutation.Apply(files, c.Layers, lays)
+		if !b.Applied {
+			b.Case.Mutation = nil // an edit that does not apply is no part of the case
+		}
 	}
 	v, err := Decode(files[0], b.lookup)
 	switch {

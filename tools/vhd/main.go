@@ -42,6 +42,7 @@ func init() {
 		serveCmd,
 		ctlCmd,
 		runCmd,
+		fuzzCmd,
 		versionCmd,
 		helpCmd,
 	}
