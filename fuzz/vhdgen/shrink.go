@@ -133,7 +133,11 @@ func (c Case) simpler(k int) []Case {
 	}
 	try(func(l *Layer) bool { r := l.Junk; l.Junk = false; return r })
 	try(func(l *Layer) bool { r := l.ExtraEntries > 0; l.ExtraEntries = 0; return r })
-	try(func(l *Layer) bool { r := len(l.Locators) > 1; l.Locators = l.Locators[:min(1, len(l.Locators))]; return r })
+	try(func(l *Layer) bool {
+		r := len(l.Locators) > 1
+		l.Locators = l.Locators[:min(1, len(l.Locators))]
+		return r
+	})
 	try(func(l *Layer) bool { r := !slices.IsSorted(l.Blocks); slices.Sort(l.Blocks); return r })
 	try(func(l *Layer) bool { r := l.Short; l.Short = false; return r })
 	return out
