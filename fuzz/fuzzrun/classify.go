@@ -24,6 +24,9 @@ type Finding struct {
 	// Signature identifies the defect, not the case: findings with one
 	// signature are one finding.
 	Signature string `json:"signature"`
+	// others are the other byte mismatches of the case, by signature:
+	// a smaller case keeps a finding if it shows it anywhere.
+	others map[string]*Finding
 }
 
 // expecter is a target with documented, deliberate deviations from the
@@ -38,16 +41,16 @@ func Classify(t Target, b *vhdgen.Built, o Observation) *Finding {
 	shape := shapeOf(b)
 	switch {
 	case o.Crash != "":
-		return &Finding{KindCrash, o.Crash + " (" + o.Why + ")", KindCrash + "|" + normalise(o.Crash)}
+		return newFinding(KindCrash, o.Crash+" ("+o.Why+")", KindCrash+"|"+normalise(o.Crash))
 	case o.Hang:
-		return &Finding{KindHang, o.Why, KindHang + "|" + shape}
+		return newFinding(KindHang, o.Why, KindHang+"|"+shape)
 	case b.View == nil && !o.Refused:
 		m := b.Case.Mutation
-		return &Finding{KindAcceptedInvalid, fmt.Sprintf("read an image that must be refused: %s", b.Refusal), KindAcceptedInvalid + "|" + m.Name}
+		return newFinding(KindAcceptedInvalid, fmt.Sprintf("read an image that must be refused: %s", b.Refusal), KindAcceptedInvalid+"|"+m.Name)
 	case b.View == nil:
 		return nil
 	case o.Refused:
-		return &Finding{KindRefusedValid, "refused a valid image (" + b.Case.Describe() + "): " + o.Why, KindRefusedValid + "|" + normalise(o.Why)}
+		return newFinding(KindRefusedValid, "refused a valid image ("+b.Case.Describe()+"): "+o.Why, KindRefusedValid+"|"+normalise(o.Why))
 	}
 	size, raw := b.View.Size, b.View.Raw
 	if e, ok := t.(expecter); ok {
@@ -55,24 +58,46 @@ func Classify(t Target, b *vhdgen.Built, o Observation) *Finding {
 	}
 	switch {
 	case o.Size >= 0 && o.Size != size:
-		return &Finding{KindMismatch, fmt.Sprintf("size %d, the reference says %d (%s)", o.Size, size, b.Case.Describe()), KindMismatch + "|size|" + sizeSource(b, o.Size)}
+		return newFinding(KindMismatch, fmt.Sprintf("size %d, the reference says %d (%s)", o.Size, size, b.Case.Describe()), KindMismatch+"|size|"+sizeSource(b, o.Size))
 	case o.Type != "" && o.Type != b.View.Type:
-		return &Finding{KindMismatch, fmt.Sprintf("type %s, the reference says %s", o.Type, b.View.Type), KindMismatch + "|type|" + b.View.Type + ">" + o.Type}
+		return newFinding(KindMismatch, fmt.Sprintf("type %s, the reference says %s", o.Type, b.View.Type), KindMismatch+"|type|"+b.View.Type+">"+o.Type)
 	case o.Raw != nil && int64(len(o.Raw)) != size:
-		return &Finding{KindMismatch, fmt.Sprintf("read %d bytes of a %d-byte disk", len(o.Raw), size), KindMismatch + "|length|" + shape}
+		return newFinding(KindMismatch, fmt.Sprintf("read %d bytes of a %d-byte disk", len(o.Raw), size), KindMismatch+"|length|"+shape)
 	}
 	if o.Raw == nil || raw == nil {
 		return nil
 	}
+	var first *Finding
 	for s := int64(0); s*vhdgen.SectorSize < size; s++ {
 		lo, hi := s*vhdgen.SectorSize, (s+1)*vhdgen.SectorSize
-		if string(o.Raw[lo:hi]) != string(raw[lo:hi]) {
-			where := whereFrom(b.View, s)
-			return &Finding{KindMismatch, fmt.Sprintf("bytes differ at sector %d (offset %#x), where the disk holds %s (%s)", s, lo, where, b.Case.Describe()),
-				KindMismatch + "|bytes|" + where}
+		if string(o.Raw[lo:hi]) == string(raw[lo:hi]) {
+			continue
+		}
+		where := whereFrom(b.View, s)
+		sig := KindMismatch + "|bytes|" + where
+		detail := fmt.Sprintf("bytes differ at sector %d (offset %#x), where the disk holds %s; the target read %s (%s)",
+			s, lo, where, whatRead(o.Raw[lo:hi]), b.Case.Describe())
+		if first == nil {
+			first = newFinding(KindMismatch, detail, sig)
+			first.others = map[string]*Finding{}
+		}
+		if _, ok := first.others[sig]; !ok {
+			first.others[sig] = newFinding(KindMismatch, detail, sig)
 		}
 	}
-	return nil
+	return first
+}
+
+// showing is f, or the other defect of signature sig f's case also
+// shows (a byte mismatch of another kind further on); nil if neither.
+func (f *Finding) showing(sig string) *Finding {
+	switch {
+	case f == nil:
+		return nil
+	case f.Signature == sig:
+		return f
+	}
+	return f.others[sig]
 }
 
 // whereFrom says what the reference read sector s from: what tells one
@@ -82,6 +107,8 @@ func whereFrom(v *vhdgen.View, s int64) string {
 	switch {
 	case f.Layer == 0 && v.Layers == 1:
 		return "the image's own data"
+	case f.Layer == 0 && f.Partial:
+		return "the top layer's data in a partly written block"
 	case f.Layer == 0:
 		return "the top layer's data"
 	case f.Layer > 0 && f.Partial:
@@ -105,7 +132,7 @@ func shapeOf(b *vhdgen.Built) string {
 
 var (
 	numbers = regexp.MustCompile(`0x[0-9a-fA-F]+|\d+`)
-	paths   = regexp.MustCompile(`'[^']*'|"[^"]*"|/\S+`)
+	paths   = regexp.MustCompile(`'[^']*'|"[^"]*"|\S*/\S*`)
 )
 
 // normalise strips what varies between cases from a message (paths,
@@ -130,4 +157,17 @@ func sizeSource(b *vhdgen.Built, got int64) string {
 		return "the CHS geometry"
 	}
 	return "neither the current size nor the geometry"
+}
+
+func newFinding(kind, detail, sig string) *Finding {
+	return &Finding{Kind: kind, Detail: detail, Signature: sig}
+}
+
+func whatRead(sec []byte) string {
+	for _, c := range sec {
+		if c != 0 {
+			return "other bytes"
+		}
+	}
+	return "zeros"
 }

@@ -35,7 +35,7 @@ func (r *runner) minimise(ctx context.Context, b *vhdgen.Built, f *Finding, work
 			if err != nil {
 				continue
 			}
-			if vf := Classify(r.cfg.Target, vb, vo); vf != nil && vf.Signature == f.Signature {
+			if vf := Classify(r.cfg.Target, vb, vo).showing(f.Signature); vf != nil {
 				b, f, cmds, shrunk, improved = vb, vf, vo.Commands, true, true
 				break
 			}

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"vhdkit/fuzz/vhdgen"
@@ -34,7 +35,7 @@ func NewTarget(spec, vhdBin string, timeout time.Duration, stdoutRaw bool) (Targ
 	if !strings.Contains(spec, "{}") {
 		return nil, fmt.Errorf("target %q is not qemu-img, vhdiinfo, vhdimount or vhd, and has no {} for the image: write it as 'CMD ARGS {}'", spec)
 	}
-	return &userCmd{spec: spec, argv: strings.Fields(spec), timeout: timeout, stdoutRaw: stdoutRaw}, nil
+	return &userCmd{spec: spec, timeout: timeout, stdoutRaw: stdoutRaw}, nil
 }
 
 // qemuImg reads with QEMU's vpc driver: info for the size, convert to raw
@@ -155,11 +156,12 @@ func (t *vhdSelf) Read(ctx context.Context, top, work string) Observation {
 	return o
 }
 
-// userCmd is any command: exit status 0 accepts the image, another
-// refuses it; with stdoutRaw, what it prints is the raw disk.
+// userCmd is any command, run by sh with {} replaced by the image's
+// quoted path: exit status 0 accepts the image, another refuses it, 129
+// to 159 (a shell's report of a child killed by signal 1 to 31) or a
+// signal is a crash; with stdoutRaw, what it prints is the raw disk.
 type userCmd struct {
 	spec      string
-	argv      []string
 	timeout   time.Duration
 	stdoutRaw bool
 }
@@ -169,11 +171,11 @@ func (t *userCmd) Version() string { return "" }
 
 func (t *userCmd) Read(ctx context.Context, top, work string) Observation {
 	o := Observation{Size: -1}
-	argv := make([]string, len(t.argv))
-	for i, a := range t.argv {
-		argv[i] = strings.ReplaceAll(a, "{}", top)
-	}
+	argv := []string{"sh", "-c", strings.ReplaceAll(t.spec, "{}", shellQuote(top))}
 	r := run(ctx, t.timeout, argv)
+	if r.crash == "" && r.exit > 128 && r.exit < 160 {
+		r.crash = fmt.Sprintf("killed by signal %s", syscall.Signal(r.exit-128))
+	}
 	if !o.record(argv, r) {
 		return o
 	}
@@ -182,6 +184,8 @@ func (t *userCmd) Read(ctx context.Context, top, work string) Observation {
 	}
 	return o
 }
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // expect applies QEMU 7.2's sizing (block/vpc.c): the CHS product unless
 // the creator is one QEMU knows to use the current size ("win ", "qem2",

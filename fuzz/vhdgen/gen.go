@@ -68,6 +68,10 @@ func randomSize(rng *rand.Rand) int64 {
 	return SectorSize * int64(1+rng.IntN(8192))
 }
 
+// pastTimestamp is 2025-01-01 in VHD time: timestamps are before it (a
+// later one is in the future on some clocks, a warning of its own).
+const pastTimestamp = 788918400
+
 var (
 	creators = []string{"win ", "vpc ", "qemu", "qem2", "tap\x00", "d2v ", "CTXS", "vbox", "vs  ", "\x00\x00\x00\x00"}
 	hostOSes = []string{"Wi2k", "Mac ", "\x00\x00\x00\x00", "Linu"}
@@ -77,7 +81,7 @@ var (
 func newLayer(rng *rand.Rand, name string, typ int, size int64) Layer {
 	l := Layer{Name: name, Type: typ, Size: size, Salt: rng.Uint32(),
 		Creator: creators[rng.IntN(len(creators))], HostOS: hostOSes[rng.IntN(len(hostOSes))],
-		Geometry: geometryQuirk(rng, size), Timestamp: rng.Uint32()}
+		Geometry: geometryQuirk(rng, size), Timestamp: rng.Uint32N(pastTimestamp)}
 	for i := range l.UUID {
 		l.UUID[i] = byte(rng.Uint32())
 	}

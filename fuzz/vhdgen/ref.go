@@ -24,8 +24,8 @@ type View struct {
 // SectorSource is where the reference found a sector.
 type SectorSource struct {
 	Layer int8 // the layer that stores it, -1 none (zeros)
-	// Partial: the top layer allocated the sector's block but did not
-	// write the sector (its bitmap bit is clear) while writing others.
+	// Partial: the top layer's block that holds the sector is partly
+	// written: some of its sectors' bitmap bits are set, some clear.
 	Partial bool
 }
 

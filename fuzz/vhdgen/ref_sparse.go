@@ -187,16 +187,16 @@ func (sp *refSparse) read(f *File, size int64, parent *View) ([]byte, []SectorSo
 		start := int64(b) * sp.blockSize
 		n := min(sp.blockSize, size-start)
 		data := f.Bytes(at+sp.bitmap, n)
-		written := false
+		written := 0
 		for s := range n / SectorSize {
 			if bitmap[s/8]&(0x80>>(s%8)) != 0 {
 				copy(raw[start+s*SectorSize:], data[s*SectorSize:(s+1)*SectorSize])
 				here[start/SectorSize+s] = true
-				written = true
+				written++
 			}
 		}
 		for s := range n / SectorSize {
-			from[start/SectorSize+s].Partial = written && !here[start/SectorSize+s]
+			from[start/SectorSize+s].Partial = written > 0 && int64(written) < n/SectorSize
 		}
 	}
 	for i := range from {

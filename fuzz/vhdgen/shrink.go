@@ -5,24 +5,32 @@ import (
 	"slices"
 )
 
-// Shrinks lists smaller variants of c, biggest cuts first: a layer
-// dropped, the disk halved, a block dropped, half a layer's sectors
-// unwritten, quirks undone. Minimising keeps the first variant that
-// still shows a finding and asks again, until none does.
+// Shrinks lists smaller variants of c, biggest cuts first: the disk
+// halved, a layer dropped, half a layer's blocks dropped, its block size
+// halved, half its sectors unwritten, then single blocks and quirks.
+// Minimising keeps the first variant that still shows a finding and asks
+// again, until none does.
 func (c Case) Shrinks() []Case {
 	var out []Case
+	if v, ok := c.halve(); ok {
+		out = append(out, v)
+	}
 	for k := range c.Layers {
 		if v, ok := c.dropLayer(k); ok {
 			out = append(out, v)
 		}
 	}
-	if v, ok := c.halve(); ok {
-		out = append(out, v)
-	}
 	for k, l := range c.Layers {
-		for i := range l.Blocks {
+		if len(l.Blocks) > 1 {
 			v := c.clone()
-			v.Layers[k].dropBlock(i)
+			for range len(l.Blocks) / 2 {
+				v.Layers[k].dropBlock(len(v.Layers[k].Blocks) - 1)
+			}
+			out = append(out, v)
+		}
+		if l.sparse() && l.BlockSize > minShrunkBlock {
+			v := c.clone()
+			v.Layers[k].halveBlocks()
 			out = append(out, v)
 		}
 		if l.countWritten() > 1 {
@@ -30,15 +38,22 @@ func (c Case) Shrinks() []Case {
 			v.Layers[k].unwriteHalf()
 			out = append(out, v)
 		}
-		if l.sparse() && l.BlockSize > SectorSize {
+	}
+	for k, l := range c.Layers {
+		for i := range l.Blocks {
 			v := c.clone()
-			v.Layers[k].halveBlocks()
+			v.Layers[k].dropBlock(i)
 			out = append(out, v)
 		}
 		out = append(out, c.simpler(k)...)
 	}
 	return out
 }
+
+// minShrunkBlock is the smallest block size minimising makes: smaller
+// blocks are a quirk of their own (some readers misread them), which a
+// finding about something else must not pick up.
+const minShrunkBlock = 4096
 
 func (c Case) clone() Case {
 	var v Case
