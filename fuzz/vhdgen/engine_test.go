@@ -71,10 +71,31 @@ func TestEngineAgrees(t *testing.T) {
 			t.Errorf("case %d (%s): the engine reads a %s disk of %d bytes, the reference a %s of %d (bytes differ at %d)",
 				i, c.Describe(), typ, len(raw), b.View.Type, b.View.Size, firstDiff(raw, b.View.Raw))
 		}
+		if b.View != nil && b.Case.Mutation == nil {
+			for _, l := range c.Layers {
+				checkImage(t, filepath.Join(filepath.Dir(path), l.Name))
+			}
+		}
 	}
 	t.Logf("cases: %v", kinds)
 	if kinds["valid"] < n/3 || kinds["corrupt"] < n/10 {
 		t.Errorf("generated %v: too few of a kind", kinds)
+	}
+}
+
+// checkImage ends a test that wrote a valid image: engine.Check finds
+// nothing fatal in it (data under clear bits, which Junk puts there on
+// purpose, is a warning).
+func checkImage(t *testing.T, path string) {
+	t.Helper()
+	rep, err := engine.CheckPath(path, engine.CheckOptions{})
+	if err != nil {
+		t.Fatalf("check %s: %v", path, err)
+	}
+	for _, p := range rep.Problems {
+		if p.Fatal {
+			t.Errorf("check %s: %s", path, p)
+		}
 	}
 }
 
