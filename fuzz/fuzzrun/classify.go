@@ -35,6 +35,28 @@ type expecter interface {
 	expect(b *vhdgen.Built) (size int64, raw []byte)
 }
 
+// metadataReader is a target that reads only the footer and header (an
+// information tool): damage elsewhere is not its to notice.
+type metadataReader interface{ metadataOnly() }
+
+// judges says whether t must refuse an image with mutation m.
+func judges(t Target, m *vhdgen.Mutation) bool {
+	if _, ok := t.(metadataReader); !ok {
+		return true
+	}
+	return m != nil && m.Layer == 0 && (strings.HasPrefix(m.Name, "footer") || strings.HasPrefix(m.Name, "header"))
+}
+
+// damaged names an accepted-invalid finding's defect: the mutation, or
+// a damaged parent, however damaged (a target that does not open
+// parents accepts them all).
+func damaged(m *vhdgen.Mutation) string {
+	if m.Layer > 0 {
+		return "a damaged parent"
+	}
+	return m.Name
+}
+
 // Classify compares what t observed with the reference's view of b; nil
 // when they agree.
 func Classify(t Target, b *vhdgen.Built, o Observation) *Finding {
@@ -44,9 +66,8 @@ func Classify(t Target, b *vhdgen.Built, o Observation) *Finding {
 		return newFinding(KindCrash, o.Crash+" ("+o.Why+")", KindCrash+"|"+normalise(o.Crash))
 	case o.Hang:
 		return newFinding(KindHang, o.Why, KindHang+"|"+shape)
-	case b.View == nil && !o.Refused:
-		m := b.Case.Mutation
-		return newFinding(KindAcceptedInvalid, fmt.Sprintf("read an image that must be refused: %s", b.Refusal), KindAcceptedInvalid+"|"+m.Name)
+	case b.View == nil && !o.Refused && judges(t, b.Case.Mutation):
+		return newFinding(KindAcceptedInvalid, fmt.Sprintf("read an image that must be refused: %s (%s)", b.Refusal, b.Case.Describe()), KindAcceptedInvalid+"|"+damaged(b.Case.Mutation))
 	case b.View == nil:
 		return nil
 	case o.Refused:

@@ -43,7 +43,7 @@ func NewTarget(spec, vhdBin string, timeout time.Duration, stdoutRaw bool) (Targ
 type qemuImg struct{ timeout time.Duration }
 
 func (t *qemuImg) Name() string    { return "qemu-img" }
-func (t *qemuImg) Version() string { return versionOf("qemu-img", "--version") }
+func (t *qemuImg) Version() string { return versionOf("qemu-img", "-V") }
 
 func (t *qemuImg) Read(ctx context.Context, top, work string) Observation {
 	o := Observation{Size: -1}
@@ -73,6 +73,7 @@ func (t *qemuImg) Read(ctx context.Context, top, work string) Observation {
 type vhdiinfo struct{ timeout time.Duration }
 
 func (t *vhdiinfo) Name() string    { return "vhdiinfo" }
+func (t *vhdiinfo) metadataOnly()   {}
 func (t *vhdiinfo) Version() string { return versionOf("vhdiinfo", "-V") }
 
 var (
