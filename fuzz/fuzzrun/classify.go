@@ -126,6 +126,8 @@ func (f *Finding) showing(sig string) *Finding {
 func whereFrom(v *vhdgen.View, s int64) string {
 	f := v.From[s]
 	switch {
+	case f.Layer == 0 && v.Layers == 1 && f.Partial:
+		return "the image's own data in a partly written block"
 	case f.Layer == 0 && v.Layers == 1:
 		return "the image's own data"
 	case f.Layer == 0 && f.Partial:

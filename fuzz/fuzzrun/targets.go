@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -19,6 +20,11 @@ import (
 // vhdimount, vhd (the program at vhdBin), or a command line in which {}
 // stands for the image.
 func NewTarget(spec, vhdBin string, timeout time.Duration, stdoutRaw bool) (Target, error) {
+	if pkg, ok := peerPackages[spec]; ok {
+		if _, err := exec.LookPath(spec); err != nil {
+			return nil, fmt.Errorf("target %s is not installed: install Debian's %s (scripts/setup.sh does): %w", spec, pkg, err)
+		}
+	}
 	switch spec {
 	case "qemu-img":
 		return &qemuImg{timeout}, nil
@@ -37,6 +43,10 @@ func NewTarget(spec, vhdBin string, timeout time.Duration, stdoutRaw bool) (Targ
 	}
 	return &userCmd{spec: spec, timeout: timeout, stdoutRaw: stdoutRaw}, nil
 }
+
+// peerPackages are the Debian packages of the targets that are other
+// programs.
+var peerPackages = map[string]string{"qemu-img": "qemu-utils", "vhdiinfo": "libvhdi-utils", "vhdimount": "libvhdi-utils"}
 
 // qemuImg reads with QEMU's vpc driver: info for the size, convert to raw
 // for the bytes.

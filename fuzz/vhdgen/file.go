@@ -19,11 +19,27 @@ type File struct {
 // NewFile returns an empty file.
 func NewFile() *File { return &File{pages: map[int64]*[pageSize]byte{}} }
 
-// FileOf returns a file holding a copy of b.
+// FileOf returns a file holding a copy of b; its pages of zeros are
+// holes, so a sparse image read back costs what it holds.
 func FileOf(b []byte) *File {
 	f := NewFile()
-	f.WriteAt(b, 0)
+	for off := 0; off < len(b); off += pageSize {
+		page := b[off:min(off+pageSize, len(b))]
+		if !allZero(page) {
+			f.WriteAt(page, int64(off))
+		}
+	}
+	f.size = int64(len(b))
 	return f
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // Size is the file's length.
