@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"vhdkit/engine"
 	"vhdkit/fuzz/vhdgen"
 )
 
@@ -72,6 +73,7 @@ func TestRunFindsAndMinimises(t *testing.T) {
 			t.Fatal(err)
 		}
 		total += st.Size()
+		checkValid(t, filepath.Join(out, "findings", rep.ID, img))
 	}
 	if total > 64<<10 || rep.Case.Layers[0].Size > 4096 {
 		t.Errorf("minimised to %d bytes of images, a disk of %d", total, rep.Case.Layers[0].Size)
@@ -113,12 +115,31 @@ func TestCommandTarget(t *testing.T) {
 			t.Fatal(err)
 		}
 		f := Classify(tg, c.b, tg.Read(context.Background(), top, dir))
+		if c.b == valid {
+			checkValid(t, top)
+		}
 		if got := kindOf(f); got != c.kind {
 			t.Errorf("%q on a %s case: %q (%v), want %q", c.cmd, c.b.Kind(), got, f, c.kind)
 		}
 	}
 	if _, err := NewTarget("mytool", "", time.Second, false); err == nil || !strings.Contains(err.Error(), "{}") {
 		t.Errorf("a command without {}: %v", err)
+	}
+}
+
+// checkValid ends a test that wrote a valid image: vhdkit's check finds
+// nothing fatal (data under clear bits, put there on purpose, is a
+// warning).
+func checkValid(t *testing.T, path string) {
+	t.Helper()
+	rep, err := engine.CheckPath(path, engine.CheckOptions{})
+	if err != nil {
+		t.Fatalf("check %s: %v", path, err)
+	}
+	for _, p := range rep.Problems {
+		if p.Fatal {
+			t.Errorf("check %s: %s", path, p)
+		}
 	}
 }
 

@@ -40,9 +40,10 @@ func engineView(path string) (typ string, raw []byte, err error) {
 	return c.Top().Type().String(), raw, nil
 }
 
-// TestEngineAgrees: every generated case is read by the engine as the
-// reference decodes it, and every one the reference refuses is refused
-// by the engine's check or open.
+// TestEngineAgrees: every generated case (and the smaller variants
+// minimising makes of some) is read by the engine as the reference
+// decodes it, and every one the reference refuses is refused by the
+// engine's check or open.
 func TestEngineAgrees(t *testing.T) {
 	n := 400
 	if testing.Short() {
@@ -52,29 +53,12 @@ func TestEngineAgrees(t *testing.T) {
 	kinds := map[string]int{}
 	for i := range n {
 		c := vhdgen.Generate(1, i, vhdgen.DefaultOptions)
-		b, err := c.Build()
-		if err != nil {
-			t.Fatalf("case %d (%s): %v", i, c.Describe(), err)
+		cases := []vhdgen.Case{c}
+		if i%20 == 0 { // the minimiser's variants too
+			cases = append(cases, c.Shrinks()[:min(8, len(c.Shrinks()))]...)
 		}
-		kinds[b.Kind()]++
-		path, err := b.Write(filepath.Join(dir, fmt.Sprint(i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		typ, raw, err := engineView(path)
-		switch {
-		case b.View == nil && err == nil:
-			t.Errorf("case %d (%s): the engine reads an image that must be refused (%s)", i, c.Describe(), b.Refusal)
-		case b.View != nil && err != nil:
-			t.Errorf("case %d (%s): the engine refuses a valid image: %v", i, c.Describe(), err)
-		case b.View != nil && (typ != b.View.Type || !bytes.Equal(raw, b.View.Raw)):
-			t.Errorf("case %d (%s): the engine reads a %s disk of %d bytes, the reference a %s of %d (bytes differ at %d)",
-				i, c.Describe(), typ, len(raw), b.View.Type, b.View.Size, firstDiff(raw, b.View.Raw))
-		}
-		if b.View != nil && b.Case.Mutation == nil {
-			for _, l := range c.Layers {
-				checkImage(t, filepath.Join(filepath.Dir(path), l.Name))
-			}
+		for k, c := range cases {
+			kinds[agree(t, c, filepath.Join(dir, fmt.Sprintf("%d-%d", i, k)))]++
 		}
 	}
 	t.Logf("cases: %v", kinds)
@@ -97,6 +81,36 @@ func checkImage(t *testing.T, path string) {
 			t.Errorf("check %s: %s", path, p)
 		}
 	}
+}
+
+// agree writes case c into dir, holds the engine to the reference on it,
+// and returns the case's kind.
+func agree(t *testing.T, c vhdgen.Case, dir string) string {
+	t.Helper()
+	b, err := c.Build()
+	if err != nil {
+		t.Fatalf("case %d (%s): %v", c.Index, c.Describe(), err)
+	}
+	path, err := b.Write(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	typ, raw, err := engineView(path)
+	switch {
+	case b.View == nil && err == nil:
+		t.Errorf("case %d (%s): the engine reads an image that must be refused (%s)", c.Index, c.Describe(), b.Refusal)
+	case b.View != nil && err != nil:
+		t.Errorf("case %d (%s): the engine refuses a valid image: %v", c.Index, c.Describe(), err)
+	case b.View != nil && (typ != b.View.Type || !bytes.Equal(raw, b.View.Raw)):
+		t.Errorf("case %d (%s): the engine reads a %s disk of %d bytes, the reference a %s of %d (bytes differ at %d)",
+			c.Index, c.Describe(), typ, len(raw), b.View.Type, b.View.Size, firstDiff(raw, b.View.Raw))
+	}
+	if b.View != nil && b.Case.Mutation == nil {
+		for _, l := range c.Layers {
+			checkImage(t, filepath.Join(dir, l.Name))
+		}
+	}
+	return b.Kind()
 }
 
 func firstDiff(a, b []byte) int {
