@@ -125,6 +125,9 @@ func TestCommandTarget(t *testing.T) {
 	if _, err := NewTarget("mytool", "", time.Second, false); err == nil || !strings.Contains(err.Error(), "{}") {
 		t.Errorf("a command without {}: %v", err)
 	}
+	if _, err := NewTarget("no-such-vhd-tool {}", "", time.Second, false); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("a command that does not exist: %v", err)
+	}
 }
 
 // checkValid ends a test that wrote a valid image: vhdkit's check finds

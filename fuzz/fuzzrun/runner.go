@@ -61,6 +61,9 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
 	}
+	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+		return nil, fmt.Errorf("make the fuzzing folder: %w", err)
+	}
 	r := &runner{cfg: cfg, version: cfg.Target.Version(), seen: map[string]bool{}}
 	known := knownFindings(cfg.Out, cfg.Target.Name())
 	for sig := range known {

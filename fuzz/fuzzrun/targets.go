@@ -41,6 +41,11 @@ func NewTarget(spec, vhdBin string, timeout time.Duration, stdoutRaw bool) (Targ
 	if !strings.Contains(spec, "{}") {
 		return nil, fmt.Errorf("target %q is not qemu-img, vhdiinfo, vhdimount or vhd, and has no {} for the image: write it as 'CMD ARGS {}'", spec)
 	}
+	if cmd := strings.Fields(spec)[0]; !strings.ContainsAny(cmd, "={}") {
+		if _, err := exec.LookPath(cmd); err != nil {
+			return nil, fmt.Errorf("target command %q is not found: give its path, or install it: %w", cmd, err)
+		}
+	}
 	return &userCmd{spec: spec, timeout: timeout, stdoutRaw: stdoutRaw}, nil
 }
 
