@@ -114,11 +114,13 @@ func TestFuzzFindsLibvhdiPartialBlock(t *testing.T) {
 	needFUSE(t)
 	needTools(t, "vhdimount", "fusermount3")
 	out, found := fuzzRunFinds(t, "partly written block", "--target", "vhdimount", "--seed", "3", "--cases", "10")
-	rep := found[0]
-	if rep.Kind != "mismatch" || !strings.Contains(rep.Detail, "differencing") {
-		t.Errorf("finding %s: %s: %s", rep.ID, rep.Kind, rep.Detail)
+	for _, rep := range found { // (a dynamic image's partly written block is misread too)
+		if rep.Kind == "mismatch" && strings.Contains(rep.Detail, "differencing") {
+			checkFinding(t, out, rep)
+			return
+		}
 	}
-	checkFinding(t, out, rep)
+	t.Errorf("no finding of a differencing image's partly written block: %+v", found)
 }
 
 // TestFuzzOwnReader: vhd itself, on valid and damaged cases, has no
