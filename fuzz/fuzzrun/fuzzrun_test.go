@@ -164,3 +164,26 @@ func builtOfKind(t *testing.T, kind string) *vhdgen.Built {
 	t.Fatalf("no %s case in 100", kind)
 	return nil
 }
+
+// TestRunJobs: with two jobs, every case runs once, the cursor counts
+// them all and each signature is written once.
+func TestRunJobs(t *testing.T) {
+	out := t.TempDir()
+	sum, err := Run(context.Background(), Config{Target: parentBlind{}, Out: out, Seed: 4, Jobs: 2, MaxCases: 30, MinimiseTime: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Cases != 30 {
+		t.Errorf("%d cases, want 30", sum.Cases)
+	}
+	seen := map[string]bool{}
+	for _, r := range sum.New {
+		if seen[r.Signature] {
+			t.Errorf("signature %q written twice", r.Signature)
+		}
+		seen[r.Signature] = true
+	}
+	if first, err := loadCursor(out, 4); err != nil || first != 30 {
+		t.Errorf("cursor %d, %v; want 30", first, err)
+	}
+}
