@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"vhdkit/fuzz/vhdgen"
 )
 
 // Corrupt images, made in code from good ones (archive/zip's messWith):
@@ -123,77 +125,26 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// Edits of an image's bytes. Field edits recompute the structure's
-// checksum, so the field itself is what gets judged; raw edits do not.
+// Edits of an image's bytes: vhdgen's (the generator of fuzz cases,
+// which any parser's tests can use). Field edits recompute the
+// structure's checksum, so the field itself is what gets judged; raw
+// edits do not.
+var (
+	eofFooter   = vhdgen.EOFFooter
+	footers     = vhdgen.Footers    // the footer at the end and, if copy0, the copy at 0
+	rawFooters  = vhdgen.RawFooters // the footers, checksums left as they are
+	header      = vhdgen.Header
+	headerField = vhdgen.HeaderField
+	put32       = vhdgen.Put32
+	put64       = vhdgen.Put64
+	locator     = vhdgen.LocatorEntry // parent locator i of the header
+	tableOff    = vhdgen.TableOffset
+	batEntryOf  = vhdgen.BATEntry
+	batEntry    = vhdgen.SetBATEntry
+	truncate    = vhdgen.Truncate
+)
 
-func eofFooter(b []byte) []byte { return b[len(b)-FooterSize:] }
-
-func fixSum(s []byte, at int) { binary.BigEndian.PutUint32(s[at:], checksum(s, at)) }
-
-// footers edits the footer at the end and, if copy0, the copy at 0.
-func footers(copy0 bool, fn func(f []byte)) func([]byte) []byte {
-	return func(b []byte) []byte {
-		fn(eofFooter(b))
-		fixSum(eofFooter(b), offFooterChecksum)
-		if copy0 {
-			fn(b[:FooterSize])
-			fixSum(b[:FooterSize], offFooterChecksum)
-		}
-		return b
-	}
-}
-
-// rawFooters edits the footers without fixing their checksums.
-func rawFooters(copy0 bool, fn func(f []byte)) func([]byte) []byte {
-	return func(b []byte) []byte {
-		fn(eofFooter(b))
-		if copy0 {
-			fn(b[:FooterSize])
-		}
-		return b
-	}
-}
-
-func header(b []byte) []byte { return b[FooterSize : FooterSize+HeaderSize] }
-
-func headerField(fn func(h []byte)) func([]byte) []byte {
-	return func(b []byte) []byte {
-		fn(header(b))
-		fixSum(header(b), offHdrChecksum)
-		return b
-	}
-}
-
-func put32(off int, v uint32) func([]byte) {
-	return func(s []byte) { binary.BigEndian.PutUint32(s[off:], v) }
-}
-
-func put64(off int, v uint64) func([]byte) {
-	return func(s []byte) { binary.BigEndian.PutUint64(s[off:], v) }
-}
-
-// locator edits parent locator i of the header (checksum fixed).
-func locator(i int, fn func(l []byte)) func([]byte) []byte {
-	return headerField(func(h []byte) { fn(h[offHdrLocators+i*locatorSize:][:locatorSize]) })
-}
-
-func tableOff(b []byte) int64 { return int64(binary.BigEndian.Uint64(header(b)[offHdrTableOffset:])) }
-
-func batEntryOf(b []byte, i int) uint32 {
-	return binary.BigEndian.Uint32(b[tableOff(b)+4*int64(i):])
-}
-
-// batEntry sets BAT entry i.
-func batEntry(i int, v func(b []byte) uint32) func([]byte) []byte {
-	return func(b []byte) []byte {
-		binary.BigEndian.PutUint32(b[tableOff(b)+4*int64(i):], v(b))
-		return b
-	}
-}
-
-func truncate(n func(b []byte) int) func([]byte) []byte {
-	return func(b []byte) []byte { return b[:n(b)] }
-}
+func fixSum(s []byte, at int) { vhdgen.SetChecksum(s, at) }
 
 // corruptCase is one damaged image and what must come of it.
 type corruptCase struct {

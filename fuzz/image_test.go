@@ -2,13 +2,13 @@ package fuzz
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"io"
 	"runtime"
 	"testing"
 
 	"vhdkit/engine"
+	"vhdkit/fuzz/vhdgen"
 )
 
 const (
@@ -63,7 +63,7 @@ func FuzzOpen(f *testing.F) {
 			return
 		}
 		if fix {
-			data = fixChecksums(data)
+			data = vhdgen.FixChecksums(data)
 		}
 		before := totalAlloc()
 		rep, err := engine.Check(NewMemFile(data, 0), engine.CheckOptions{Bitmaps: true})
@@ -155,14 +155,14 @@ func exercise(t *testing.T, img *engine.Image, data []byte, rep *engine.Report) 
 				if _, err := img.ReadAt(buf[:n], off); err != nil {
 					t.Fatalf("read %d at %#x: %v", n, off, err)
 				}
-				ref.read(want[:n], off)
+				ref.Read(want[:n], off)
 				if !bytes.Equal(buf[:n], want[:n]) {
 					t.Fatalf("read %d at %#x differs from the bytes' decoding", n, off)
 				}
 				if rep.OK() && e.State != engine.ExtentData {
 					clear(want[:n])
 					if e.State == engine.ExtentHole {
-						ref.absent(want[:n], off)
+						ref.FillAbsent(want[:n], off)
 					}
 					if !bytes.Equal(buf[:n], want[:n]) {
 						t.Fatalf("%s extent at %#x does not read as one", e.State, off)
@@ -202,62 +202,15 @@ func checkExtents(t *testing.T, exts []engine.Extent, off, n int64) {
 	}
 }
 
-// refReader decodes a disk from an image's bytes independently of the
-// engine's read path: fixed disks are the file, sparse ones are looked
-// up in the BAT and bitmaps byte by byte.
-type refReader struct {
-	data      []byte
-	fixed     bool
-	diff      bool
-	blockSize int64
-	bitmap    int64
-	tableOff  int64
-	size      int64
-}
-
-func newRefReader(img *engine.Image, data []byte) *refReader {
-	r := &refReader{data: data, fixed: img.Type() == engine.TypeFixed, diff: img.Type() == engine.TypeDifferencing, size: img.Size()}
+// newRefReader is the independent decoding of data that reads are
+// checked against (vhdgen.SectorReader), with the layout img declares.
+func newRefReader(img *engine.Image, data []byte) *vhdgen.SectorReader {
+	r := &vhdgen.SectorReader{Data: data, Fixed: img.Type() == engine.TypeFixed}
 	if h := img.Header(); h != nil {
-		r.blockSize = int64(h.BlockSize)
-		r.bitmap = ((r.blockSize/512+7)/8 + 511) / 512 * 512
-		r.tableOff = int64(h.TableOffset)
+		r.BlockSize, r.TableOffset = int64(h.BlockSize), int64(h.TableOffset)
+	}
+	if img.Type() == engine.TypeDifferencing {
+		r.Absent = patternByte
 	}
 	return r
-}
-
-// read fills p with what the disk holds at off, sector by sector.
-func (r *refReader) read(p []byte, off int64) {
-	if r.fixed {
-		copy(p, r.data[off:])
-		return
-	}
-	for len(p) > 0 {
-		n := min(int64(len(p)), 512-off%512) // to the end of the sector
-		b, in := off/r.blockSize, off%r.blockSize
-		e := binary.BigEndian.Uint32(r.data[r.tableOff+4*b:])
-		bm := int64(e) * 512
-		sec := in / 512
-		// A clear bit means absent in dynamic images too, whatever the
-		// data area holds (the engine's crash-view rule).
-		if e == 0xFFFFFFFF || r.data[bm+sec/8]&(0x80>>(sec%8)) == 0 {
-			r.absent(p[:n], off)
-		} else {
-			copy(p[:n], r.data[bm+r.bitmap+in:])
-		}
-		p, off = p[n:], off+n
-	}
-}
-
-// absent fills p with what the disk holds where no layer stores data.
-func (r *refReader) absent(p []byte, off int64) {
-	for i := range p {
-		p[i] = r.absentByte(off + int64(i))
-	}
-}
-
-func (r *refReader) absentByte(pos int64) byte {
-	if r.diff {
-		return patternByte(pos)
-	}
-	return 0
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"vhdkit/engine"
+	"vhdkit/fuzz/vhdgen"
 )
 
 // maxSeedFile bounds the testdata images used as seeds: the mutator is
@@ -39,7 +40,7 @@ var seedImages = sync.OnceValue(func() [][]byte {
 				return nil, err
 			}
 			binary.BigEndian.PutUint32(b[512+576+4:], 1<<20)
-			return fixChecksums(b), nil
+			return vhdgen.FixChecksums(b), nil
 		},
 		func() ([]byte, error) { // the 511-byte footer of pre-2004 Virtual PC
 			b, err := makeImage(engine.TypeFixed, 8<<10, 0, nil, writeSome)
@@ -157,43 +158,4 @@ func (d patternDisk) ReadOnly() bool                           { return true }
 func (d patternDisk) Close() error                             { return nil }
 func (d patternDisk) Extents(off, n int64) ([]engine.Extent, error) {
 	return []engine.Extent{{Off: off, Len: n, State: engine.ExtentData}}, nil
-}
-
-// fixChecksums returns a copy of b with the checksums of the footer at the
-// end, the copy at offset 0 and the dynamic header they point at made
-// right, so the fuzzer's mutations of their fields get past the checksum
-// and reach the code that validates them.
-func fixChecksums(b []byte) []byte {
-	b = append([]byte(nil), b...)
-	const (
-		footerSum = 64
-		headerSum = 36
-	)
-	var dataOff uint64 = 1<<64 - 1
-	for _, off := range []int{len(b) - 512, 0} {
-		if off < 0 || len(b) < off+512 || string(b[off:off+8]) != "conectix" {
-			continue
-		}
-		setChecksum(b[off:off+512], footerSum)
-		if d := binary.BigEndian.Uint64(b[off+16:]); dataOff == 1<<64-1 {
-			dataOff = d
-		}
-	}
-	if dataOff <= uint64(len(b)) && uint64(len(b))-dataOff >= 1024 {
-		h := b[dataOff : dataOff+1024]
-		if string(h[:8]) == "cxsparse" {
-			setChecksum(h, headerSum)
-		}
-	}
-	return b
-}
-
-func setChecksum(b []byte, at int) {
-	var sum uint32
-	for i, c := range b {
-		if i < at || i >= at+4 {
-			sum += uint32(c)
-		}
-	}
-	binary.BigEndian.PutUint32(b[at:], ^sum)
 }

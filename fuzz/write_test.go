@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"vhdkit/engine"
+	"vhdkit/fuzz/vhdgen"
 )
 
 const (
@@ -46,7 +47,7 @@ func FuzzWrite(f *testing.F) {
 		if len(data) > maxInput || len(ops) > maxOps*opLen {
 			return
 		}
-		data = fixChecksums(data) // FuzzOpen covers bad checksums
+		data = vhdgen.FixChecksums(data) // FuzzOpen covers bad checksums
 		rep0, err := engine.Check(NewMemFile(data, 0), engine.CheckOptions{Bitmaps: true})
 		if errors.Is(err, engine.ErrOtherFormat) {
 			return // not a VHD: nothing opens it for writing

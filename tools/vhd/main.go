@@ -45,6 +45,7 @@ func init() {
 		ctlCmd,
 		backupCmd,
 		runCmd,
+		fuzzCmd,
 		versionCmd,
 		completionCmd,
 		manCmd,
