@@ -37,6 +37,7 @@ func init() {
 		undoCmd,
 		mountCmd,
 		umountCmd,
+		compareCmd,
 		compactCmd,
 		resizeCmd,
 		serveCmd,
