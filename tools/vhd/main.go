@@ -38,6 +38,7 @@ func init() {
 		mountCmd,
 		umountCmd,
 		compareCmd,
+		mapCmd,
 		compactCmd,
 		resizeCmd,
 		serveCmd,
