@@ -39,6 +39,7 @@ func init() {
 		umountCmd,
 		compareCmd,
 		mapCmd,
+		measureCmd,
 		compactCmd,
 		resizeCmd,
 		serveCmd,
