@@ -33,6 +33,7 @@ func init() {
 		snapshotCmd,
 		mergeCmd,
 		setParentCmd,
+		rebaseCmd,
 		treeCmd,
 		undoCmd,
 		mountCmd,
