@@ -55,6 +55,23 @@ type RebaseResult struct {
 func Rebase(ctx context.Context, child, newParent string, opts RebaseOptions) (*RebaseResult, error) {
 	ro := opts.Open
 	ro.ReadOnly = true
+	res, err := copyDifferences(ctx, child, newParent, opts)
+	if err != nil {
+		return nil, err
+	}
+	reachPoint("rebase-copied")
+	err = SetParent(child, newParent, SetParentOptions{IgnoreUUID: true, Open: ro})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// copyDifferences is steps 1 and 2 of Rebase: the child is flushed and
+// closed, and so is the new parent, when it returns.
+func copyDifferences(ctx context.Context, child, newParent string, opts RebaseOptions) (*RebaseResult, error) {
+	ro := opts.Open
+	ro.ReadOnly = true
 	newView, err := Open(newParent, ro)
 	if err != nil {
 		return nil, err
@@ -73,16 +90,7 @@ func Rebase(ctx context.Context, child, newParent string, opts RebaseOptions) (*
 	if cerr := c.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
-	if err != nil {
-		return nil, err
-	}
-	newView.Close() // SetParent opens it again
-	reachPoint("rebase-copied")
-	err = SetParent(child, newParent, SetParentOptions{IgnoreUUID: true, Open: ro})
-	if err != nil {
-		return nil, err
-	}
-	return res, nil
+	return res, err
 }
 
 // refuseOwnLayer refuses a new parent whose chain holds child: the chain
