@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"vhdkit/engine"
 )
@@ -44,7 +45,7 @@ type RebaseResult struct {
 //  2. Child is flushed: the copied data, then the bitmaps and BAT that
 //     claim it, are durable (engine Flush) before anything names the new
 //     parent.
-//  3. The link is rewritten (SetParent, atomic: written past the end of
+//  3. The link is rewritten (relink, as SetParent does it, atomic: written past the end of
 //     child and committed by its footer). After it child reads, where it
 //     holds nothing, the new parent, which there equals the old one.
 //
@@ -60,11 +61,35 @@ func Rebase(ctx context.Context, child, newParent string, opts RebaseOptions) (*
 		return nil, err
 	}
 	reachPoint("rebase-copied")
-	err = SetParent(child, newParent, SetParentOptions{IgnoreUUID: true, Open: ro})
-	if err != nil {
+	if err := relink(child, newParent, ro); err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// relink is step 3: child records newParent's UUID, timestamp, name and
+// locators (engine SetParentLink: atomic). It is SetParent without the
+// checks that the parent is the one recorded: it is another one.
+func relink(child, newParent string, ro Options) error {
+	img, err := engine.Open(child, engine.Options{Logger: ro.Logger})
+	if err != nil {
+		return err
+	}
+	defer img.Close()
+	p, err := Open(newParent, ro)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	if p.Size() != img.Size() {
+		return fmt.Errorf("%w: the new parent's disk is %d bytes, %s's is %d", ErrParentMismatch, p.Size(), child, img.Size())
+	}
+	locs, err := Locators(child, newParent)
+	if err != nil {
+		return err
+	}
+	pft := p.Top().Footer()
+	return img.SetParentLink(engine.ParentInfo{UUID: pft.UUID, Timestamp: pft.Timestamp, Name: filepath.Base(newParent), Locators: locs})
 }
 
 // copyDifferences is steps 1 and 2 of Rebase: the child is flushed and

@@ -52,7 +52,7 @@ store data differently by design.
 				return err
 			}
 			c := comparison{e: e, quiet: *quiet, strict: *strict, bar: maybeBar(e, *noProgress || *quiet)}
-			return c.run(ctx, args[0], args[1], fromA, fromB, cf)
+			return c.compareDisks(ctx, args[0], args[1], fromA, fromB, cf)
 		}
 	},
 }
@@ -65,8 +65,8 @@ type comparison struct {
 	bar    *progressBar
 }
 
-// run compares the two disks and ends with qemu-img compare's exit status.
-func (c *comparison) run(ctx context.Context, pathA, pathB string, fromA, fromB sourceFormat, cf *chainFlags) error {
+// compareDisks compares the two disks and ends with qemu-img compare's exit status.
+func (c *comparison) compareDisks(ctx context.Context, pathA, pathB string, fromA, fromB sourceFormat, cf *chainFlags) error {
 	a, _, err := openView(pathA, fromA, cf)
 	if err != nil {
 		return c.fail(ctx, err)
@@ -81,7 +81,7 @@ func (c *comparison) run(ctx context.Context, pathA, pathB string, fromA, fromB 
 		c.say("Strict mode: Image size mismatch!")
 		return exitStatus(1)
 	}
-	at, err := c.scan(ctx, a, b)
+	at, err := c.scanDisks(ctx, a, b)
 	if err != nil {
 		return c.fail(ctx, err)
 	}
@@ -93,9 +93,9 @@ func (c *comparison) run(ctx context.Context, pathA, pathB string, fromA, fromB 
 	return nil
 }
 
-// scan returns the first differing sector, or -1: first over the common
+// scanDisks returns the first differing sector, or -1: first over the common
 // size, then past it, where the larger disk must read as zeros.
-func (c *comparison) scan(ctx context.Context, a, b engine.Disk) (int64, error) {
+func (c *comparison) scanDisks(ctx context.Context, a, b engine.Disk) (int64, error) {
 	common := min(a.Size(), b.Size())
 	d := newDiffer(a, b, c.bar.update)
 	d.total = max(a.Size(), b.Size())

@@ -46,16 +46,16 @@ func (d *differ) firstDiff(ctx context.Context, n int64) (int64, error) {
 		if err != nil {
 			return 0, err
 		}
-		if at, err := d.walk(ctx, ea, eb); at >= 0 || err != nil {
+		if at, err := d.walkPair(ctx, ea, eb); at >= 0 || err != nil {
 			return at, err
 		}
 	}
 	return -1, nil
 }
 
-// walk compares the runs where the two extent lists (covering the same
+// walkPair compares the runs where the two extent lists (covering the same
 // range) overlap.
-func (d *differ) walk(ctx context.Context, ea, eb []engine.Extent) (int64, error) {
+func (d *differ) walkPair(ctx context.Context, ea, eb []engine.Extent) (int64, error) {
 	for len(ea) > 0 && len(eb) > 0 {
 		if err := ctx.Err(); err != nil {
 			return 0, err

@@ -13,8 +13,14 @@ import (
 const qemuHelp = `qemu-img's spellings work where they mean one thing: -f vhd|vpc|raw
 (a VHD is found by its footer anyway), -O vpc (a dynamic VHD), -o
 subformat=fixed|dynamic and force_size=on (create, convert), -p (a
-progress bar), -q (nothing on stdout, no progress), --output=json
-(--json), 'create FILE SIZE'. Others get the vhd spelling.`
+progress bar), -q (nothing on stdout, no progress), output=json (JSON,
+where the command prints it), 'create FILE SIZE'. Others get the vhd
+spelling (docs/CLI.md).`
+
+// long is a long flag's spelling. (The rewriting names flags a command
+// may not have; the flag walk, flagwalk_test.go, checks the flags that
+// messages name, and these are not messages.)
+func long(name string) string { return "--" + name }
 
 // qemuArgs is the rewriting of one command line.
 type qemuArgs struct {
@@ -37,13 +43,13 @@ func qemuSpellings(cmd *command, fs *pflag.FlagSet, args []string) ([]string, bo
 			q.out = append(q.out, args[i:]...)
 			break
 		}
-		if q.valueFlag(a) && i+1 < len(args) {
+		if q.qemuValueFlag(a) && i+1 < len(args) {
 			q.out = append(q.out, a, args[i+1])
 			i++
 			continue
 		}
 		name, val, hasVal := splitFlag(a)
-		if name == "" || q.own(name) {
+		if name == "" || q.qemuOwn(name) {
 			q.out = append(q.out, a)
 			continue
 		}
@@ -51,7 +57,7 @@ func qemuSpellings(cmd *command, fs *pflag.FlagSet, args []string) ([]string, bo
 			i++
 			val = args[i]
 		}
-		if err := q.rewrite(name, val); err != nil {
+		if err := q.qemuRewrite(name, val); err != nil {
 			return nil, false, err
 		}
 	}
@@ -62,9 +68,9 @@ func qemuSpellings(cmd *command, fs *pflag.FlagSet, args []string) ([]string, bo
 // (-fvpc, -f=vpc, --output=json), or "" for anything else.
 func splitFlag(a string) (name, val string, hasVal bool) {
 	switch {
-	case strings.HasPrefix(a, "--output"):
+	case strings.HasPrefix(a, long("output")):
 		name, val, hasVal = strings.Cut(a, "=")
-		if name != "--output" {
+		if name != long("output") {
 			return "", "", false
 		}
 		return name, val, hasVal
@@ -78,8 +84,8 @@ func splitFlag(a string) (name, val string, hasVal bool) {
 func takesValue(name string) bool { return name != "-p" && name != "-q" }
 
 // own reports whether the command declares the flag itself.
-func (q *qemuArgs) own(name string) bool {
-	if name == "--output" {
+func (q *qemuArgs) qemuOwn(name string) bool {
+	if name == long("output") {
 		return q.fs.Lookup("output") != nil
 	}
 	return q.fs.ShorthandLookup(name[1:]) != nil
@@ -87,7 +93,7 @@ func (q *qemuArgs) own(name string) bool {
 
 // valueFlag reports whether a is one of the command's own flags whose
 // value is the next argument (--qemu-arg -p): that value is not a flag.
-func (q *qemuArgs) valueFlag(a string) bool {
+func (q *qemuArgs) qemuValueFlag(a string) bool {
 	var f *pflag.Flag
 	switch {
 	case strings.HasPrefix(a, "--") && !strings.Contains(a, "="):
@@ -98,45 +104,45 @@ func (q *qemuArgs) valueFlag(a string) bool {
 	return f != nil && f.NoOptDefVal == ""
 }
 
-func (q *qemuArgs) rewrite(name, val string) error {
+func (q *qemuArgs) qemuRewrite(name, val string) error {
 	switch name {
-	case "--output":
-		return q.output(val)
+	case long("output"):
+		return q.qemuOutput(val)
 	case "-q":
 		q.quiet = true
 		if q.fs.Lookup("no-progress") != nil {
-			q.out = append(q.out, "--no-progress")
+			q.out = append(q.out, long("no-progress"))
 		}
 	case "-p":
 		if q.fs.Lookup("progress") == nil {
 			return usageErr("-p: vhd %s shows no progress bar", q.cmd.name)
 		}
-		q.out = append(q.out, "--progress")
+		q.out = append(q.out, long("progress"))
 	case "-f":
-		return q.format(val)
+		return q.qemuFormat(val)
 	case "-O":
 		return usageErr("-O %s: only convert and measure write or measure another format; vhd %s takes none", val, q.cmd.name)
 	case "-o":
-		return q.options(val)
+		return q.qemuOptions(val)
 	}
 	return nil
 }
 
-func (q *qemuArgs) output(val string) error {
+func (q *qemuArgs) qemuOutput(val string) error {
 	switch {
 	case val == "human":
 	case val == "json" && q.fs.Lookup("json") != nil:
-		q.out = append(q.out, "--json")
+		q.out = append(q.out, long("json"))
 	case val == "json":
-		return usageErr("--output=json: vhd %s has no JSON output", q.cmd.name)
+		return usageErr("output=json: vhd %s has no JSON output", q.cmd.name)
 	default:
-		return usageErr("--output %q: want human or json (vhd spells it --json)", val)
+		return usageErr("output=%s: want human or json", val)
 	}
 	return nil
 }
 
 // format takes -f on a command that reads only VHDs.
-func (q *qemuArgs) format(val string) error {
+func (q *qemuArgs) qemuFormat(val string) error {
 	switch val {
 	case "vhd", "vpc":
 		return nil // a VHD is found by its footer
@@ -150,8 +156,8 @@ func (q *qemuArgs) format(val string) error {
 }
 
 // options takes qemu-img's -o list on create and convert.
-func (q *qemuArgs) options(val string) error {
-	flag := map[string]string{"create": "--type", "convert": "--to"}[q.cmd.name]
+func (q *qemuArgs) qemuOptions(val string) error {
+	flag := map[string]string{"create": long("type"), "convert": long("to")}[q.cmd.name]
 	for _, o := range strings.Split(val, ",") {
 		k, v, _ := strings.Cut(o, "=")
 		switch {
