@@ -56,6 +56,13 @@
 // with ErrHasChildren (merge_plan.go). A journal and a target mark make
 // it crash-safe and resumable; merge.go argues the order of its steps.
 //
+// # Rebase
+//
+// Rebase gives a differencing image another parent and keeps its view:
+// what the new parent's chain reads differently, where the child holds
+// nothing, is copied into the child before the link changes (rebase.go
+// argues the order). SetParent only re-links.
+//
 // # Live changes
 //
 // An open Chain changes while it is read and written (live.go): Snapshot

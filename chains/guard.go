@@ -29,6 +29,7 @@ import (
 //   - Resize: refused while the image has an undo disk; children unless
 //     ResizeOptions.Force (they stop opening: their size no longer fits).
 //   - Replacing an image (vhd convert --force onto it): RefuseReplace.
+//   - Rebase writes the child through Open for writing: refused as above.
 //   - Compact keeps the view (same data, UUID, timestamp and parent link),
 //     set-parent only rewrites where the parent is found (the child keeps
 //     its UUID and timestamp, and the new parent must pass the same UUID,

@@ -33,6 +33,8 @@ func killChild(op, path string) int {
 		_, err = Merge(context.Background(), path, MergeOptions{})
 	case "compact":
 		_, err = Compact(context.Background(), path, CompactOptions{})
+	case "rebase", "rebase-at-copied":
+		err = rebaseKillChild(op, path)
 	case "live", "live-undo":
 		return liveKillChild(op, path)
 	case "hold-ro":

@@ -45,20 +45,23 @@ the device partly written, and says so.
 
 ` + sizeHelp + "\n\n" + chainHelp,
 	setup: func(fs *pflag.FlagSet) runFunc {
-		to := fs.StringP("to", "O", "", "output format: raw, fixed or dynamic (required)")
-		from := fs.StringP("from", "f", "auto", "input format: auto (a VHD if it has a VHD footer, refused if another image format or compressed, else raw), vhd or raw (any file's bytes as they are)")
+		to := fs.StringP("to", "O", "", "output format: raw, fixed or dynamic (required; qemu's vpc is dynamic)")
+		from := fs.StringP("from", "f", "auto", "input format: auto (a VHD if it has a VHD footer, refused if another image format or compressed, else raw), vhd (or qemu's vpc) or raw (any file's bytes as they are)")
 		var bs, align sizeFlag
 		fs.Var(&bs, "block-size", "block size of a dynamic DST (default 2M)")
 		fs.Var(&align, "align", "round DST's size up to a whole multiple of SIZE, e.g. 1M")
 		force := fs.Bool("force", false, "replace DST if it exists")
 		onto := fs.Bool("onto-device", false, "DST is a block device to restore onto, in place (with --to raw): its contents up to SRC's size are overwritten")
-		fs.Bool("progress", true, "show a progress bar on stderr when it is a terminal")
+		fs.BoolP("progress", "p", true, "show a progress bar on stderr when it is a terminal")
 		noProgress := fs.Bool("no-progress", false, "never show a progress bar")
 		asJSON := fs.Bool("json", false, "print {source, source_type, source_size, destination, format, virtual_size, data_written, zeros_skipped, replaced} as JSON")
 		cf := addChainFlags(fs)
 		return func(ctx context.Context, e *env, args []string) error {
 			if err := wantArgs(args, "SRC", "DST"); err != nil {
 				return err
+			}
+			if *to == "vpc" {
+				*to = "dynamic" // qemu-img -O vpc: dynamic unless -o subformat=fixed
 			}
 			opts := engine.ConvertOptions{To: engine.Format(*to), BlockSize: bs.n, Align: align.n, Force: *force, OpenVHD: chainOpener(cf)}
 			switch *to {
@@ -72,6 +75,8 @@ the device partly written, and says so.
 			case "auto":
 			case "raw", "vhd":
 				opts.From = engine.Format(*from)
+			case "vpc":
+				opts.From = engine.FormatVHD
 			default:
 				return usageErr("--from %q: want auto, vhd or raw", *from)
 			}

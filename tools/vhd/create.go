@@ -12,7 +12,7 @@ import (
 
 var createCmd = &command{
 	name:    "create",
-	args:    "[--type fixed|dynamic] --size SIZE [--block-size SIZE] FILE | --type differencing --parent PARENT FILE",
+	args:    "[--type fixed|dynamic] --size SIZE [--block-size SIZE] FILE | ... FILE SIZE | --type differencing --parent PARENT FILE",
 	summary: "make a new, empty VHD",
 	doc: `Creates FILE, which must not exist, as an empty VHD of the given size:
 a fixed image (the whole disk, followed by the footer; the host file is
@@ -20,6 +20,8 @@ sparse until written) or a dynamic one (blocks allocated on first
 write). The size must be a whole number of 512-byte sectors, at most
 2040 GiB. New images carry Hyper-V's creator ("win "), so Windows, QEMU
 and libvhdi all see the size asked for.
+
+'vhd create FILE SIZE' (qemu-img's order) is 'vhd create --size SIZE FILE'.
 
 --type differencing makes a child of PARENT (its size is PARENT's):
 writes go to FILE, everything else is read from PARENT's chain. FILE
@@ -37,6 +39,13 @@ also makes it read-only).
 		parent := fs.String("parent", "", "with --type differencing: the parent image")
 		cf := addChainFlags(fs)
 		return func(ctx context.Context, e *env, args []string) error {
+			if len(args) == 2 && !size.set && *typ != "differencing" && *parent == "" {
+				// qemu-img create FILE SIZE.
+				if err := size.Set(args[1]); err != nil {
+					return usageErr("SIZE %q: %v", args[1], err)
+				}
+				args = args[:1]
+			}
 			if err := wantArgs(args, "FILE"); err != nil {
 				return err
 			}

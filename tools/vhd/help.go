@@ -23,7 +23,7 @@ var helpCmd = &command{
 			case 1:
 				cmd := lookup(args[0])
 				if cmd == nil {
-					return usageErr("%q is not a vhd command; run 'vhd help' for the list", args[0])
+					return usageErr("%s", notACommand(args[0]))
 				}
 				printCommandHelp(e.stdout, cmd)
 				return nil
@@ -40,7 +40,7 @@ func printUsage(w io.Writer) {
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintf(w, "\n%s\n\n%s\n\nRun 'vhd help COMMAND' or 'vhd COMMAND --help' for a command's flags.\n", sizeHelp, exitHelp)
+	fmt.Fprintf(w, "\n%s\n\n%s\n\n%s\n\nRun 'vhd help COMMAND' or 'vhd COMMAND --help' for a command's flags.\n", sizeHelp, qemuHelp, exitHelp)
 }
 
 const exitHelp = `Exit status: 0 success, 1 the command failed, 2 bad command line,

@@ -32,7 +32,10 @@ null, or for a differencing image {name, uuid, timestamp, locators:
 [{code, path}]} (a locator that cannot be decoded has "error" instead of
 "path"); for a differencing image also chain: [{file, type, uuid,
 found_via}] top to base, or chain_error; merge_interrupted when a merge
-out of or into IMAGE did not finish. Sizes are bytes.
+out of or into IMAGE did not finish; in_use: [{pid, program, writing,
+by}], the processes that have IMAGE open (its OS lock, from
+/proc/locks), "by" naming a vhd mount by its mount point and a vhd serve
+by its sockets; empty when none. Sizes are bytes.
 
 ` + chainHelp,
 	setup: func(fs *pflag.FlagSet) runFunc {
@@ -56,6 +59,7 @@ out of or into IMAGE did not finish. Sizes are bytes.
 			if in.Parent != nil {
 				addChain(in, cf.options(true), *share)
 			}
+			in.InUse = inUse(args[0])
 			if *asJSON {
 				return writeJSON(e, in)
 			}
@@ -86,6 +90,8 @@ type infoJSON struct {
 	// MergeInterrupted says that a merge out of or into this image did
 	// not finish, and how to finish it.
 	MergeInterrupted string `json:"merge_interrupted,omitempty"`
+	// InUse lists the processes that have the image open (info_inuse.go).
+	InUse []inUseJSON `json:"in_use"`
 }
 
 type layerJSON struct {
@@ -211,6 +217,7 @@ func printInfo(e *env, in *infoJSON) {
 	row("uuid", "%s", in.UUID)
 	row("timestamp", "%s", in.Timestamp)
 	row("saved state", "%s", yesNo(in.SavedState))
+	row("in use", "%s", inUseRow(in.InUse))
 	if p := in.Parent; p != nil {
 		row("parent name", "%s", p.Name)
 		row("parent uuid", "%s", p.UUID)

@@ -35,10 +35,14 @@ func init() {
 		snapshotCmd,
 		mergeCmd,
 		setParentCmd,
+		rebaseCmd,
 		treeCmd,
 		undoCmd,
 		mountCmd,
 		umountCmd,
+		compareCmd,
+		mapCmd,
+		measureCmd,
 		compactCmd,
 		resizeCmd,
 		serveCmd,
@@ -77,13 +81,20 @@ func run(ctx context.Context, e *env, args []string) int {
 	}
 	cmd := lookup(name)
 	if cmd == nil {
-		fmt.Fprintf(e.stderr, "vhd: %q is not a vhd command; run 'vhd help' for the list\n", name)
+		fmt.Fprintf(e.stderr, "vhd: %s\n", notACommand(name))
 		return exitUsage
 	}
 	fs := newFlagSet(cmd)
 	help := fs.BoolP("help", "h", false, "show this help and exit")
 	runCmd := cmd.setup(fs)
-	if err := fs.Parse(args[1:]); err != nil {
+	args, quiet, err := qemuSpellings(cmd, fs, args[1:])
+	if err != nil {
+		return report(ctx, e, cmd, err)
+	}
+	if quiet {
+		e.stdout = io.Discard
+	}
+	if err := fs.Parse(args); err != nil {
 		return report(ctx, e, cmd, usageErr("%v", err))
 	}
 	if *help {
