@@ -43,6 +43,9 @@ type env struct {
 	stdout, stderr io.Writer
 	// stderrTerm is set when stderr is a terminal (progress bars).
 	stderrTerm bool
+	// forceProgress is --progress: progress as lines in a log when
+	// stderr is not a terminal.
+	forceProgress bool
 	stderrFd   int
 }
 

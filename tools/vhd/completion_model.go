@@ -54,7 +54,7 @@ func cliModel() []cliCommand {
 func visibleFlags(c *command) []cliFlag {
 	fs := newFlagSet(c)
 	fs.BoolP("help", "h", false, "show this help and exit")
-	c.setup(fs)
+	setupFlags(c, fs)
 	var flags []cliFlag
 	fs.VisitAll(func(f *pflag.Flag) {
 		if f.Hidden {

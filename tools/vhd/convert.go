@@ -52,7 +52,6 @@ the device partly written, and says so.
 		fs.Var(&align, "align", "round DST's size up to a whole multiple of SIZE, e.g. 1M")
 		force := fs.Bool("force", false, "replace DST if it exists")
 		onto := fs.Bool("onto-device", false, "DST is a block device to restore onto, in place (with --to raw): its contents up to SRC's size are overwritten")
-		fs.BoolP("progress", "p", true, "show a progress bar on stderr when it is a terminal")
 		noProgress := fs.Bool("no-progress", false, "never show a progress bar")
 		asJSON := fs.Bool("json", false, "print {source, source_type, source_size, destination, format, virtual_size, data_written, zeros_skipped, replaced} as JSON")
 		cf := addChainFlags(fs)
@@ -86,9 +85,8 @@ the device partly written, and says so.
 			if align.set && (align.n <= 0 || *to != "raw" && align.n%engine.SectorSize != 0) {
 				return usageErr("--align %d: want a positive whole number of 512-byte sectors, e.g. 1M", align.n)
 			}
-			var bar *progressBar
-			if e.stderrTerm && !*noProgress {
-				bar = newProgressBar(e)
+			bar := maybeBar(e, *noProgress)
+			if bar != nil {
 				opts.Progress = bar.update
 			}
 			if *force {

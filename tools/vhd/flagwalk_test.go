@@ -390,7 +390,7 @@ func hasFlag(cmd, flag string) bool {
 	c := lookup(cmd)
 	fs := newFlagSet(c)
 	fs.BoolP("help", "h", false, "")
-	c.setup(fs)
+	setupFlags(c, fs)
 	return fs.Lookup(flag) != nil
 }
 

@@ -54,7 +54,7 @@ func printCommandHelp(w io.Writer, cmd *command) {
 	}
 	fs := newFlagSet(cmd)
 	fs.BoolP("help", "h", false, "show this help and exit")
-	cmd.setup(fs)
+	setupFlags(cmd, fs)
 	writeFlags(w, fs)
 }
 

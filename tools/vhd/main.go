@@ -86,7 +86,7 @@ func run(ctx context.Context, e *env, args []string) int {
 	}
 	fs := newFlagSet(cmd)
 	help := fs.BoolP("help", "h", false, "show this help and exit")
-	runCmd := cmd.setup(fs)
+	runCmd, forceProgress := setupFlags(cmd, fs)
 	args, quiet, err := qemuSpellings(cmd, fs, args[1:])
 	if err != nil {
 		return report(ctx, e, cmd, err)
@@ -101,6 +101,7 @@ func run(ctx context.Context, e *env, args []string) int {
 		printCommandHelp(e.stdout, cmd)
 		return exitOK
 	}
+	e.forceProgress = *forceProgress
 	return report(ctx, e, cmd, runCmd(ctx, e, fs.Args()))
 }
 

@@ -98,11 +98,17 @@ func chainOpener(cf *chainFlags) func(string) (engine.Disk, string, error) {
 	}
 }
 
-// maybeBar returns a progress bar when stderr is a terminal, else a bar
-// that draws nothing.
+// maybeBar returns a progress bar when stderr is a terminal, progress
+// lines when --progress asks for them elsewhere, else a bar that draws
+// nothing (off: --no-progress, -q, --json).
 func maybeBar(e *env, off bool) *progressBar {
-	if e.stderrTerm && !off {
+	switch {
+	case off:
+		return nil
+	case e.stderrTerm:
 		return newProgressBar(e)
+	case e.forceProgress:
+		return newProgressLog(e)
 	}
 	return nil
 }
