@@ -46,7 +46,7 @@ type env struct {
 	// forceProgress is --progress: progress as lines in a log when
 	// stderr is not a terminal.
 	forceProgress bool
-	stderrFd   int
+	stderrFd      int
 }
 
 func newEnv() *env {
