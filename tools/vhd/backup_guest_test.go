@@ -1,0 +1,207 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"vhdkit/chains"
+	"vhdkit/hypervisor/testguest"
+)
+
+// The backup must-shows with a vhd run guest writing: everything goes
+// through the command line (vhd run, vhd backup begin/pull/end on the
+// run's control socket), and the backups are read with the engine.
+
+// guestRecordScript writes record i (guestRecord) to /dev/vda at
+// (i-1)*4096, each fsynced before the next (so each is acknowledged
+// before the next is written), printing "wrote i" after it returns and
+// pausing 50 ms (so a 64 MiB disk holds a test's minutes of records),
+// until a line is typed on the console; then it prints "LAST n", the
+// last record acknowledged, and ends (the guest powers off).
+const guestRecordScript = `(i=0
+while [ ! -e /stop ]; do
+  i=$((i+1))
+  printf 'record %010d\n' $i | dd of=/dev/vda bs=4096 seek=$((i-1)) conv=sync,fsync 2>/dev/null || { echo "WRITE-FAILED $i"; i=$((i-1)); break; }
+  echo "wrote $i"
+  sleep 0.05
+done
+echo "LAST $i") &
+echo WRITER-STARTED
+read line
+touch /stop
+wait
+`
+
+// guestRecord is what record i of guestRecordScript holds.
+func guestRecord(i int) []byte {
+	b := make([]byte, recordSize)
+	copy(b, fmt.Sprintf("record %010d\n", i))
+	return b
+}
+
+var wroteRE = regexp.MustCompile(`wrote (\d+)`)
+
+// lastWrote is the last record the guest said it wrote in out.
+func lastWrote(out string) int {
+	m := wroteRE.FindAllStringSubmatch(out, -1)
+	if len(m) == 0 {
+		return 0
+	}
+	n, _ := strconv.Atoi(m[len(m)-1][1])
+	return n
+}
+
+// readChain reads the whole disk the chain at path reads, with the
+// engine.
+func readChain(t *testing.T, path string) []byte {
+	t.Helper()
+	c, err := chains.Open(path, chains.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	b, err := io.ReadAll(io.NewSectionReader(c, 0, c.Size()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestBackupRunGuestRecords is the issue's must-show with a vhd run TCG
+// guest: it writes sequence-numbered 4 KiB records to its raw disk, each
+// fsynced. A backup begun in the middle (on the run's control socket,
+// crash-consistent: the guest has no agent) holds records 1..N with no
+// gap and nothing after, N at least the last record the guest had
+// acknowledged when begin was run; the next incremental holds only the
+// blocks written since (vhdkit:changed lists exactly them, and the pull
+// copies exactly them), and the chain of the two reads as the later
+// point; after end folds each point back, the live disk holds every
+// record the guest acknowledged; everything checks clean.
+func TestBackupRunGuestRecords(t *testing.T) {
+	need(t, "nbdinfo", "nbdcopy", "qemu-system-x86_64")
+	dir, out := t.TempDir(), t.TempDir()
+	img := filepath.Join(dir, "disk.vhd")
+	vhdOK(t, "create", "--size", "64M", img)
+	kernel, initrd, err := testguest.Build(dir, guestRecordScript, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startRunTyped(t, filepath.Join(dir, "console.txt"), "--disk", img, "--kernel", kernel, "--initrd", initrd,
+		"--append", testguest.Append, "--accel", "tcg", "--memory", "256M", "--qemu-arg=-no-reboot")
+	waitWrote(t, r, 10, guestTimeout)
+
+	acked := lastWrote(readFile(t, r.console))
+	b1 := begin(t, r.control, "disk0")
+	if b1.Since != nil || b1.Consistency != "crash-consistent" {
+		t.Fatalf("the first backup of a guest with no agent: %+v", b1)
+	}
+	full := filepath.Join(out, "full.vhd")
+	pull(t, b1.URIs[0], full)
+	n1 := recordsOf(t, readChain(t, full), guestRecord, "the full backup")
+	if n1 < acked {
+		t.Fatalf("the full backup holds records 1..%d, but the guest had acknowledged %d before begin", n1, acked)
+	}
+	vhdOK(t, "backup", "end", r.control, "disk0")
+	waitWrote(t, r, n1+10, time.Minute)
+
+	acked = lastWrote(readFile(t, r.console))
+	b2 := begin(t, r.control, "disk0")
+	if b2.Since == nil || b2.Since.UUID != b1.Point.UUID {
+		t.Fatalf("the second backup is not an incremental since the first's point: %+v", b2)
+	}
+	changed := changedMap(t, b2.URIs[0])
+	incr := filepath.Join(out, "incr.vhd")
+	r2 := pull(t, b2.URIs[0], incr, "--since", full)
+	point2 := readChain(t, incr)
+	n2 := recordsOf(t, point2, guestRecord, "the incremental with its base")
+	if n2 < acked || n2 <= n1 {
+		t.Fatalf("the incremental holds records 1..%d; the full backup 1..%d, and the guest had acknowledged %d before begin", n2, n1, acked)
+	}
+	if !bytes.Equal(point2, nbdRead(t, b2.URIs[0])) {
+		t.Fatal("the chain of the two backups does not read as the later point's export")
+	}
+	between := int64(n2-n1) * recordSize
+	if want := [2]int64{int64(n1) * recordSize, int64(n2) * recordSize}; len(changed) != 1 || changed[0] != want {
+		t.Errorf("vhdkit:changed lists %v, want %v (records %d..%d)", changed, want, n1+1, n2)
+	}
+	// The file: the records' sectors, the sector bitmap of the one or two
+	// 2 MiB blocks they touch, and the headers and BAT (a few KiB).
+	if r2.Planned != between || r2.Written != between || r2.FileBytes > between+64<<10 {
+		t.Errorf("incremental: planned %d, written %d, file %d bytes, for %d bytes of records", r2.Planned, r2.Written, r2.FileBytes, between)
+	}
+	t.Logf("full: %d records; incremental: %d records, %d bytes, file %d bytes", n1, n2-n1, between, r2.FileBytes)
+	vhdOK(t, "backup", "end", r.control, "disk0")
+	at := waitWrote(t, r, n2+5, time.Minute)
+
+	fmt.Fprintln(r.typed, "stop")
+	r.waitConsole(t, "LAST ", at, time.Minute)
+	if err := r.wait(t); err != nil {
+		t.Fatalf("vhd run: %v; console:\n%s", err, readFile(t, r.console))
+	}
+	con := readFile(t, r.console)
+	if strings.Contains(con, "WRITE-FAILED") {
+		t.Fatalf("a write of the guest failed:\n%s", con)
+	}
+	last := lastLine(t, con)
+	if got := recordsOf(t, readChain(t, liveTop(t, dir)), guestRecord, "the live disk"); got != last {
+		t.Errorf("the live disk holds records 1..%d, the guest acknowledged %d", got, last)
+	}
+	checkAll(t, dir, out)
+}
+
+// waitWrote waits until the guest says it wrote record n, and returns
+// the console's length then.
+func waitWrote(t *testing.T, r *running, n int, timeout time.Duration) int {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); ; time.Sleep(100 * time.Millisecond) {
+		con := readFile(t, r.console)
+		if lastWrote(con) >= n {
+			return len(con)
+		}
+		if time.Now().After(deadline) || strings.Contains(con, "LAST ") {
+			t.Fatalf("the guest did not write record %d within %v; console:\n%s", n, timeout, con)
+		}
+	}
+}
+
+var lastRE = regexp.MustCompile(`LAST (\d+)`)
+
+// lastLine is the number of the guest's "LAST n" line.
+func lastLine(t *testing.T, con string) int {
+	t.Helper()
+	m := lastRE.FindStringSubmatch(con)
+	if m == nil {
+		t.Fatalf("the guest printed no LAST line:\n%s", con)
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+// liveTop is the top of the live chain in dir: the marker layer the
+// last backup cut (STEM.since-UUID.vhd), the one leaf of vhd tree there.
+func liveTop(t *testing.T, dir string) string {
+	t.Helper()
+	leaves := treeLeaves(t, dir)
+	if len(leaves) != 1 {
+		t.Fatalf("the images in %s have leaves %v, want one live top", dir, leaves)
+	}
+	return leaves[0]
+}
+
+// checkAll runs vhd check on every image in dirs.
+func checkAll(t *testing.T, dirs ...string) {
+	t.Helper()
+	for _, d := range dirs {
+		all, _ := filepath.Glob(filepath.Join(d, "*.vhd"))
+		for _, p := range all {
+			checkOK(t, p)
+		}
+	}
+}
