@@ -208,14 +208,14 @@ func checkAll(t *testing.T, dirs ...string) {
 	}
 }
 
-// guestFSScript mounts the ext4 filesystem on /dev/vda, starts the
-// guest agent (with a freeze hook that prints on the console), and
-// writes: file i, created and fsynced, printing "wrote i" after the
-// fsync returned, until a line is typed on the console; then it
-// unmounts the filesystem and ends (the guest powers off).
+// guestFSScript mounts the ext4 filesystem on /dev/vda and writes: file
+// i, created and fsynced, printing "wrote i" after the fsync returned.
+// At the first line typed on the console it starts the guest agent
+// (with a freeze hook that prints on the console) and says
+// AGENT-READY once the agent wrote its pid file; at the second it stops
+// writing, unmounts the filesystem and ends (the guest powers off).
 const guestFSScript = `mkdir -p /mnt
 mount -t ext4 /dev/vda /mnt || echo MOUNT-FAILED
-` + testguest.StartAgent + `n=0; while [ ! -e /tmp/qga.pid ] && [ $n -lt 100 ]; do n=$((n+1)); sleep 0.2; done
 (i=0
 while [ ! -e /stop ]; do
   i=$((i+1))
@@ -226,21 +226,26 @@ done) &
 writer=$!
 echo WRITER-STARTED
 read line
+` + testguest.StartAgent + `n=0; while [ ! -e /tmp/qga.pid ] && [ $n -lt 100 ]; do n=$((n+1)); sleep 0.2; done
+echo AGENT-READY
+read line
 touch /stop
 wait $writer
 umount /mnt && echo UNMOUNTED
 `
 
 // TestBackupRunGuestQuiesced is the issue's must-show with
-// qemu-guest-agent: a vhd run TCG guest runs Debian's qemu-ga and
-// writes files to an ext4 filesystem on /dev/vda, each fsynced. vhd
-// backup begin on the run's control socket says the point is quiesced,
-// the guest's freeze hook ran before it returned and its thaw hook
-// after, and the guest goes on writing; the pulled backup, converted to
-// raw, passes e2fsck -fn with no journal to replay (dumpe2fs shows no
-// needs_recovery) and holds every file the guest had fsynced before
-// begin. After end the guest unmounts cleanly, and everything checks
-// clean.
+// qemu-guest-agent: a vhd run TCG guest writes files to an ext4
+// filesystem on /dev/vda, each fsynced. First with no agent running: vhd
+// backup begin on the run's control socket says crash-consistent, and
+// that backup's filesystem has its journal to replay (so the check
+// below can tell). Then with Debian's qemu-ga running: begin says the
+// point is quiesced, the guest's freeze hook ran before it returned and
+// its thaw hook after, and the guest goes on writing; the pulled backup,
+// converted to raw, passes e2fsck -fn with no journal to replay
+// (dumpe2fs shows no needs_recovery) and holds every file the guest had
+// fsynced before begin. After end the guest unmounts cleanly, and
+// everything checks clean.
 func TestBackupRunGuestQuiesced(t *testing.T) {
 	need(t, "qemu-system-x86_64", "qemu-ga", "mkfs.ext4", "e2fsck", "dumpe2fs", "debugfs")
 	qga, _ := exec.LookPath("qemu-ga")
@@ -258,6 +263,18 @@ func TestBackupRunGuestQuiesced(t *testing.T) {
 		t.Fatalf("the guest could not mount its ext4:\n%s", con)
 	}
 
+	crash := begin(t, r.control, "disk0")
+	if crash.Consistency != "crash-consistent" {
+		t.Fatalf("begin before the guest's agent runs: %+v", crash)
+	}
+	crashRaw := pullRaw(t, crash.URIs[0], filepath.Join(out, "crash.vhd"))
+	vhdOK(t, "backup", "end", r.control, "disk0")
+	if hdr := dumpe2fsHeader(t, crashRaw); !strings.Contains(hdr, "needs_recovery") {
+		t.Fatalf("a crash-consistent backup of the mounted ext4 has no journal to replay: the check cannot tell\n%s", hdr)
+	}
+
+	fmt.Fprintln(r.typed, "agent")
+	r.waitConsole(t, "AGENT-READY", 0, time.Minute)
 	con := readFile(t, r.console)
 	acked, mark := lastWrote(con), len(con)
 	b := begin(t, r.control, "disk0")
@@ -272,9 +289,7 @@ func TestBackupRunGuestQuiesced(t *testing.T) {
 	thawedAt := lastWrote(after[:thaw])
 	waitWrote(t, r, thawedAt+3, time.Minute) // thawed: the guest writes on
 
-	raw := filepath.Join(out, "backup.raw")
-	pull(t, b.URIs[0], filepath.Join(out, "full.vhd"))
-	vhdOK(t, "convert", "--to", "raw", filepath.Join(out, "full.vhd"), raw)
+	raw := pullRaw(t, b.URIs[0], filepath.Join(out, "full.vhd"))
 	fsckNothingToReplay(t, raw)
 	if got := debugfsCat(t, raw, fmt.Sprintf("/f%d", acked)); got != fmt.Sprintf("file %d\n", acked) {
 		t.Errorf("the backup's /f%d holds %q: the guest had fsynced it before begin", acked, got)
@@ -317,10 +332,29 @@ func fsckNothingToReplay(t *testing.T, raw string) {
 	if err != nil || bytes.Contains(out, []byte("journal")) {
 		t.Fatalf("e2fsck -fn of the backup: %v\n%s", err, out)
 	}
-	hdr, err := exec.Command("dumpe2fs", "-h", raw).CombinedOutput()
-	if err != nil || !bytes.Contains(hdr, []byte("Filesystem features:")) || bytes.Contains(hdr, []byte("needs_recovery")) {
-		t.Fatalf("dumpe2fs -h of the backup: %v\n%s", err, hdr)
+	if hdr := dumpe2fsHeader(t, raw); strings.Contains(hdr, "needs_recovery") {
+		t.Fatalf("the backup's superblock says needs_recovery:\n%s", hdr)
 	}
+}
+
+// dumpe2fsHeader is what dumpe2fs -h says of the ext4 in raw.
+func dumpe2fsHeader(t *testing.T, raw string) string {
+	t.Helper()
+	hdr, err := exec.Command("dumpe2fs", "-h", raw).CombinedOutput()
+	if err != nil || !bytes.Contains(hdr, []byte("Filesystem features:")) {
+		t.Fatalf("dumpe2fs -h %s: %v\n%s", raw, err, hdr)
+	}
+	return string(hdr)
+}
+
+// pullRaw pulls a full backup of uri into dest and converts it to a raw
+// file beside it, whose path it returns.
+func pullRaw(t *testing.T, uri, dest string) string {
+	t.Helper()
+	pull(t, uri, dest)
+	raw := strings.TrimSuffix(dest, ".vhd") + ".raw"
+	vhdOK(t, "convert", "--to", "raw", dest, raw)
+	return raw
 }
 
 // debugfsCat is the contents of the file at path in the ext4 raw.
