@@ -19,24 +19,14 @@ import (
 
 // agentScript mounts the ext4 filesystem on /dev/vda, starts a writer
 // that appends a fsynced record every 0.2 s and says so on the console,
-// and, once told to, starts Debian's qemu-guest-agent on the agent's
-// port (found by its name: the initramfs has no udev for the
-// /dev/virtio-ports link) with a freeze hook that prints on the console.
-const agentScript = `export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu
-mkdir -p /mnt
+// and, once told to, starts Debian's qemu-guest-agent with a freeze hook
+// that prints on the console (testguest.StartAgent).
+const agentScript = `mkdir -p /mnt
 mount -t ext4 /dev/vda /mnt || echo MOUNT-FAILED
-for p in /sys/class/virtio-ports/*; do
-  [ "$(cat $p/name 2>/dev/null)" = ` + AgentPort + ` ] && port=/dev/${p##*/}
-done
-echo "agent port: $port"
-printf '#!/bin/sh\necho "HOOK $1" > /dev/console\n' > /hook
-chmod +x /hook
 (i=0; while true; do i=$((i+1)); echo "record $i" | dd of=/mnt/log bs=4096 seek=$i conv=notrunc,fsync 2>/dev/null; echo "wrote $i"; sleep 0.2; done) &
 echo WRITER-STARTED
 read line
-qemu-ga -m virtio-serial -p $port -t /tmp -f /tmp/qga.pid -F/hook &
-echo AGENT-STARTED
-sleep 600
+` + testguest.StartAgent + `sleep 600
 `
 
 // ext4Image makes a dynamic VHD of size bytes holding a fresh ext4
@@ -116,6 +106,14 @@ func countLines(out, prefix string) int {
 		}
 	}
 	return n
+}
+
+// TestAgentPortName: the guests' script finds the agent's port by the
+// name the runner gives it.
+func TestAgentPortName(t *testing.T) {
+	if testguest.AgentPortName != AgentPort {
+		t.Fatalf("testguest looks for port %q, the runner names it %q", testguest.AgentPortName, AgentPort)
+	}
 }
 
 // TestAgentQuiesce runs Debian's qemu-guest-agent in a guest writing an

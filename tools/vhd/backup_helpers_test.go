@@ -75,8 +75,14 @@ func record(i int) []byte {
 // after (zeros), and returns N.
 func recordsIn(t *testing.T, disk []byte, what string) int {
 	t.Helper()
+	return recordsOf(t, disk, record, what)
+}
+
+// recordsOf is recordsIn for records whose contents rec gives.
+func recordsOf(t *testing.T, disk []byte, rec func(int) []byte, what string) int {
+	t.Helper()
 	n := 0
-	for ; (n+1)*recordSize <= len(disk) && bytes.Equal(disk[n*recordSize:(n+1)*recordSize], record(n+1)); n++ {
+	for ; (n+1)*recordSize <= len(disk) && bytes.Equal(disk[n*recordSize:(n+1)*recordSize], rec(n+1)); n++ {
 	}
 	rest := disk[n*recordSize:]
 	if i := bytes.IndexFunc(rest, func(r rune) bool { return r != 0 }); i >= 0 {

@@ -52,7 +52,8 @@ type running struct {
 	cmd     *exec.Cmd
 	stderr  syncBuffer
 	control string
-	console string // the file its console goes to
+	console string    // the file its console goes to
+	typed   io.Writer // typed into the console (startRunTyped), or nil
 	done    chan error
 }
 
@@ -60,7 +61,30 @@ type running struct {
 // the file console) and waits for its control:PATH line.
 func startRun(t *testing.T, console string, args ...string) *running {
 	t.Helper()
+	return startRunIn(t, console, nil, args...)
+}
+
+// startRunTyped is startRun with a pipe to vhd run's standard input,
+// which it types into the guest's console: r.typed.
+func startRunTyped(t *testing.T, console string, args ...string) *running {
+	t.Helper()
+	in, typed, err := os.Pipe() // a file: vhd run reads it itself, and Wait waits for no copying
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { typed.Close() })
+	r := startRunIn(t, console, in, args...)
+	in.Close() // vhd run has its copy
+	r.typed = typed
+	return r
+}
+
+func startRunIn(t *testing.T, console string, stdin *os.File, args ...string) *running {
+	t.Helper()
 	r := &running{cmd: exec.Command(vhdBin, append([]string{"run", "--console", console}, args...)...), console: console, done: make(chan error, 1)}
+	if stdin != nil {
+		r.cmd.Stdin = stdin
+	}
 	r.cmd.Stderr = io.MultiWriter(os.Stderr, &r.stderr)
 	out, err := r.cmd.StdoutPipe()
 	if err != nil {
