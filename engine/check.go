@@ -206,10 +206,13 @@ func (c *checker) checkSparse(img *Image, size int64, opts CheckOptions) error {
 	if tail := s.orphanTail(size - FooterSize); !img.footerFromCopy && tail > 0 {
 		c.problem(CodeOrphanTail, false, true, size-FooterSize-tail, "%d bytes after the last allocated block belong to nothing (blocks allocated but never flushed)", tail)
 	}
-	if c.usable() {
-		return c.checkStray(s)
+	if !c.usable() {
+		return nil
 	}
-	return nil
+	if err := c.checkBatmap(s); err != nil {
+		return err
+	}
+	return c.checkStray(s)
 }
 
 // usable reports whether the structures are sound enough to read blocks:

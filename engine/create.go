@@ -25,6 +25,25 @@ type CreateOptions struct {
 	// new image is written (see Image.stampFooter): a copy of an image
 	// that children depend on, like a compacted one, must keep it.
 	KeepTimestamp bool
+	// Creator names the creator in place of vhdkit's (see creatorApp):
+	// a compacted blktap image stays one ("tap", with its version), so
+	// Xen's tools keep their batmap in it, which a new dynamic or
+	// differencing image of a blktap creator gets (batmap.go).
+	Creator *Creator
+	// Hidden is Xen's "hidden" flag (footer byte 85), kept by compaction.
+	Hidden uint8
+}
+
+// Creator is what a footer says made the image.
+type Creator struct {
+	App     [4]byte
+	Version uint32
+	HostOS  [4]byte
+}
+
+// CreatedBy returns the footer's creator fields.
+func (f *Footer) CreatedBy() Creator {
+	return Creator{App: f.CreatorApp, Version: f.CreatorVersion, HostOS: f.CreatorHostOS}
 }
 
 // ParentInfo is what a differencing image records of its parent.
@@ -149,6 +168,10 @@ func newFooter(opts CreateOptions) Footer {
 		Geometry:       GeometryFor(opts.Size),
 		DiskType:       opts.Type,
 		UUID:           id,
+		Hidden:         opts.Hidden,
+	}
+	if c := opts.Creator; c != nil {
+		ft.CreatorApp, ft.CreatorVersion, ft.CreatorHostOS = c.App, c.Version, c.HostOS
 	}
 	if opts.Type != TypeFixed {
 		ft.DataOffset = FooterSize
@@ -175,6 +198,7 @@ func writeFixed(f File, ft Footer) error {
 //	0       footer copy
 //	512     dynamic header
 //	1536    BAT, all entries unallocated
+//	...     blktap's batmap header and map, for a blktap creator
 //	...     parent locator data, each padded to a sector
 //	end     footer
 func writeSparse(f File, ft Footer, opts CreateOptions) error {
@@ -197,6 +221,11 @@ func writeSparse(f File, ft Footer, opts CreateOptions) error {
 		BlockSize:       uint32(bs),
 	}
 	end := int64(h.TableOffset) + batBytes(entries)
+	var writes []pendingWrite
+	if batmapRuleOf(&ft) != batmapNever {
+		bw, bend := newBatmap(end, entries, ft.CurrentSize)
+		writes, end = append(writes, bw...), bend
+	}
 	var locData [][]byte
 	if p := opts.Parent; p != nil {
 		if len(p.Locators) > locatorCount {
@@ -222,7 +251,7 @@ func writeSparse(f File, ft Footer, opts CreateOptions) error {
 	}
 	fraw := ft.Marshal()
 	hraw := h.Marshal()
-	writes := []pendingWrite{{0, fraw[:]}, {FooterSize, hraw[:]}, {end, fraw[:]}}
+	writes = append(writes, pendingWrite{0, fraw[:]}, pendingWrite{FooterSize, hraw[:]}, pendingWrite{end, fraw[:]})
 	for i, d := range locData {
 		writes = append(writes, pendingWrite{int64(h.Locators[i].DataOffset), d})
 	}

@@ -186,6 +186,11 @@ func OpenFile(f File, name string, opts Options) (*Image, error) {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 	}
+	if img.sparse != nil && !img.readOnly {
+		if err := img.sparse.healBatmap(); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+	}
 	return img, nil
 }
 
