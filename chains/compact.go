@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"vhdkit/engine"
@@ -32,7 +33,9 @@ func (r *CompactResult) Reclaimed() int64 { return r.HostBefore - r.HostAfter }
 // that hold only zeros (in a child, only where no ancestor holds data
 // there, else the zeros are data), without unused space, with every block
 // in disk order and 4 KiB aligned. The image keeps its UUID, timestamp
-// and parent link, so its children stay valid.
+// and parent link, so its children stay valid, and Xen's hidden flag and
+// a blktap creator (with a fresh batmap), so Xen's tools keep treating
+// it as theirs.
 //
 // Crash safety: the new image is written to a temporary file in the same
 // folder, flushed, and renamed over the old one, then the folder is
@@ -60,7 +63,8 @@ func Compact(ctx context.Context, path string, opts CompactOptions) (*CompactRes
 	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".compacting")
 	os.Remove(tmp) // a leftover of a crashed compaction
 	nimg, err := createCompacted(tmp, engine.CreateOptions{Type: top.Type(), Size: top.Size(), BlockSize: top.BlockSize(),
-		UUID: ft.UUID, Time: engine.VHDTime(ft.Timestamp), KeepTimestamp: true, Parent: parentInfoOf(top)})
+		UUID: ft.UUID, Time: engine.VHDTime(ft.Timestamp), KeepTimestamp: true, Parent: parentInfoOf(top),
+		Creator: keptCreator(ft), Hidden: ft.Hidden})
 	if err != nil {
 		return nil, err
 	}
@@ -86,6 +90,18 @@ func Compact(ctx context.Context, path string, opts CompactOptions) (*CompactRes
 	}
 	res.FileAfter, res.HostAfter = fileSizes(path)
 	return res, nil
+}
+
+// keptCreator is the creator a compacted image keeps: blktap's, so that
+// Xen's tools go on keeping their batmap in it (the new image gets one)
+// and treat it as theirs. Other creators give way to vhdkit's, which
+// every reader sizes by the current size (see engine's creatorApp).
+func keptCreator(ft engine.Footer) *engine.Creator {
+	if !strings.HasPrefix(string(ft.CreatorApp[:]), "tap") {
+		return nil
+	}
+	c := ft.CreatedBy()
+	return &c
 }
 
 // createCompacted makes the new image. Tests replace it to put the new

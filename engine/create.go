@@ -193,13 +193,23 @@ func writeFixed(f File, ft Footer) error {
 	return nil
 }
 
+// metaReserve is the room a new differencing image leaves free between
+// its BAT and its parent locators, as Windows reserves room for its
+// locators: a change of the parent link (set-parent, a merge moving the
+// image onto another parent) writes the new header and locators there,
+// before the first block, where Xen's vhd-util check wants them
+// (relocate.go). 16 KiB holds a header and three locators of paths up to
+// 2500 characters.
+const metaReserve = 16 << 10
+
 // writeSparse lays out a new dynamic or differencing image:
 //
 //	0       footer copy
 //	512     dynamic header
 //	1536    BAT, all entries unallocated
 //	...     blktap's batmap header and map, for a blktap creator
-//	...     parent locator data, each padded to a sector
+//	...     differencing: metaReserve bytes left free, then the parent
+//	        locator data, each padded to a sector
 //	end     footer
 func writeSparse(f File, ft Footer, opts CreateOptions) error {
 	bs := opts.BlockSize
@@ -228,6 +238,7 @@ func writeSparse(f File, ft Footer, opts CreateOptions) error {
 	}
 	var locData [][]byte
 	if p := opts.Parent; p != nil {
+		end += metaReserve
 		if len(p.Locators) > locatorCount {
 			return fmt.Errorf("vhd: %d parent locators, at most %d fit", len(p.Locators), locatorCount)
 		}

@@ -81,11 +81,15 @@ func (img *Image) tailIsZero(from int64) error {
 
 // setSize gives a footer a new size. The creator becomes vhdkit's (see
 // creatorApp): a "vpc " or "qemu" creator would make readers size the
-// disk by its geometry, not by the size asked for.
+// disk by its geometry, not by the size asked for. blktap's is kept (QEMU
+// sizes it by current size too): Xen's tools keep their batmap only in
+// images they think theirs.
 func setSize(ft *Footer, size int64) {
 	ft.CurrentSize = uint64(size)
 	ft.Geometry = GeometryFor(size)
-	ft.CreatorApp, ft.CreatorVersion, ft.CreatorHostOS = creatorApp, creatorVersion, creatorHostOS
+	if !isTapCreator(ft) {
+		ft.CreatorApp, ft.CreatorVersion, ft.CreatorHostOS = creatorApp, creatorVersion, creatorHostOS
+	}
 }
 
 // resizeFixed moves a fixed image's only footer. The footer is at

@@ -34,6 +34,7 @@ the new time and opens without complaint).
 				return err
 			}
 			fmt.Fprintf(e.stdout, "%s now names %s as its parent\n", args[0], args[1])
+			noteMetadataAfterData(e, "set-parent", args[0])
 			return nil
 		}
 	},
