@@ -277,25 +277,28 @@ func linkHolds(childPath string, child metadata, parentPath string, parent metad
 	return nil
 }
 
-// timestampMatches: the child's recorded parent timestamp is 0 (Windows
-// writes that) or the parent's footer timestamp (Virtual PC, vhdkit, which
-// stamps an image's footer when it first modifies it). A child made by
-// blktap ("tap" creator) records the parent file's modification time
-// instead, so for those that is accepted too.
-func timestampMatches(child, parent Layer) bool {
-	return linkTimeMatches(child.Image, parent.Image, parent.Path)
-}
-
+// linkTimeMatches: the child's recorded parent timestamp is 0 (Windows
+// writes that), the parent's footer timestamp (Virtual PC, vhdkit, which
+// stamps an image's footer when it first modifies it) or the parent
+// file's modification time, which Xen's tools record (vhd-util snapshot
+// and modify -p, whatever made the child: they re-link vhdkit's children
+// too, and vhd compact of theirs used to rewrite the creator).
 func linkTimeMatches(child, parent metadata, parentPath string) bool {
 	want := child.Header().ParentTimestamp
 	if want == 0 || want == parent.Footer().Timestamp {
 		return true
 	}
-	if child.Footer().CreatorApp != [4]byte{'t', 'a', 'p', 0} {
-		return false
+	mtime, ok := fileTime(parentPath)
+	return ok && mtime == want
+}
+
+// fileTime is the modification time of path as a VHD timestamp.
+func fileTime(path string) (uint32, bool) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0, false
 	}
-	st, err := os.Stat(parentPath)
-	return err == nil && engine.TimestampOf(st.ModTime()) == want
+	return engine.TimestampOf(st.ModTime()), true
 }
 
 // Layers lists the chain, top first, as it stands now.

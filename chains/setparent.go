@@ -14,17 +14,15 @@ type SetParentOptions struct {
 	// the parent is known to hold the same data, e.g. a copy made by a
 	// tool that changed its UUID.
 	IgnoreUUID bool
-	// Open are the options the parent's own chain is opened with;
-	// AcceptModifiedParent also lets a parent whose timestamp changed be
-	// linked (the child then records the new timestamp).
+	// Open are the options the parent's own chain is opened with.
 	Open Options
 }
 
 // SetParent re-links the differencing image child to parent, after files
-// moved: the parent must be a VHD of the child's size with the recorded
-// UUID (unless IgnoreUUID) and timestamp (unless AcceptModifiedParent).
-// The child's locators are rewritten for the new place, atomically (see
-// engine.Image.SetParentLink).
+// moved or the parent's time changed: the parent must be a VHD with the
+// recorded UUID (unless IgnoreUUID); the child then records the parent's
+// footer timestamp as it is now. The child's locators are rewritten for
+// the new place, atomically (see engine.Image.SetParentLink).
 func SetParent(child, parent string, opts SetParentOptions) error {
 	img, err := engine.Open(child, engine.Options{Logger: opts.Open.Logger})
 	if err != nil {
@@ -49,20 +47,12 @@ func SetParent(child, parent string, opts SetParentOptions) error {
 	if p.Size() != img.Size() {
 		return fmt.Errorf("%s: %w: %d bytes, the child is %d", parent, ErrParentMismatch, p.Size(), img.Size())
 	}
-	ts := h.ParentTimestamp
-	link := Layer{Image: img, Path: child}
-	if !timestampMatches(link, Layer{Image: p.Top(), Path: parent}) {
-		if !opts.Open.AcceptModifiedParent && !opts.IgnoreUUID {
-			return fmt.Errorf("%s: %w since %s was made, so its changes may sit over different data; only if you know the parent's data did not change (a tool rewrote its footer), link it anyway with --accept-modified-parent (the child then records the new time, and opens without a word)", parent, ErrParentModified, child)
-		}
-		ts = pft.Timestamp
-	}
-	if opts.IgnoreUUID {
-		ts = pft.Timestamp
-	}
 	locs, err := Locators(child, parent)
 	if err != nil {
 		return err
 	}
-	return img.SetParentLink(engine.ParentInfo{UUID: pft.UUID, Timestamp: ts, Name: filepath.Base(parent), Locators: locs})
+	// The UUID names the parent; its time is recorded as it is now, so
+	// a parent whose footer or file time changed (a tool rewrote its
+	// footer, Xen's tools touched it) opens again.
+	return img.SetParentLink(engine.ParentInfo{UUID: pft.UUID, Timestamp: pft.Timestamp, Name: filepath.Base(parent), Locators: locs})
 }
