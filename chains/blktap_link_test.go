@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -107,4 +108,51 @@ func TestModifiedParentNamesWhatWasCompared(t *testing.T) {
 	}
 	c.Close()
 	checkClean(t, paths...)
+}
+
+// TestCopiedChainReadsItsOwnParent (item 5): a vhdkit chain is copied to
+// another folder while the original stays, and the original parent is
+// then written. blktap, which follows the first locator that opens, must
+// read the copy's parent, as vhdkit does; with the absolute W2ku locator
+// first it read the original's.
+func TestCopiedChainReadsItsOwnParent(t *testing.T) {
+	dir := t.TempDir()
+	paths, model := vhdkitChain(t, filepath.Join(dir), 2, 3)
+	dst := filepath.Join(dir, "copy")
+	if err := os.Mkdir(dst, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var copies []string
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := filepath.Join(dst, filepath.Base(p))
+		if err := os.WriteFile(c, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		copies = append(copies, c)
+	}
+	// The original parent changes (same UUID): only a reader that
+	// followed the old path sees it.
+	img, err := engine.Open(paths[0], engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img.WriteAt(bytes.Repeat([]byte{0xcc}, 16<<20), 0)
+	img.Close()
+
+	top := copies[1]
+	if got := blktap.Read(t, top, int64(len(model))); !bytes.Equal(got, model) {
+		t.Errorf("vhd-util reads the copied chain wrong at %d (from the original parent?)", firstDiff(got, model))
+	}
+	c, err := Open(top, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	verify(t, c, model, "vhdkit")
+	blktap.Check(t, top)
+	checkClean(t, copies...)
 }
