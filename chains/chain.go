@@ -259,13 +259,12 @@ func checkLink(child, parent Layer, opts Options, seen map[fileID]string) error 
 }
 
 // linkHolds checks the link from child to a parent with the right UUID:
-// its size, no merge left unfinished in it, its timestamp. Open and the
-// folder scan (Scan) share it, so both judge a link alike.
+// no merge left unfinished in it, its timestamp. Open and the folder scan
+// (Scan) share it, so both judge a link alike. Sizes may differ (Xen's
+// vhd-util resize grows a leaf; vhd-util snapshot may make a child
+// larger than its parent): past a parent's end it shows zeros, and a
+// smaller child shows its parent's first bytes (below, walkLayers).
 func linkHolds(childPath string, child metadata, parentPath string, parent metadata, opts Options) error {
-	cf, pf := child.Footer(), parent.Footer()
-	if cs, ps := cf.DiskSize(), pf.DiskSize(); cs != ps {
-		return fmt.Errorf("%s: %w: the child is %d bytes, its parent %s is %d bytes", childPath, ErrParentMismatch, cs, parentPath, ps)
-	}
 	if !opts.ignoreMerges {
 		if err := mergeUnderway(parentPath); err != nil {
 			return err

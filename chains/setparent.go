@@ -44,9 +44,6 @@ func SetParent(child, parent string, opts SetParentOptions) error {
 	if pft.UUID != h.ParentUUID && !opts.IgnoreUUID {
 		return fmt.Errorf("%s: %w: its UUID is %s, %s records %s; use --ignore-uuid only if it holds the same data", parent, ErrParentMismatch, pft.UUID, child, h.ParentUUID)
 	}
-	if p.Size() != img.Size() {
-		return fmt.Errorf("%s: %w: %d bytes, the child is %d", parent, ErrParentMismatch, p.Size(), img.Size())
-	}
 	locs, err := Locators(child, parent)
 	if err != nil {
 		return err

@@ -368,7 +368,9 @@ func (s *sparse) pread(p []byte, off int64) error {
 }
 
 // readAbsent fills p with what the disk holds at off where this image
-// stores nothing: zeros, or the parent's data.
+// stores nothing: zeros, or the parent's data, and zeros past the end of
+// a parent smaller than the child (Xen's vhd-util resize grows a leaf
+// over its parent; blktap reads such chains so).
 func (s *sparse) readAbsent(p []byte, off int64) error {
 	if !s.differencing {
 		clear(p)
@@ -377,9 +379,10 @@ func (s *sparse) readAbsent(p []byte, off int64) error {
 	if s.parent == nil {
 		return fmt.Errorf("%s: %w", s.img.name, ErrNoParent)
 	}
-	_, err := s.parent.ReadAt(p, off)
+	n, err := s.parent.ReadAt(p, off)
 	if errors.Is(err, io.EOF) {
-		return corrupt("parent", "", -1, "parent is smaller than the child")
+		clear(p[n:])
+		return nil
 	}
 	return err
 }

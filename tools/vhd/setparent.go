@@ -15,7 +15,8 @@ var setParentCmd = &command{
 	summary: "re-link a differencing image to its parent after files moved",
 	doc: `Points CHILD at PARENT: rewrites its parent name and locators (W2ru,
 W2ku, MacX) for PARENT's place, atomically (a crash leaves the old link
-or the new one). PARENT must have the UUID and size CHILD recorded;
+or the new one). PARENT must have the UUID CHILD recorded (its size may
+differ: past a parent's end the chain reads zeros);
 --ignore-uuid accepts another UUID (only right when PARENT holds the
 same data, e.g. a copy a tool gave a new UUID). CHILD then records
 PARENT's timestamp as it is now, so this is also how to re-link a child
