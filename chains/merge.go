@@ -207,7 +207,7 @@ func growTarget(c *Chain, k int) error {
 			}
 		}
 	}
-	if err := target.Resize(size, false); err != nil {
+	if err := target.Grow(size); err != nil {
 		return fmt.Errorf("grow the merge target %s to the child's %d bytes: %w", c.layers[k].Path, size, err)
 	}
 	return nil
