@@ -209,7 +209,7 @@ func openParent(child Layer, conf *confinement, opts Options, seen map[fileID]st
 				return "", fmt.Errorf("%s: %w: its parent %s is already in the chain (as %s)", child.Path, ErrCycle, real, prev)
 			}
 		}
-		img, why, err := openCandidate(real, child.Image.Header().ParentUUID, opts)
+		img, why, err := openCandidate(real, child.Image.Header().ParentUUID, child.Image.HasRawParent(), opts)
 		if err != nil {
 			return "", fmt.Errorf("%s: parent via %s: %w", child.Path, cand.from, err)
 		}
@@ -228,11 +228,18 @@ func openParent(child Layer, conf *confinement, opts Options, seen map[fileID]st
 
 // openCandidate opens a vetted candidate read-only. A file that is not a
 // VHD (damaged, or another format), or not the one with the recorded
-// UUID, is not used: img is nil and why says what it was.
-func openCandidate(path string, want engine.UUID, opts Options) (img *engine.Image, why string, err error) {
+// UUID, is not used: img is nil and why says what it was. The parent of
+// a child whose parent is raw (blktap's vhd-util snapshot -m, a null
+// UUID) is opened as a raw disk: there is no UUID to check, and its
+// file time is what the child recorded.
+func openCandidate(path string, want engine.UUID, raw bool, opts Options) (img *engine.Image, why string, err error) {
 	f, err := openRegular(path)
 	if err != nil {
 		return nil, "", err
+	}
+	if raw {
+		img, err = engine.OpenRawParent(f, path, engine.Options{ReadOnly: true, NoLock: opts.NoLock, Logger: opts.Logger})
+		return img, "", err
 	}
 	img, err = engine.OpenOS(f, path, engine.Options{ReadOnly: true, NoLock: opts.NoLock, Logger: opts.Logger})
 	if errors.Is(err, engine.ErrCorrupt) || errors.Is(err, engine.ErrOtherFormat) {

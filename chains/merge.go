@@ -83,6 +83,10 @@ func Merge(ctx context.Context, child string, opts MergeOptions) (*MergeResult, 
 		c.Close()
 		return nil, err
 	}
+	if c.layers[k].Image.IsRaw() {
+		c.Close()
+		return nil, fmt.Errorf("%s is a raw disk image (the parent of a Xen blktap child): vhd merges only into VHDs; write the chain into one new image with 'vhd merge --to NEW --type dynamic %s'", c.layers[k].Path, child)
+	}
 	j := &mergeJournal{Target: c.layers[k].Path, TargetUUID: c.layers[k].Image.Footer().UUID.String()}
 	for _, l := range c.layers[:k] {
 		j.Remove = append(j.Remove, l.Path)

@@ -26,10 +26,16 @@ import (
 // for that child.
 func modifiedParentError(childPath string, child metadata, parentPath string, parent metadata) error {
 	const layout = "2006-01-02 15:04:05 UTC"
-	when := fmt.Sprintf("it recorded parent time %s; %s's footer says %s",
-		engine.VHDTime(child.Header().ParentTimestamp).Format(layout), parentPath, engine.VHDTime(parent.Footer().Timestamp).Format(layout))
+	when := fmt.Sprintf("it recorded parent time %s; %s", engine.VHDTime(child.Header().ParentTimestamp).Format(layout), parentPath)
+	if ts := parent.Footer().Timestamp; ts != 0 { // a raw parent has no footer
+		when += fmt.Sprintf("'s footer says %s and its", engine.VHDTime(ts).Format(layout))
+	} else {
+		when += "'s"
+	}
 	if mtime, ok := fileTime(parentPath); ok {
-		when += fmt.Sprintf(" and its file was modified %s", engine.VHDTime(mtime).Format(layout))
+		when += fmt.Sprintf(" file was modified %s", engine.VHDTime(mtime).Format(layout))
+	} else {
+		when += " file time cannot be read"
 	}
 	if isUndoDiskOf(childPath, parentPath) {
 		return fmt.Errorf("%s: %w: %s; it is the undo disk of %s, and its changes were made over data that has since been written, so they can no longer be used: drop them with 'vhd undo discard %s'", childPath, ErrParentModified, when, parentPath, parentPath)

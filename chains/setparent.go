@@ -32,15 +32,12 @@ func SetParent(child, parent string, opts SetParentOptions) error {
 	if img.Type() != engine.TypeDifferencing {
 		return fmt.Errorf("%s is a %s image, not a differencing one: it has no parent", child, img.Type())
 	}
-	popts := opts.Open
-	popts.ReadOnly = true
-	p, err := Open(parent, popts)
+	h := img.Header()
+	pft, release, err := parentFooter(parent, img.HasRawParent(), opts.Open)
 	if err != nil {
 		return err
 	}
-	defer p.Close()
-	h := img.Header()
-	pft := p.Top().Footer()
+	defer release() // its lock keeps writers off it until the link is made
 	if pft.UUID != h.ParentUUID && !opts.IgnoreUUID {
 		return fmt.Errorf("%s: %w: its UUID is %s, %s records %s; use --ignore-uuid only if it holds the same data", parent, ErrParentMismatch, pft.UUID, child, h.ParentUUID)
 	}
@@ -52,4 +49,32 @@ func SetParent(child, parent string, opts SetParentOptions) error {
 	// a parent whose footer or file time changed (a tool rewrote its
 	// footer, Xen's tools touched it) opens again.
 	return img.SetParentLink(engine.ParentInfo{UUID: pft.UUID, Timestamp: pft.Timestamp, Name: filepath.Base(parent), Locators: locs})
+}
+
+// parentFooter opens the parent to link to, with its chain (checking the
+// chain as Open does), or as a raw disk image for a child whose parent is
+// raw (blktap's vhd-util snapshot -m: no UUID, its file time as the
+// timestamp), and returns its footer and what closes it.
+func parentFooter(parent string, raw bool, opts Options) (engine.Footer, func(), error) {
+	if raw {
+		f, err := openRegular(parent)
+		if err != nil {
+			return engine.Footer{}, nil, err
+		}
+		img, err := engine.OpenRawParent(f, parent, engine.Options{ReadOnly: true, NoLock: opts.NoLock})
+		if err != nil {
+			return engine.Footer{}, nil, err
+		}
+		ft := img.Footer()
+		if st, err := f.Stat(); err == nil {
+			ft.Timestamp = engine.TimestampOf(st.ModTime()) // what blktap records of a raw parent
+		}
+		return ft, func() { img.Close() }, nil
+	}
+	opts.ReadOnly = true
+	p, err := Open(parent, opts)
+	if err != nil {
+		return engine.Footer{}, nil, err
+	}
+	return p.Top().Footer(), func() { p.Close() }, nil
 }

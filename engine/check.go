@@ -257,7 +257,8 @@ func (c *checker) checkHeaderFields(s *sparse) {
 		}
 		return
 	}
-	if h.ParentUUID.IsZero() {
+	// blktap records a null UUID for a raw parent (rawparent.go).
+	if ft := s.img.footer; h.ParentUUID.IsZero() && !isTapCreator(&ft) {
 		c.problem(CodeParentUUIDMissing, true, false, s.hdrOff+offHdrParentUUID, "differencing disk has no parent UUID")
 	}
 	seen := map[string]bool{}

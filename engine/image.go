@@ -95,6 +95,8 @@ type Image struct {
 
 	lay    layout
 	sparse *sparse // nil for fixed images
+	// raw is set for a raw disk opened as a parent (rawparent.go).
+	raw bool
 
 	closed atomic.Bool
 }
