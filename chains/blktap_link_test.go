@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"vhdkit/engine"
 	"vhdkit/internal/blktap"
@@ -155,4 +156,49 @@ func TestCopiedChainReadsItsOwnParent(t *testing.T) {
 	verify(t, c, model, "vhdkit")
 	blktap.Check(t, top)
 	checkClean(t, copies...)
+}
+
+// TestParentWrittenInTheRecordedSecond: a parent written after its child,
+// in the very second whose time the child recorded, is refused, though
+// its file time (in whole seconds) matches: file times count only while
+// the parent was not written after the child, as Xen's tools leave them.
+func TestParentWrittenInTheRecordedSecond(t *testing.T) {
+	paths, _ := vhdkitChain(t, t.TempDir(), 2, 4)
+	img, err := engine.Open(paths[0], engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img.WriteAt([]byte("written under its child"), 0)
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := engine.Open(paths[1], engine.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := engine.VHDTime(c.Header().ParentTimestamp)
+	c.Close()
+	if err := os.Chtimes(paths[1], second, second.Add(time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(paths[0], second, second.Add(900*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(paths[1], Options{ReadOnly: true}); !errors.Is(err, ErrParentModified) {
+		t.Fatalf("a parent written after its child, in the recorded second: %v, want ErrParentModified", err)
+	}
+	// Written before the child (as when Xen's tools re-link it), the
+	// same file time is accepted.
+	if err := os.Chtimes(paths[0], second, second.Add(time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(paths[1], second, second.Add(900*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := Open(paths[1], Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("a parent's file time recorded after it was written: %v", err)
+	}
+	c2.Close()
+	checkClean(t, paths...)
 }

@@ -277,7 +277,7 @@ func linkHolds(childPath string, child metadata, parentPath string, parent metad
 			return err
 		}
 	}
-	if !opts.AcceptModifiedParent && !linkTimeMatches(child, parent, parentPath) {
+	if !opts.AcceptModifiedParent && !linkTimeMatches(childPath, child, parent, parentPath) {
 		return modifiedParentError(childPath, child, parentPath, parent)
 	}
 	return nil
@@ -289,13 +289,25 @@ func linkHolds(childPath string, child metadata, parentPath string, parent metad
 // file's modification time, which Xen's tools record (vhd-util snapshot
 // and modify -p, whatever made the child: they re-link vhdkit's children
 // too, and vhd compact of theirs used to rewrite the creator).
-func linkTimeMatches(child, parent metadata, parentPath string) bool {
+//
+// A file time counts only while the parent file has not been written
+// since the child was: Xen's tools read the parent's time and then write
+// the child, and nothing writes a parent under its children. File times
+// are recorded in whole seconds, so without that condition a child would
+// accept a parent written in the very second its recorded time names (a
+// vhdkit child records its parent's footer stamp, which is about when the
+// parent was last written).
+func linkTimeMatches(childPath string, child, parent metadata, parentPath string) bool {
 	want := child.Header().ParentTimestamp
 	if want == 0 || want == parent.Footer().Timestamp {
 		return true
 	}
-	mtime, ok := fileTime(parentPath)
-	return ok && mtime == want
+	pst, err := os.Stat(parentPath)
+	if err != nil || engine.TimestampOf(pst.ModTime()) != want {
+		return false
+	}
+	cst, err := os.Stat(childPath)
+	return err == nil && !pst.ModTime().After(cst.ModTime())
 }
 
 // fileTime is the modification time of path as a VHD timestamp.
