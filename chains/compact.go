@@ -26,8 +26,15 @@ type CompactResult struct {
 	BlocksFreed int64 `json:"blocks_freed"`
 }
 
-// Reclaimed is the host space given back.
-func (r *CompactResult) Reclaimed() int64 { return r.HostBefore - r.HostAfter }
+// Reclaimed is the host space given back: never negative, 0 when the new
+// file takes more (HostGrowth).
+func (r *CompactResult) Reclaimed() int64 { return max(0, r.HostBefore-r.HostAfter) }
+
+// HostGrowth is how much more host space the new file takes than the
+// old: a layout from another tool packs the first block's bitmap with the
+// metadata, where the new one aligns blocks, which may cost a host block
+// more than compaction gives back. 0 when it takes no more.
+func (r *CompactResult) HostGrowth() int64 { return max(0, r.HostAfter-r.HostBefore) }
 
 // Compact rewrites a dynamic or differencing image without the blocks
 // that hold only zeros (in a child, only where no ancestor holds data
@@ -73,7 +80,7 @@ func Compact(ctx context.Context, path string, opts CompactOptions) (*CompactRes
 	}
 	err = copyLayer(ctx, top, nimg, opts.Progress)
 	if err == nil {
-		res.BlocksFreed = (top.AllocatedBytes() - nimg.AllocatedBytes()) / max(1, top.BlockSize())
+		res.BlocksFreed = max(0, top.AllocatedBytes()-nimg.AllocatedBytes()) / max(1, top.BlockSize())
 		err = nimg.Close()
 	} else {
 		nimg.Close()

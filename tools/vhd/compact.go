@@ -41,8 +41,12 @@ example 'sdelete -z' on Windows) to make its deleted files' blocks zero.
 			if *asJSON {
 				return writeJSON(e, res)
 			}
-			fmt.Fprintf(e.stdout, "compacted %s: freed %d blocks; file %s -> %s; reclaimed %s on the host\n",
-				args[0], res.BlocksFreed, human(res.FileBefore), human(res.FileAfter), human(res.Reclaimed()))
+			host := "reclaimed " + human(res.Reclaimed()) + " on the host"
+			if g := res.HostGrowth(); g > 0 {
+				host = "the host gives it " + human(g) + " more (its blocks are laid out anew, aligned)"
+			}
+			fmt.Fprintf(e.stdout, "compacted %s: freed %d blocks; file %s -> %s; %s\n",
+				args[0], res.BlocksFreed, human(res.FileBefore), human(res.FileAfter), host)
 			return nil
 		}
 	},
