@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"vhdkit/engine"
 	"vhdkit/internal/blktap"
@@ -179,4 +180,27 @@ func TestBlktapCompactKeepsXen(t *testing.T) {
 	blktap.Write(t, p, 1<<20, more)
 	copy(want[1<<20:], more)
 	sameEverywhere(t, p, want)
+}
+
+// TestXenChildOfCompactedParent: compaction keeps the parent's file time,
+// which the children Xen's tools made recorded; they open after it.
+func TestXenChildOfCompactedParent(t *testing.T) {
+	dir := t.TempDir()
+	p, c := filepath.Join(dir, "P.vhd"), filepath.Join(dir, "C.vhd")
+	blktap.Util(t, "create", "-n", p, "-s", "8")
+	want := make([]byte, 8<<20)
+	copy(want[2<<20:], bytes.Repeat([]byte{4}, 1<<20))
+	blktap.Write(t, p, 2<<20, want[2<<20:3<<20])
+	blktap.Write(t, p, 5<<20, make([]byte, 2<<20)) // a block of zeros to give back
+	// A file time other than the footer's, as a parent written after it
+	// was made has: the child records it.
+	past := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(p, past, past); err != nil {
+		t.Fatal(err)
+	}
+	blktap.Util(t, "snapshot", "-n", c, "-p", p)
+	if _, err := Compact(context.Background(), p, CompactOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sameEverywhere(t, c, want)
 }

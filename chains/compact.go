@@ -39,8 +39,8 @@ func (r *CompactResult) HostGrowth() int64 { return max(0, r.HostAfter-r.HostBef
 // Compact rewrites a dynamic or differencing image without the blocks
 // that hold only zeros (in a child, only where no ancestor holds data
 // there, else the zeros are data), without unused space, with every block
-// in disk order and 4 KiB aligned. The image keeps its UUID, timestamp
-// and parent link, so its children stay valid, and Xen's hidden flag and
+// in disk order and 4 KiB aligned. The image keeps its UUID, timestamp,
+// parent link and file time, so its children stay valid, and Xen's hidden flag and
 // a blktap creator (with a fresh batmap), so Xen's tools keep treating
 // it as theirs.
 //
@@ -67,6 +67,10 @@ func Compact(ctx context.Context, path string, opts CompactOptions) (*CompactRes
 	}
 	res := &CompactResult{}
 	res.FileBefore, res.HostBefore = fileSizes(path)
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
 	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".compacting")
 	os.Remove(tmp) // a leftover of a crashed compaction
 	nimg, err := createCompacted(tmp, engine.CreateOptions{Type: top.Type(), Size: top.Size(), BlockSize: top.BlockSize(),
@@ -84,6 +88,11 @@ func Compact(ctx context.Context, path string, opts CompactOptions) (*CompactRes
 		err = nimg.Close()
 	} else {
 		nimg.Close()
+	}
+	if err == nil {
+		// The file time too: children Xen's tools made recorded it as
+		// the parent's time (chains.linkTimeMatches).
+		err = os.Chtimes(tmp, st.ModTime(), st.ModTime())
 	}
 	if err == nil {
 		err = os.Rename(tmp, path)
