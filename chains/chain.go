@@ -209,7 +209,7 @@ func openParent(child Layer, conf *confinement, opts Options, seen map[fileID]st
 				return "", fmt.Errorf("%s: %w: its parent %s is already in the chain (as %s)", child.Path, ErrCycle, real, prev)
 			}
 		}
-		img, why, err := openCandidate(real, child.Image.Header().ParentUUID, opts)
+		img, why, err := openCandidate(real, child.Image.Header().ParentUUID, child.Image.HasRawParent(), opts)
 		if err != nil {
 			return "", fmt.Errorf("%s: parent via %s: %w", child.Path, cand.from, err)
 		}
@@ -228,11 +228,18 @@ func openParent(child Layer, conf *confinement, opts Options, seen map[fileID]st
 
 // openCandidate opens a vetted candidate read-only. A file that is not a
 // VHD (damaged, or another format), or not the one with the recorded
-// UUID, is not used: img is nil and why says what it was.
-func openCandidate(path string, want engine.UUID, opts Options) (img *engine.Image, why string, err error) {
+// UUID, is not used: img is nil and why says what it was. The parent of
+// a child whose parent is raw (blktap's vhd-util snapshot -m, a null
+// UUID) is opened as a raw disk: there is no UUID to check, and its
+// file time is what the child recorded.
+func openCandidate(path string, want engine.UUID, raw bool, opts Options) (img *engine.Image, why string, err error) {
 	f, err := openRegular(path)
 	if err != nil {
 		return nil, "", err
+	}
+	if raw {
+		img, err = engine.OpenRawParent(f, path, engine.Options{ReadOnly: true, NoLock: opts.NoLock, Logger: opts.Logger})
+		return img, "", err
 	}
 	img, err = engine.OpenOS(f, path, engine.Options{ReadOnly: true, NoLock: opts.NoLock, Logger: opts.Logger})
 	if errors.Is(err, engine.ErrCorrupt) || errors.Is(err, engine.ErrOtherFormat) {
@@ -259,43 +266,57 @@ func checkLink(child, parent Layer, opts Options, seen map[fileID]string) error 
 }
 
 // linkHolds checks the link from child to a parent with the right UUID:
-// its size, no merge left unfinished in it, its timestamp. Open and the
-// folder scan (Scan) share it, so both judge a link alike.
+// no merge left unfinished in it, its timestamp. Open and the folder scan
+// (Scan) share it, so both judge a link alike. Sizes may differ (Xen's
+// vhd-util resize grows a leaf; vhd-util snapshot may make a child
+// larger than its parent): past a parent's end it shows zeros, and a
+// smaller child shows its parent's first bytes (below, walkLayers).
 func linkHolds(childPath string, child metadata, parentPath string, parent metadata, opts Options) error {
-	cf, pf := child.Footer(), parent.Footer()
-	if cs, ps := cf.DiskSize(), pf.DiskSize(); cs != ps {
-		return fmt.Errorf("%s: %w: the child is %d bytes, its parent %s is %d bytes", childPath, ErrParentMismatch, cs, parentPath, ps)
-	}
 	if !opts.ignoreMerges {
 		if err := mergeUnderway(parentPath); err != nil {
 			return err
 		}
 	}
-	if !opts.AcceptModifiedParent && !linkTimeMatches(child, parent, parentPath) {
+	if !opts.AcceptModifiedParent && !linkTimeMatches(childPath, child, parent, parentPath) {
 		return modifiedParentError(childPath, child, parentPath, parent)
 	}
 	return nil
 }
 
-// timestampMatches: the child's recorded parent timestamp is 0 (Windows
-// writes that) or the parent's footer timestamp (Virtual PC, vhdkit, which
-// stamps an image's footer when it first modifies it). A child made by
-// blktap ("tap" creator) records the parent file's modification time
-// instead, so for those that is accepted too.
-func timestampMatches(child, parent Layer) bool {
-	return linkTimeMatches(child.Image, parent.Image, parent.Path)
-}
-
-func linkTimeMatches(child, parent metadata, parentPath string) bool {
+// linkTimeMatches: the child's recorded parent timestamp is 0 (Windows
+// writes that), the parent's footer timestamp (Virtual PC, vhdkit, which
+// stamps an image's footer when it first modifies it) or the parent
+// file's modification time, which Xen's tools record (vhd-util snapshot
+// and modify -p, whatever made the child: they re-link vhdkit's children
+// too, and vhd compact of theirs used to rewrite the creator).
+//
+// A file time counts only while the parent file has not been written
+// since the child was: Xen's tools read the parent's time and then write
+// the child, and nothing writes a parent under its children. File times
+// are recorded in whole seconds, so without that condition a child would
+// accept a parent written in the very second its recorded time names (a
+// vhdkit child records its parent's footer stamp, which is about when the
+// parent was last written).
+func linkTimeMatches(childPath string, child, parent metadata, parentPath string) bool {
 	want := child.Header().ParentTimestamp
 	if want == 0 || want == parent.Footer().Timestamp {
 		return true
 	}
-	if child.Footer().CreatorApp != [4]byte{'t', 'a', 'p', 0} {
+	pst, err := os.Stat(parentPath)
+	if err != nil || engine.TimestampOf(pst.ModTime()) != want {
 		return false
 	}
-	st, err := os.Stat(parentPath)
-	return err == nil && engine.TimestampOf(st.ModTime()) == want
+	cst, err := os.Stat(childPath)
+	return err == nil && !pst.ModTime().After(cst.ModTime())
+}
+
+// fileTime is the modification time of path as a VHD timestamp.
+func fileTime(path string) (uint32, bool) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0, false
+	}
+	return engine.TimestampOf(st.ModTime()), true
 }
 
 // Layers lists the chain, top first, as it stands now.

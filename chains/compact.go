@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"vhdkit/engine"
@@ -25,14 +26,23 @@ type CompactResult struct {
 	BlocksFreed int64 `json:"blocks_freed"`
 }
 
-// Reclaimed is the host space given back.
-func (r *CompactResult) Reclaimed() int64 { return r.HostBefore - r.HostAfter }
+// Reclaimed is the host space given back: never negative, 0 when the new
+// file takes more (HostGrowth).
+func (r *CompactResult) Reclaimed() int64 { return max(0, r.HostBefore-r.HostAfter) }
+
+// HostGrowth is how much more host space the new file takes than the
+// old: a layout from another tool packs the first block's bitmap with the
+// metadata, where the new one aligns blocks, which may cost a host block
+// more than compaction gives back. 0 when it takes no more.
+func (r *CompactResult) HostGrowth() int64 { return max(0, r.HostAfter-r.HostBefore) }
 
 // Compact rewrites a dynamic or differencing image without the blocks
 // that hold only zeros (in a child, only where no ancestor holds data
 // there, else the zeros are data), without unused space, with every block
-// in disk order and 4 KiB aligned. The image keeps its UUID, timestamp
-// and parent link, so its children stay valid.
+// in disk order and 4 KiB aligned. The image keeps its UUID, timestamp,
+// parent link and file time, so its children stay valid, and Xen's hidden flag and
+// a blktap creator (with a fresh batmap), so Xen's tools keep treating
+// it as theirs.
 //
 // Crash safety: the new image is written to a temporary file in the same
 // folder, flushed, and renamed over the old one, then the folder is
@@ -57,10 +67,15 @@ func Compact(ctx context.Context, path string, opts CompactOptions) (*CompactRes
 	}
 	res := &CompactResult{}
 	res.FileBefore, res.HostBefore = fileSizes(path)
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
 	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".compacting")
 	os.Remove(tmp) // a leftover of a crashed compaction
 	nimg, err := createCompacted(tmp, engine.CreateOptions{Type: top.Type(), Size: top.Size(), BlockSize: top.BlockSize(),
-		UUID: ft.UUID, Time: engine.VHDTime(ft.Timestamp), KeepTimestamp: true, Parent: parentInfoOf(top)})
+		UUID: ft.UUID, Time: engine.VHDTime(ft.Timestamp), KeepTimestamp: true, Parent: parentInfoOf(top),
+		Creator: keptCreator(ft), Hidden: ft.Hidden})
 	if err != nil {
 		return nil, err
 	}
@@ -69,10 +84,15 @@ func Compact(ctx context.Context, path string, opts CompactOptions) (*CompactRes
 	}
 	err = copyLayer(ctx, top, nimg, opts.Progress)
 	if err == nil {
-		res.BlocksFreed = (top.AllocatedBytes() - nimg.AllocatedBytes()) / max(1, top.BlockSize())
+		res.BlocksFreed = max(0, top.AllocatedBytes()-nimg.AllocatedBytes()) / max(1, top.BlockSize())
 		err = nimg.Close()
 	} else {
 		nimg.Close()
+	}
+	if err == nil {
+		// The file time too: children Xen's tools made recorded it as
+		// the parent's time (chains.linkTimeMatches).
+		err = os.Chtimes(tmp, st.ModTime(), st.ModTime())
 	}
 	if err == nil {
 		err = os.Rename(tmp, path)
@@ -86,6 +106,18 @@ func Compact(ctx context.Context, path string, opts CompactOptions) (*CompactRes
 	}
 	res.FileAfter, res.HostAfter = fileSizes(path)
 	return res, nil
+}
+
+// keptCreator is the creator a compacted image keeps: blktap's, so that
+// Xen's tools go on keeping their batmap in it (the new image gets one)
+// and treat it as theirs. Other creators give way to vhdkit's, which
+// every reader sizes by the current size (see engine's creatorApp).
+func keptCreator(ft engine.Footer) *engine.Creator {
+	if !strings.HasPrefix(string(ft.CreatorApp[:]), "tap") {
+		return nil
+	}
+	c := ft.CreatedBy()
+	return &c
 }
 
 // createCompacted makes the new image. Tests replace it to put the new

@@ -18,8 +18,13 @@ type CreateOptions struct {
 }
 
 // Locators returns the parent locators a child at childPath records for
-// parentPath: W2ku (the absolute path), W2ru (relative to the child's
-// folder, ".\" first, as Windows writes it) and MacX (a file:// URL).
+// parentPath, in this order: W2ru (relative to the child's folder, ".\"
+// first, as Windows writes it), W2ku (the absolute path) and MacX (a
+// file:// URL). The relative one comes first because Xen's blktap follows
+// the first locator that opens (its own locators are all relative): a
+// chain copied elsewhere, its original still in place, must read its own
+// parent, the one vhdkit (which tries W2ru first whatever the order)
+// reads too.
 func Locators(childPath, parentPath string) ([]engine.LocatorPath, error) {
 	absParent, err := filepath.Abs(parentPath)
 	if err != nil {
@@ -29,13 +34,14 @@ func Locators(childPath, parentPath string) ([]engine.LocatorPath, error) {
 	if err != nil {
 		return nil, err
 	}
-	locs := []engine.LocatorPath{{Code: engine.LocatorW2ku, Path: strings.ReplaceAll(absParent, "/", `\`)}}
+	var locs []engine.LocatorPath
 	if rel, err := filepath.Rel(absChildDir, absParent); err == nil {
 		if !strings.HasPrefix(rel, "..") {
 			rel = "./" + rel
 		}
 		locs = append(locs, engine.LocatorPath{Code: engine.LocatorW2ru, Path: strings.ReplaceAll(rel, "/", `\`)})
 	}
+	locs = append(locs, engine.LocatorPath{Code: engine.LocatorW2ku, Path: strings.ReplaceAll(absParent, "/", `\`)})
 	locs = append(locs, engine.LocatorPath{Code: engine.LocatorMacX, Path: absParent})
 	return locs, nil
 }

@@ -48,6 +48,9 @@ func (c *Chain) Merge(ctx context.Context, layer string, progress func(done, tot
 // that hold either.
 func (c *Chain) planLive(layers []Layer, i int) (*mergeJournal, error) {
 	merged, target := layers[i], layers[i+1]
+	if merged.Image.Size() > target.Image.Size() {
+		return nil, fmt.Errorf("%s is larger than %s, which it would be merged into: merge it with vhd merge, which grows the target first", merged.Path, target.Path)
+	}
 	for _, l := range []Layer{merged, target} {
 		if err := sharedLayer(l); err != nil {
 			return nil, err

@@ -83,6 +83,10 @@ func Merge(ctx context.Context, child string, opts MergeOptions) (*MergeResult, 
 		c.Close()
 		return nil, err
 	}
+	if c.layers[k].Image.IsRaw() {
+		c.Close()
+		return nil, fmt.Errorf("%s is a raw disk image (the parent of a Xen blktap child): vhd merges only into VHDs; write the chain into one new image with 'vhd merge --to NEW --type dynamic %s'", c.layers[k].Path, child)
+	}
 	j := &mergeJournal{Target: c.layers[k].Path, TargetUUID: c.layers[k].Image.Footer().UUID.String()}
 	for _, l := range c.layers[:k] {
 		j.Remove = append(j.Remove, l.Path)
@@ -147,6 +151,9 @@ func finishMerge(ctx context.Context, c *Chain, k int, j *mergeJournal, journale
 	defer closeAll(kids)
 	c.layers[k].Image = rw
 	c.wire()
+	if err := growTarget(c, k); err != nil {
+		return unfinished(err)
+	}
 	if !journaled {
 		if err := writeJournal(child, j); err != nil {
 			return nil, err
@@ -172,6 +179,42 @@ func finishMerge(ctx context.Context, c *Chain, k int, j *mergeJournal, journale
 	}
 	unfreeze(j.Target)
 	return res, nil
+}
+
+// growTarget grows the merge target, layer k of c, when it is smaller
+// than the child merged into it (Xen's vhd-util resize grows a leaf over
+// its parent), so that the child's data past the target's end has
+// somewhere to go. Nothing anyone reads may change meanwhile: past its
+// end the target showed zeros, and once grown it shows there what its
+// own parent holds, so a target whose parent holds data past the
+// target's end is refused, before anything is written. Otherwise the
+// grown part reads zeros still, and children smaller than the target
+// show its first bytes as before, so the growth (a relocation, atomic)
+// may come before the journal; a resumed merge finds it done.
+func growTarget(c *Chain, k int) error {
+	target, size := c.layers[k].Image, c.Size()
+	old := target.Size()
+	if old >= size {
+		return nil
+	}
+	if k+1 < len(c.layers) {
+		under := below{c.layers[k+1:]}
+		if end := min(size, under.Size()); end > old {
+			ext, err := under.Extents(old, end-old)
+			if err != nil {
+				return err
+			}
+			for _, e := range ext {
+				if e.State == engine.ExtentData {
+					return fmt.Errorf("%s is %d bytes, %s it would be merged into %d, and growing %s would show what its parent %s holds past %d bytes (at %d); it cannot be merged there", c.layers[0].Path, size, c.layers[k].Path, old, c.layers[k].Path, c.layers[k+1].Path, old, e.Off)
+				}
+			}
+		}
+	}
+	if err := target.Grow(size); err != nil {
+		return fmt.Errorf("grow the merge target %s to the child's %d bytes: %w", c.layers[k].Path, size, err)
+	}
+	return nil
 }
 
 // mergeStopped is the error of a merge that stopped after its journal was

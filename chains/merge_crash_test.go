@@ -1,6 +1,7 @@
 package chains
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"math/rand/v2"
@@ -20,11 +21,38 @@ var errPowerLost = errors.New("power lost")
 // part of what was not yet synced): the child must still read exactly as
 // before, and running the merge again must complete it.
 func TestMergePowerLoss(t *testing.T) {
+	mergePowerLoss(t, func(dir string) (string, string, []byte, []string) {
+		paths, model := buildChain(t, dir, 3, 4<<20, 30)
+		return paths[2], paths[1], model, paths[:2]
+	})
+}
+
+// TestMergeGrowingTargetPowerLoss is TestMergePowerLoss for a child larger
+// than its differencing target, whose own parent is larger still: the
+// target grows first (growTarget), and no crash may change what the
+// child reads.
+func TestMergeGrowingTargetPowerLoss(t *testing.T) {
+	mergePowerLoss(t, func(dir string) (string, string, []byte, []string) {
+		g, p, c := sizedChain(t, dir, 16<<20)
+		model := make([]byte, 20<<20)
+		copy(model, bytes.Repeat([]byte{7}, 16<<20))
+		data := bytes.Repeat([]byte{9}, 2<<20)
+		writeThrough(t, c, 17<<20, data)
+		copy(model[17<<20:], data)
+		return c, p, model, []string{g, p}
+	})
+}
+
+// mergePowerLoss merges the child build makes into its target, crashing
+// the target at each of its syncs (four ways each), as described above.
+// build returns the child, the target, what the child reads, and the
+// images left once the merge is done.
+func mergePowerLoss(t *testing.T, build func(dir string) (child, target string, model []byte, left []string)) {
 	defer func(orig func(string, engine.Options) (*engine.Image, error)) { openMergeTarget = orig }(openMergeTarget)
 	for i := 4; ; i++ {
 		k, variant := i/4, i%4 // each sync point, four random crashes
 		dir := t.TempDir()
-		paths, model := buildChain(t, dir, 3, 4<<20, 30)
+		child, target, model, left := build(dir)
 		rng := rand.New(rand.NewPCG(uint64(k), uint64(variant)))
 		var crashed *crashfile.File
 		openMergeTarget = func(path string, opts engine.Options) (*engine.Image, error) {
@@ -42,7 +70,7 @@ func TestMergePowerLoss(t *testing.T) {
 			}
 			return engine.OpenFile(f, path, opts)
 		}
-		_, err := Merge(context.Background(), paths[2], MergeOptions{})
+		_, err := Merge(context.Background(), child, MergeOptions{})
 		openMergeTarget = openWritable
 		if crashed == nil {
 			if err != nil {
@@ -59,20 +87,20 @@ func TestMergePowerLoss(t *testing.T) {
 		}
 		// The medium now holds the crashed target; the child and the
 		// journal are as the merge left them.
-		if err := os.WriteFile(paths[1], crashed.Durable(), 0o644); err != nil {
+		if err := os.WriteFile(target, crashed.Durable(), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		c, err := openMidMerge(paths[2], Options{})
+		c, err := openMidMerge(child, Options{})
 		if err != nil {
 			t.Fatalf("sync %d: the child does not open after the crash: %v", k, err)
 		}
 		verify(t, c, model, "child after a crash mid-merge")
 		c.Close()
-		if _, err := Merge(context.Background(), paths[2], MergeOptions{}); err != nil {
+		if _, err := Merge(context.Background(), child, MergeOptions{}); err != nil {
 			t.Fatalf("sync %d: merge again: %v", k, err)
 		}
-		openVerify(t, paths[1], model, Options{})
-		checkClean(t, paths[:2]...)
+		openVerify(t, target, model, Options{})
+		checkClean(t, left...)
 	}
 }
 

@@ -21,16 +21,26 @@ import (
 //     parent, knowing that is what it means.
 
 // modifiedParentError explains a timestamp mismatch between child and
-// parent, with the choices that are true for that child.
+// parent, naming the values compared (the parent's footer time, and its
+// file time, which Xen's tools record), with the choices that are true
+// for that child.
 func modifiedParentError(childPath string, child metadata, parentPath string, parent metadata) error {
-	want := child.Header().ParentTimestamp
-	got := parent.Footer().Timestamp
-	when := fmt.Sprintf("it recorded parent time %s, %s now says %s",
-		engine.VHDTime(want).Format("2006-01-02 15:04:05"), parentPath, engine.VHDTime(got).Format("2006-01-02 15:04:05"))
+	const layout = "2006-01-02 15:04:05 UTC"
+	when := fmt.Sprintf("it recorded parent time %s; %s", engine.VHDTime(child.Header().ParentTimestamp).Format(layout), parentPath)
+	if ts := parent.Footer().Timestamp; ts != 0 { // a raw parent has no footer
+		when += fmt.Sprintf("'s footer says %s and its", engine.VHDTime(ts).Format(layout))
+	} else {
+		when += "'s"
+	}
+	if mtime, ok := fileTime(parentPath); ok {
+		when += fmt.Sprintf(" file was modified %s", engine.VHDTime(mtime).Format(layout))
+	} else {
+		when += " file time cannot be read"
+	}
 	if isUndoDiskOf(childPath, parentPath) {
 		return fmt.Errorf("%s: %w: %s; it is the undo disk of %s, and its changes were made over data that has since been written, so they can no longer be used: drop them with 'vhd undo discard %s'", childPath, ErrParentModified, when, parentPath, parentPath)
 	}
-	return fmt.Errorf("%s: %w: %s; its changes may now sit over different data: restore the parent from a backup, or, only if you know the parent's data did not change (a tool rewrote its footer), accept it with --accept-modified-parent", childPath, ErrParentModified, when)
+	return fmt.Errorf("%s: %w: %s; its changes may now sit over different data: restore the parent from a backup, or, only if you know the parent's data did not change (a tool rewrote its footer or touched its file), re-link the child with 'vhd set-parent %s %s', which checks the parent's UUID and records its time now", childPath, ErrParentModified, when, childPath, parentPath)
 }
 
 // isUndoDiskOf reports whether child is parent's undo disk by name (an

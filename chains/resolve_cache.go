@@ -183,15 +183,27 @@ func (r *resolver) build(chunk int64) ([]run, error) {
 
 // walkLayers asks the layers, top down, what each holds of [off, off+n):
 // found gets every extent a layer holds (data or zeros) with the layer's
-// index, and what no layer holds is returned.
+// index, and what no layer holds is returned. A layer smaller than the
+// one above it ends the search past its end: there it shows zeros, and
+// what lies below it does not show through (as blktap reads such
+// chains).
 func walkLayers(layers []Layer, off, n int64, found func(i int, e engine.Extent)) ([]pending, error) {
 	todo := []pending{{off, n}}
+	var beyond []pending // past the end of a layer: zeros
 	for i, l := range layers {
 		if len(todo) == 0 {
 			break
 		}
 		var next []pending
+		size := l.Image.Size()
 		for _, p := range todo {
+			if p.off+p.n > size {
+				cut := max(p.off, size)
+				beyond = append(beyond, pending{cut, p.off + p.n - cut})
+				if p.n = cut - p.off; p.n == 0 {
+					continue
+				}
+			}
 			ext, err := l.Image.Extents(p.off, p.n)
 			if err != nil {
 				return nil, err
@@ -206,7 +218,7 @@ func walkLayers(layers []Layer, off, n int64, found func(i int, e engine.Extent)
 		}
 		todo = next
 	}
-	return todo, nil
+	return append(todo, beyond...), nil
 }
 
 func appendRun(rs []run, r run) []run {

@@ -153,7 +153,19 @@ func scanOne(path string, conf *confinement, opts Options, metas metaCache) *Nod
 // openParent does, judging each candidate by its metadata alone.
 func linkMeta(path string, m *imageMeta, conf *confinement, opts Options, metas metaCache) (string, error) {
 	var found string
+	ft := m.Footer()
+	raw := engine.ParentIsRaw(&ft, m.Header())
 	err := findParent(path, m, conf, func(cand candidate, real string) (string, error) {
+		if raw {
+			// A raw disk image (blktap's vhd-util snapshot -m): no UUID
+			// to read; its file time is what the child recorded.
+			pm, err := rawMeta(real)
+			if err == nil {
+				err = linkHolds(path, m, real, pm, opts)
+			}
+			found = real
+			return "", err
+		}
 		pm, err := metas.read(real)
 		if errors.Is(err, engine.ErrCorrupt) {
 			return fmt.Sprintf("not a usable VHD (%v)", err), nil
@@ -171,6 +183,22 @@ func linkMeta(path string, m *imageMeta, conf *confinement, opts Options, metas 
 		return "", nil
 	})
 	return found, err
+}
+
+// rawMeta is what a raw parent's metadata amounts to: a fixed disk of
+// the file's size, without UUID or timestamp (engine.OpenRawParent).
+func rawMeta(path string) (*imageMeta, error) {
+	f, err := openRegular(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	size := st.Size() / engine.SectorSize * engine.SectorSize
+	return &imageMeta{footer: engine.Footer{DiskType: engine.TypeFixed, CurrentSize: uint64(size)}}, nil
 }
 
 // markCycles marks Broken every image whose parent links lead back to

@@ -206,10 +206,13 @@ func (c *checker) checkSparse(img *Image, size int64, opts CheckOptions) error {
 	if tail := s.orphanTail(size - FooterSize); !img.footerFromCopy && tail > 0 {
 		c.problem(CodeOrphanTail, false, true, size-FooterSize-tail, "%d bytes after the last allocated block belong to nothing (blocks allocated but never flushed)", tail)
 	}
-	if c.usable() {
-		return c.checkStray(s)
+	if !c.usable() {
+		return nil
 	}
-	return nil
+	if err := c.checkBatmap(s); err != nil {
+		return err
+	}
+	return c.checkStray(s)
 }
 
 // usable reports whether the structures are sound enough to read blocks:
@@ -254,7 +257,8 @@ func (c *checker) checkHeaderFields(s *sparse) {
 		}
 		return
 	}
-	if h.ParentUUID.IsZero() {
+	// blktap records a null UUID for a raw parent (rawparent.go).
+	if ft := s.img.footer; h.ParentUUID.IsZero() && !isTapCreator(&ft) {
 		c.problem(CodeParentUUIDMissing, true, false, s.hdrOff+offHdrParentUUID, "differencing disk has no parent UUID")
 	}
 	seen := map[string]bool{}

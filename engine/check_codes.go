@@ -22,6 +22,8 @@ const (
 	CodeOrphanTail        = "orphan-tail"          // space after the last block: blocks whose allocation never reached a flush
 	CodeFixedGap          = "fixed-gap"            // bytes between a fixed image's data and its footer
 	CodeDataUnderClearBit = "data-under-clear-bit" // a sector holds data its bitmap bit disowns: a write that never reached a flush
+	CodeBatmapStale       = "batmap-stale"         // fatal: blktap's batmap marks a block full that is not, so blktap would lose writes to it
+	CodeBatmapInvalid     = "batmap-invalid"       // blktap's batmap is damaged: Xen's tapdisk will not write the image
 
 	// Warnings: departures from the format that readers tolerate.
 	CodeFooterFeatures     = "footer-features"      // the reserved features bit is clear
@@ -39,7 +41,7 @@ var problemCodes = []string{
 	CodeFooterInvalid, CodeHeaderInvalid, CodeLocatorInvalid, CodeBATOutOfRange, CodeBATOverlap,
 	CodeFixedTooShort, CodeParentUUIDMissing, CodeParentUnnamed,
 	CodeFooterDamaged, CodeFooterCopyDamaged, CodeFooterCopyDiffers, CodeOrphanTail, CodeFixedGap,
-	CodeDataUnderClearBit,
+	CodeDataUnderClearBit, CodeBatmapStale, CodeBatmapInvalid,
 	CodeFooterFeatures, CodeFooterTimestamp, CodeFooterGeometry, CodeSavedState, CodeHeaderDataOffset,
 	CodeHeaderParentFields, CodeLocatorDuplicate,
 }

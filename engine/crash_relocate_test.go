@@ -26,6 +26,10 @@ type relocateCase struct {
 	// gap puts that many bytes of junk between a fixed image's data and
 	// its footer (check reports them; images in the wild have them).
 	gap int64
+	// tap makes a blktap image (with a batmap), packed lays it out as
+	// blktap does, with no free space before the first block
+	// (packedImage), so the relocation goes past the end and then back.
+	tap, packed bool
 }
 
 var relocateCases = []relocateCase{
@@ -34,6 +38,15 @@ var relocateCases = []relocateCase{
 			Locators: []LocatorPath{{LocatorW2ru, `.\new.vhd`}, {LocatorMacX, "/srv/images/new.vhd"}}})
 	}},
 	{name: "grow dynamic past the BAT", typ: TypeDynamic, size: 4 << 20, newSize: 40 << 20, op: func(img *Image) error { return img.Resize(40<<20, false) }},
+	{name: "grow dynamic past the BAT's sector", typ: TypeDynamic, size: 4 << 20, newSize: 300 << 20, op: func(img *Image) error { return img.Resize(300<<20, false) }},
+	{name: "set-parent packed blktap", typ: TypeDifferencing, size: 4 << 20, parent: true, tap: true, packed: true, op: func(img *Image) error {
+		return img.SetParentLink(ParentInfo{UUID: UUID{9}, Timestamp: 7, Name: "new.vhd",
+			Locators: []LocatorPath{{LocatorW2ru, `.\new.vhd`}, {LocatorMacX, "/srv/images/new.vhd"}}})
+	}},
+	{name: "grow packed blktap in the BAT's sector", typ: TypeDynamic, size: 4 << 20, newSize: 40 << 20, tap: true, packed: true, op: func(img *Image) error { return img.Resize(40<<20, false) }},
+	{name: "grow packed blktap past the BAT's sector", typ: TypeDynamic, size: 4 << 20, newSize: 200 << 20, tap: true, packed: true, op: func(img *Image) error { return img.Resize(200<<20, false) }},
+	{name: "shrink packed blktap", typ: TypeDynamic, size: 4 << 20, newSize: 3 << 20, tap: true, packed: true, op: func(img *Image) error { return img.Resize(3<<20, true) }},
+	{name: "grow blktap past the BAT's sector", typ: TypeDynamic, size: 4 << 20, newSize: 300 << 20, tap: true, op: func(img *Image) error { return img.Resize(300<<20, false) }},
 	{name: "shrink dynamic", typ: TypeDynamic, size: 4 << 20, newSize: 3 << 20, op: func(img *Image) error { return img.Resize(3<<20, true) }},
 	{name: "grow fixed", typ: TypeFixed, size: 4 << 20, newSize: 6 << 20, op: func(img *Image) error { return img.Resize(6<<20, false) }},
 	{name: "shrink fixed", typ: TypeFixed, size: 4 << 20, newSize: 3 << 20, op: func(img *Image) error { return img.Resize(3<<20, true) }},
@@ -50,6 +63,19 @@ func setupRelocate(t *testing.T, c relocateCase) (*crashfile.File, *Image, []byt
 	opts := CreateOptions{Type: c.typ, Size: c.size, BlockSize: 1 << 20, UUID: UUID{1}, Time: time.Unix(1e9, 0)}
 	if c.typ == TypeDifferencing {
 		opts.Parent = &ParentInfo{UUID: UUID{8}, Name: "old.vhd", Locators: []LocatorPath{{LocatorW2ru, `.\old.vhd`}}}
+	}
+	if c.tap {
+		opts.Creator = &tapCreator
+	}
+	if c.packed {
+		data := randBytes(rand.New(rand.NewPCG(3, 3)), 2<<20)
+		f = packedImage(t, c.typ, c.size, 1<<20, opts.Parent, data)
+		img, err := OpenFile(f, "img", Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		img.SetParent(zeroDisk(c.size))
+		return f, img, data
 	}
 	img, err := CreateFile(f, "img", opts)
 	if err != nil {
@@ -120,11 +146,21 @@ func TestCrashDuringRelocate(t *testing.T) {
 func verifyRelocated(t *testing.T, c relocateCase, f *crashfile.File, data []byte, where string) {
 	t.Helper()
 	if rep, err := Check(f, CheckOptions{Bitmaps: true}); err != nil || !rep.OK() {
+		for _, p := range rep.Problems {
+			if p.Code == CodeBatmapStale {
+				t.Fatalf("%s: blktap's batmap trusts a block that is not full: %s", where, p)
+			}
+		}
 		if _, err := RepairFile(f, "crashed", RepairOptions{}); err != nil {
 			t.Fatalf("%s: repair: %v", where, err)
 		}
 		if rep, err := Check(f, CheckOptions{Bitmaps: true}); err != nil || !rep.OK() {
 			t.Fatalf("%s: check after repair: %v %+v", where, err, rep)
+		}
+	}
+	if c.tap {
+		if _, ok := diskBatmap(t, f.Bytes()); !ok {
+			t.Fatalf("%s: blktap does not trust the batmap after repair", where)
 		}
 	}
 	img, err := OpenFile(f.Reopen(), "crashed", Options{ReadOnly: true})

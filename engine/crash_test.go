@@ -31,6 +31,10 @@ type crashConfig struct {
 	size      int64
 	blockSize int64
 	noPunch   bool // the host cannot punch holes
+	// tap makes a blktap image whose every block starts full, with its
+	// batmap bits set (as blktap leaves them): a crash must never leave
+	// a trusted bit over a block that is no longer full.
+	tap bool
 	// seeds is how many workloads TestCrashRandomPoints runs: more where
 	// the file is small and a crash cheap.
 	seeds int
@@ -46,6 +50,7 @@ var crashConfigs = []crashConfig{
 	{name: "dyn512k", typ: TypeDynamic, size: 2*512<<10 + 256<<10 + 7*SectorSize, blockSize: 512 << 10, seeds: 2},
 	{name: "dyn512k-nopunch", typ: TypeDynamic, size: 512<<10 + 9*SectorSize, blockSize: 512 << 10, noPunch: true, seeds: 1},
 	{name: "dyn2m", typ: TypeDynamic, size: 2<<20 + 1<<20 + 9*SectorSize, blockSize: 2 << 20, seeds: 1},
+	{name: "tap64k", typ: TypeDynamic, size: 6*64<<10 + 11*SectorSize, blockSize: 64 << 10, tap: true, seeds: 6},
 }
 
 func (c crashConfig) params(flushRate int) workloadParams {
@@ -80,12 +85,37 @@ func newCrashRun(t testing.TB, cfg crashConfig, seed uint64) *crashRun {
 	if cfg.noPunch {
 		r.f.PunchErr = ErrUnsupported
 	}
-	img, err := CreateFile(r.f, cfg.name, CreateOptions{Type: cfg.typ, Size: cfg.size, BlockSize: cfg.blockSize, UUID: UUID{1}, Time: time.Unix(1e9, 0)})
+	opts := CreateOptions{Type: cfg.typ, Size: cfg.size, BlockSize: cfg.blockSize, UUID: UUID{1}, Time: time.Unix(1e9, 0)}
+	if cfg.tap {
+		opts.Creator = &tapCreator
+	}
+	img, err := CreateFile(r.f, cfg.name, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.img = img
+	if cfg.tap {
+		r.fillTap(seed)
+	}
 	return r
+}
+
+// fillTap writes every block of a blktap image full, flushes, and sets
+// the batmap bits blktap would.
+func (r *crashRun) fillTap(seed uint64) {
+	o := workOp{kind: opWrite, off: 0, n: r.cfg.size, seed: seed}
+	p := o.data()
+	r.m.write(p, 0)
+	if _, err := r.img.WriteAt(p, 0); err != nil {
+		r.t.Fatal(err)
+	}
+	if err := r.img.Flush(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.m.flush()
+	if _, err := r.img.sparse.rebuildBatmap(); err != nil {
+		r.t.Fatal(err)
+	}
 }
 
 func (r *crashRun) fatalf(format string, args ...any) {
@@ -219,6 +249,9 @@ func verifyCrashedDepth(c *crashfile.File, m *crashModel, rng *rand.Rand, depth 
 		for _, p := range rep.Problems {
 			if !p.Fixable {
 				return fmt.Errorf("crash left a problem repair cannot fix: %s", p)
+			}
+			if p.Code == CodeBatmapStale {
+				return fmt.Errorf("crash left blktap's batmap trusting a block that is not full (blktap would lose writes): %s", p)
 			}
 		}
 		// Before any repair it opens, read-only, and reads what it must.

@@ -25,6 +25,25 @@ type CreateOptions struct {
 	// new image is written (see Image.stampFooter): a copy of an image
 	// that children depend on, like a compacted one, must keep it.
 	KeepTimestamp bool
+	// Creator names the creator in place of vhdkit's (see creatorApp):
+	// a compacted blktap image stays one ("tap", with its version), so
+	// Xen's tools keep their batmap in it, which a new dynamic or
+	// differencing image of a blktap creator gets (batmap.go).
+	Creator *Creator
+	// Hidden is Xen's "hidden" flag (footer byte 85), kept by compaction.
+	Hidden uint8
+}
+
+// Creator is what a footer says made the image.
+type Creator struct {
+	App     [4]byte
+	Version uint32
+	HostOS  [4]byte
+}
+
+// CreatedBy returns the footer's creator fields.
+func (f *Footer) CreatedBy() Creator {
+	return Creator{App: f.CreatorApp, Version: f.CreatorVersion, HostOS: f.CreatorHostOS}
 }
 
 // ParentInfo is what a differencing image records of its parent.
@@ -149,6 +168,10 @@ func newFooter(opts CreateOptions) Footer {
 		Geometry:       GeometryFor(opts.Size),
 		DiskType:       opts.Type,
 		UUID:           id,
+		Hidden:         opts.Hidden,
+	}
+	if c := opts.Creator; c != nil {
+		ft.CreatorApp, ft.CreatorVersion, ft.CreatorHostOS = c.App, c.Version, c.HostOS
 	}
 	if opts.Type != TypeFixed {
 		ft.DataOffset = FooterSize
@@ -170,12 +193,23 @@ func writeFixed(f File, ft Footer) error {
 	return nil
 }
 
+// metaReserve is the room a new differencing image leaves free between
+// its BAT and its parent locators, as Windows reserves room for its
+// locators: a change of the parent link (set-parent, a merge moving the
+// image onto another parent) writes the new header and locators there,
+// before the first block, where Xen's vhd-util check wants them
+// (relocate.go). 16 KiB holds a header and three locators of paths up to
+// 2500 characters.
+const metaReserve = 16 << 10
+
 // writeSparse lays out a new dynamic or differencing image:
 //
 //	0       footer copy
 //	512     dynamic header
 //	1536    BAT, all entries unallocated
-//	...     parent locator data, each padded to a sector
+//	...     blktap's batmap header and map, for a blktap creator
+//	...     differencing: metaReserve bytes left free, then the parent
+//	        locator data, each padded to a sector
 //	end     footer
 func writeSparse(f File, ft Footer, opts CreateOptions) error {
 	bs := opts.BlockSize
@@ -197,8 +231,14 @@ func writeSparse(f File, ft Footer, opts CreateOptions) error {
 		BlockSize:       uint32(bs),
 	}
 	end := int64(h.TableOffset) + batBytes(entries)
+	var writes []pendingWrite
+	if batmapRuleOf(&ft) != batmapNever {
+		bw, bend := newBatmap(end, entries, ft.CurrentSize)
+		writes, end = append(writes, bw...), bend
+	}
 	var locData [][]byte
 	if p := opts.Parent; p != nil {
+		end += metaReserve
 		if len(p.Locators) > locatorCount {
 			return fmt.Errorf("vhd: %d parent locators, at most %d fit", len(p.Locators), locatorCount)
 		}
@@ -222,7 +262,7 @@ func writeSparse(f File, ft Footer, opts CreateOptions) error {
 	}
 	fraw := ft.Marshal()
 	hraw := h.Marshal()
-	writes := []pendingWrite{{0, fraw[:]}, {FooterSize, hraw[:]}, {end, fraw[:]}}
+	writes = append(writes, pendingWrite{0, fraw[:]}, pendingWrite{FooterSize, hraw[:]}, pendingWrite{end, fraw[:]})
 	for i, d := range locData {
 		writes = append(writes, pendingWrite{int64(h.Locators[i].DataOffset), d})
 	}

@@ -95,6 +95,8 @@ type Image struct {
 
 	lay    layout
 	sparse *sparse // nil for fixed images
+	// raw is set for a raw disk opened as a parent (rawparent.go).
+	raw bool
 
 	closed atomic.Bool
 }
@@ -183,6 +185,11 @@ func OpenFile(f File, name string, opts Options) (*Image, error) {
 	}
 	if img.footerFromCopy && !img.readOnly {
 		if err := img.rewriteFooter(); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	if img.sparse != nil && !img.readOnly {
+		if err := img.sparse.healBatmap(); err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 	}

@@ -12,9 +12,10 @@ import (
 // stale copy at offset 0 (rewritten from the footer at the end), space
 // past the last allocated block (blocks whose allocation never reached a
 // flush: cut off), bytes between a fixed image's data and its footer
-// (cut), and sectors holding data their bitmap bit disowns (zeroed: no
+// (cut), sectors holding data their bitmap bit disowns (zeroed: no
 // reader of the image sees that data, and readers that ignore bitmaps
-// then agree). It returns what it did; it refuses, changing nothing,
+// then agree), and blktap's batmap when it is stale or damaged (rebuilt
+// from the bitmaps, batmap_check.go). It returns what it did; it refuses, changing nothing,
 // when the image has damage it cannot fix.
 func Repair(path string, opts RepairOptions) ([]string, error) {
 	osf, err := OpenChecked(path, os.O_RDWR, true)
@@ -91,12 +92,28 @@ func RepairFile(f File, name string, opts RepairOptions) ([]string, error) {
 			did = append(did, fmt.Sprintf("cut %d bytes of unreferenced blocks from the end of the file", tail))
 		}
 	}
+	if hasFixable(rep, CodeBatmapStale) || hasFixable(rep, CodeBatmapInvalid) {
+		what, err := s.rebuildBatmap()
+		if err != nil {
+			return did, err
+		}
+		did = append(did, what)
+	}
 	if err := s.repairFooterCopy(); err != nil {
 		return did, err
 	} else if !img.footerFromCopy && (hasProblem(rep, CodeFooterCopyDamaged) || hasProblem(rep, CodeFooterCopyDiffers)) {
 		did = append(did, "rewrote the footer copy at offset 0 from the footer at the end")
 	}
 	return did, f.Sync()
+}
+
+func hasFixable(r *Report, code string) bool {
+	for _, p := range r.Problems {
+		if p.Code == code && p.Fixable {
+			return true
+		}
+	}
+	return false
 }
 
 func hasProblem(r *Report, code string) bool {

@@ -14,8 +14,8 @@ var ErrShrinkData = errors.New("vhd: the part a shrink would cut off holds data"
 // (reads as zeros). No other I/O may run on the image meanwhile.
 //
 // Dynamic and differencing images commit the new size through relocate
-// (a bigger BAT, when needed, is written past the end of the file, so no
-// block moves). Fixed images: see resizeFixed.
+// (a bigger BAT, when needed, goes where there is room, so no block
+// moves). Fixed images: see resizeFixed.
 func (img *Image) Resize(newSize int64, allowShrink bool) error {
 	if img.readOnly {
 		return ErrReadOnly
@@ -24,9 +24,6 @@ func (img *Image) Resize(newSize int64, allowShrink bool) error {
 		return err
 	}
 	old := img.Size()
-	if newSize == old {
-		return nil
-	}
 	if newSize < old {
 		if !allowShrink {
 			return fmt.Errorf("%s: shrinking from %d to %d bytes cuts off data; ask for it explicitly (--shrink)", img.name, old, newSize)
@@ -34,6 +31,30 @@ func (img *Image) Resize(newSize int64, allowShrink bool) error {
 		if err := img.tailIsZero(newSize); err != nil {
 			return err
 		}
+	}
+	return img.resize(newSize)
+}
+
+// Grow is Resize to a size at least the current one: a merge grows its
+// target so (chains), and never shrinks anything.
+func (img *Image) Grow(newSize int64) error {
+	if img.readOnly {
+		return ErrReadOnly
+	}
+	if err := ValidateSize(newSize); err != nil {
+		return err
+	}
+	if old := img.Size(); newSize < old {
+		return fmt.Errorf("%s: cannot grow to %d bytes: it is %d already", img.name, newSize, old)
+	}
+	return img.resize(newSize)
+}
+
+// resize changes the size to newSize, checked by the caller.
+func (img *Image) resize(newSize int64) error {
+	old := img.Size()
+	if newSize == old {
+		return nil
 	}
 	if img.sparse != nil {
 		if newSize < old {
@@ -81,11 +102,15 @@ func (img *Image) tailIsZero(from int64) error {
 
 // setSize gives a footer a new size. The creator becomes vhdkit's (see
 // creatorApp): a "vpc " or "qemu" creator would make readers size the
-// disk by its geometry, not by the size asked for.
+// disk by its geometry, not by the size asked for. blktap's is kept (QEMU
+// sizes it by current size too): Xen's tools keep their batmap only in
+// images they think theirs.
 func setSize(ft *Footer, size int64) {
 	ft.CurrentSize = uint64(size)
 	ft.Geometry = GeometryFor(size)
-	ft.CreatorApp, ft.CreatorVersion, ft.CreatorHostOS = creatorApp, creatorVersion, creatorHostOS
+	if !isTapCreator(ft) {
+		ft.CreatorApp, ft.CreatorVersion, ft.CreatorHostOS = creatorApp, creatorVersion, creatorHostOS
+	}
 }
 
 // resizeFixed moves a fixed image's only footer. The footer is at

@@ -84,6 +84,10 @@ type sparse struct {
 
 	// parent reads the sectors a differencing image does not hold.
 	parent Disk
+
+	// batmap is blktap's batmap, in images blktap keeps one in; nil in
+	// others (batmap_image.go).
+	batmap *batmapState
 }
 
 // bitmap is one block's sector bitmap: a set bit means the image holds
@@ -188,6 +192,10 @@ func parseSparse(img *Image, fileSize int64) (*sparse, error) {
 	if err := s.loadBAT(fileSize); err != nil {
 		return nil, err
 	}
+	if err := s.loadBatmap(fileSize); err != nil {
+		return nil, err
+	}
+	s.setReserved(s.structSpans())
 	s.full = make([]atomic.Uint64, (len(s.bat)+63)/64)
 	s.recent = make([]atomic.Pointer[bitmap], recentSlots(len(s.bat)))
 	s.partShift = partShift(s.blockSize)
@@ -198,7 +206,8 @@ func parseSparse(img *Image, fileSize int64) (*sparse, error) {
 func (s *sparse) blocks() int64 { return (s.size + s.blockSize - 1) >> s.blockShift }
 
 // structSpans lists the structures blocks must not overlap: the footer
-// copy, the header, the BAT and the parent locators' data.
+// copy, the header, the BAT, blktap's batmap and the parent locators'
+// data.
 func (s *sparse) structSpans() []span {
 	r := []span{
 		{0, FooterSize, "footer copy"},
@@ -209,6 +218,9 @@ func (s *sparse) structSpans() []span {
 		if !l.Empty() {
 			r = append(r, span{int64(l.DataOffset), max(l.spaceBytes(), int64(l.DataLength)), "parent locator " + l.CodeString()})
 		}
+	}
+	if s.batmap != nil && s.batmap.found {
+		r = append(r, s.batmap.spans()...)
 	}
 	return r
 }
@@ -356,7 +368,9 @@ func (s *sparse) pread(p []byte, off int64) error {
 }
 
 // readAbsent fills p with what the disk holds at off where this image
-// stores nothing: zeros, or the parent's data.
+// stores nothing: zeros, or the parent's data, and zeros past the end of
+// a parent smaller than the child (Xen's vhd-util resize grows a leaf
+// over its parent; blktap reads such chains so).
 func (s *sparse) readAbsent(p []byte, off int64) error {
 	if !s.differencing {
 		clear(p)
@@ -365,9 +379,10 @@ func (s *sparse) readAbsent(p []byte, off int64) error {
 	if s.parent == nil {
 		return fmt.Errorf("%s: %w", s.img.name, ErrNoParent)
 	}
-	_, err := s.parent.ReadAt(p, off)
+	n, err := s.parent.ReadAt(p, off)
 	if errors.Is(err, io.EOF) {
-		return corrupt("parent", "", -1, "parent is smaller than the child")
+		clear(p[n:])
+		return nil
 	}
 	return err
 }

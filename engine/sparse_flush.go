@@ -177,9 +177,20 @@ func (s *sparse) rewriteTail() error {
 		// there too, which no reader accepts.
 		end = s.footerOff / SectorSize * SectorSize
 	}
+	return s.cutTail(end)
+}
+
+// cutTail writes the footer at end and cuts the file after it.
+func (s *sparse) cutTail(end int64) error {
+	// The footer at the cut is made durable before the cut: whatever
+	// lies there before it (an old footer naming a header a relocation
+	// has since replaced) must never end the file.
 	raw := s.img.footerBytes()
 	if _, err := s.f.WriteAt(raw[:], end); err != nil {
 		return ioError("write footer", end, err)
+	}
+	if err := s.f.Sync(); err != nil {
+		return ioError("sync", 0, err)
 	}
 	if err := s.f.Truncate(end + FooterSize); err != nil {
 		return ioError("truncate", end+FooterSize, err)
@@ -215,10 +226,12 @@ func (s *sparse) orphanTail(footerOff int64) int64 {
 // behind (it is never reused while the image is open: see deallocate),
 // and Check reports space past the last block. The flush just before
 // made the BAT in the file what it is in memory, so nothing the file
-// references is cut. The footer written when the last block was
-// allocated (or the image's first one) still sits at the cut, so
-// whichever of rewriteTail's writes a crash keeps, the file ends in a
-// valid footer.
+// references is cut. rewriteTail writes the footer at the cut and syncs
+// it before it cuts, so whichever of its steps a crash keeps, the file
+// ends in the current footer: at the cut, or still at the old end. (What
+// sat at the cut before, an old footer, may name a header a relocation
+// has since replaced.) Also run after a relocation moves metadata from
+// past the end back in front of the blocks (tidyMeta).
 func (s *sparse) trimTail() error {
 	s.allocMu.Lock()
 	footerOff := s.footerOff

@@ -39,6 +39,13 @@ func (s *sparse) writeBlock(b, in int64, p []byte, keep bool) error {
 			if !keep && isZero(p) && s.absentReadsZero(b<<s.blockShift+in, int64(len(p))) {
 				return nil
 			}
+			// A bit left set over an unallocated block (damage Check
+			// reports) would make blktap trust the new, partial block.
+			if s.batmapSet(b) {
+				if err := s.batmapClear(b, b+1); err != nil {
+					return err
+				}
+			}
 			var err error
 			if e, err = s.allocate(b); err != nil {
 				return err
@@ -164,6 +171,11 @@ func (s *sparse) zero(off, n int64, mode ZeroMode) error {
 	if err := s.usable(); err != nil {
 		return err
 	}
+	if mode == ZeroMayDeallocate {
+		if err := s.batmapClearWhole(off, n); err != nil {
+			return err
+		}
+	}
 	return s.forBlocks(off, n, func(b, in, l int64) error {
 		whole := in == 0 && l == s.sectorsIn(b)*SectorSize
 		if whole && mode == ZeroMayDeallocate && s.absentReadsZero(b<<s.blockShift, l) {
@@ -218,6 +230,11 @@ func (s *sparse) trim(off, n int64) error {
 		return s.zero(off, n, ZeroMayDeallocate)
 	}
 	if err := s.usable(); err != nil {
+		return err
+	}
+	// Every block touched loses sectors: whole ones are freed, the
+	// others lose their bits.
+	if err := s.batmapClearRange(off, n); err != nil {
 		return err
 	}
 	return s.forBlocks(off, n, func(b, in, l int64) error {

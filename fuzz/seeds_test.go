@@ -42,6 +42,11 @@ var seedImages = sync.OnceValue(func() [][]byte {
 			binary.BigEndian.PutUint32(b[512+576+4:], 1<<20)
 			return vhdgen.FixChecksums(b), nil
 		},
+		// blktap's creator: the engine keeps blktap's batmap in them.
+		func() ([]byte, error) { return makeTapImage(engine.TypeDynamic, 64<<10, 4096, nil, writeSome) },
+		func() ([]byte, error) {
+			return makeTapImage(engine.TypeDifferencing, 64<<10, 4096, seedParent(), writeSome)
+		},
 		func() ([]byte, error) { // the 511-byte footer of pre-2004 Virtual PC
 			b, err := makeImage(engine.TypeFixed, 8<<10, 0, nil, writeSome)
 			if err != nil {
@@ -91,9 +96,19 @@ func writeSome(img *engine.Image) error {
 }
 
 func makeImage(typ engine.DiskType, size, blockSize int64, parent *engine.ParentInfo, fill func(*engine.Image) error) ([]byte, error) {
+	return makeImageBy(nil, typ, size, blockSize, parent, fill)
+}
+
+// makeTapImage is makeImage with blktap's creator, which gives dynamic
+// and differencing images blktap's batmap.
+func makeTapImage(typ engine.DiskType, size, blockSize int64, parent *engine.ParentInfo, fill func(*engine.Image) error) ([]byte, error) {
+	return makeImageBy(&engine.Creator{App: [4]byte{'t', 'a', 'p'}, Version: 0x00010003}, typ, size, blockSize, parent, fill)
+}
+
+func makeImageBy(creator *engine.Creator, typ engine.DiskType, size, blockSize int64, parent *engine.ParentInfo, fill func(*engine.Image) error) ([]byte, error) {
 	f := NewMemFile(nil, 0)
 	img, err := engine.CreateFile(f, "seed.vhd", engine.CreateOptions{
-		Type: typ, Size: size, BlockSize: blockSize, Parent: parent,
+		Type: typ, Size: size, BlockSize: blockSize, Parent: parent, Creator: creator,
 		UUID: engine.UUID{0xaa, 1}, Time: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC),
 	})
 	if err != nil {

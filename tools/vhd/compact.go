@@ -16,7 +16,8 @@ var compactCmd = &command{
 	doc: `Rewrites a dynamic or differencing image without the blocks that hold
 only zeros (in a differencing image, only where no ancestor holds data:
 there its zeros are data), with the rest in disk order. The image keeps
-its UUID, timestamp and parent link, so its children stay valid. It is
+its UUID, timestamp and parent link, so its children stay valid, and a
+Xen (blktap) image its creator and hidden flag, with a fresh batmap. It is
 written to a temporary file beside IMAGE and renamed over it: a crash
 leaves the old image or the new one. Images whose saved-state flag is
 set are refused. Zero the free space inside the guest first (for
@@ -40,8 +41,12 @@ example 'sdelete -z' on Windows) to make its deleted files' blocks zero.
 			if *asJSON {
 				return writeJSON(e, res)
 			}
-			fmt.Fprintf(e.stdout, "compacted %s: freed %d blocks; file %s -> %s; reclaimed %s on the host\n",
-				args[0], res.BlocksFreed, human(res.FileBefore), human(res.FileAfter), human(res.Reclaimed()))
+			host := "reclaimed " + human(res.Reclaimed()) + " on the host"
+			if g := res.HostGrowth(); g > 0 {
+				host = "the host gives it " + human(g) + " more (its blocks are laid out anew, aligned)"
+			}
+			fmt.Fprintf(e.stdout, "compacted %s: freed %d blocks; file %s -> %s; %s\n",
+				args[0], res.BlocksFreed, human(res.FileBefore), human(res.FileAfter), host)
 			return nil
 		}
 	},

@@ -186,7 +186,11 @@ func addChain(in *infoJSON, opts chains.Options, share bool) {
 	defer c.Close()
 	for _, l := range c.Layers() {
 		ft := l.Image.Footer()
-		in.Chain = append(in.Chain, layerJSON{File: l.Path, Type: ft.DiskType.String(), UUID: ft.UUID.String(), Found: l.Found})
+		typ := ft.DiskType.String()
+		if l.Image.IsRaw() {
+			typ = "raw" // the raw parent of a Xen child (vhd-util snapshot -m)
+		}
+		in.Chain = append(in.Chain, layerJSON{File: l.Path, Type: typ, UUID: ft.UUID.String(), Found: l.Found})
 	}
 }
 

@@ -16,8 +16,10 @@ var repairCmd = &command{
 	doc: `Fixes, in place: a damaged footer at the end of the file (rewritten from
 the copy at offset 0), a damaged or stale copy at offset 0, space after
 the last allocated block (blocks whose allocation never reached a
-flush), and data under clear bitmap bits (writes that never reached a
-flush: zeroed, so readers that ignore bitmaps read what vhd reads).
+flush), data under clear bitmap bits (writes that never reached a
+flush: zeroed, so readers that ignore bitmaps read what vhd reads), and
+the batmap of an image Xen's blktap made when it marks a block full that
+is not or is damaged (rebuilt from the bitmaps; see docs/BLKTAP.md).
 It refuses, changing nothing, when the image has damage it cannot fix
 safely, and lists that damage (exit status 1), and when the file is not
 a VHD (another format, named). Close every program

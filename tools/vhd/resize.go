@@ -16,8 +16,13 @@ var resizeCmd = &command{
 	args:    "--size [+|-]SIZE | --to-minimum [--shrink] [--force] IMAGE",
 	summary: "grow (or, when asked, shrink) a fixed or dynamic image",
 	doc: `Sets IMAGE's virtual size. Growing is crash-safe: a dynamic image's new
-metadata (a bigger block table when needed) is written past its end and
-committed by the footer; a fixed image's footer moves. Shrinking needs
+metadata (a bigger block table when needed) is written where the image
+has room, before its first data block (the table grows in place when the
+space after it is free), and committed by the footer; a fixed image's
+footer moves. When there is no room before the first block the metadata
+goes after the data, and vhd says so: Xen's vhd-util check rejects such
+an image ('vhd compact' lays it out anew). A Xen (blktap) image keeps
+its creator, hidden flag and batmap. Shrinking needs
 --shrink and is refused if the part cut off holds any data. --size
 +SIZE grows by SIZE and --size -SIZE shrinks by SIZE (no --shrink
 needed: the sign asks for it); --to-minimum shrinks to the end of the
@@ -58,6 +63,7 @@ differencing images depend on is refused unless --force.
 				return err
 			}
 			fmt.Fprintf(e.stdout, "%s is now %s (was %s)\n", args[0], human(n), human(old))
+			noteMetadataAfterData(e, "resize", args[0])
 			return nil
 		}
 	},

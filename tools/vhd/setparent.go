@@ -13,14 +13,15 @@ var setParentCmd = &command{
 	name:    "set-parent",
 	args:    "[--ignore-uuid] [flags] CHILD PARENT",
 	summary: "re-link a differencing image to its parent after files moved",
-	doc: `Points CHILD at PARENT: rewrites its parent name and locators (W2ku,
-W2ru, MacX) for PARENT's place, atomically (a crash leaves the old link
-or the new one). PARENT must have the UUID and size CHILD recorded, and
-must not have changed since CHILD was made; --ignore-uuid accepts
-another UUID (only right when PARENT holds the same data, e.g. a copy a
-tool gave a new UUID) and --accept-modified-parent a parent whose
-timestamp changed (only right when its data did not: CHILD then records
-the new time and opens without complaint).
+	doc: `Points CHILD at PARENT: rewrites its parent name and locators (W2ru,
+W2ku, MacX) for PARENT's place, atomically (a crash leaves the old link
+or the new one). PARENT must have the UUID CHILD recorded (its size may
+differ: past a parent's end the chain reads zeros);
+--ignore-uuid accepts another UUID (only right when PARENT holds the
+same data, e.g. a copy a tool gave a new UUID). CHILD then records
+PARENT's timestamp as it is now, so this is also how to re-link a child
+refused because its parent's time changed while its data did not (a
+tool rewrote the footer, Xen's tools touched the file).
 
 ` + chainHelp,
 	setup: func(fs *pflag.FlagSet) runFunc {
@@ -34,6 +35,7 @@ the new time and opens without complaint).
 				return err
 			}
 			fmt.Fprintf(e.stdout, "%s now names %s as its parent\n", args[0], args[1])
+			noteMetadataAfterData(e, "set-parent", args[0])
 			return nil
 		}
 	},
