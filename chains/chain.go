@@ -306,6 +306,11 @@ func linkTimeMatches(childPath string, child, parent metadata, parentPath string
 	if err != nil || engine.TimestampOf(pst.ModTime()) != want {
 		return false
 	}
+	// Not After rather than Before: Xen's tools can write a parent and
+	// re-link its child within one tick of the kernel's coarse file
+	// clock (a few ms), leaving equal times. The price: a parent written
+	// within that tick after its child, in the second the child
+	// recorded, is not seen as modified.
 	cst, err := os.Stat(childPath)
 	return err == nil && !pst.ModTime().After(cst.ModTime())
 }
