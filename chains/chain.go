@@ -223,6 +223,10 @@ func openParent(child Layer, conf *confinement, opts Options, seen map[fileID]st
 		}
 		return "", nil
 	})
+	var nf *ParentNotFoundError
+	if errors.As(err, &nf) {
+		nf.Found = findByUUID(append([]string{filepath.Dir(absPath(child.Path))}, conf.dirs...), nf.UUID, absPath(child.Path))
+	}
 	return p, err
 }
 

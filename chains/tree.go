@@ -27,6 +27,12 @@ type Node struct {
 	Broken string `json:"broken,omitempty"`
 	// Merge says that a merge out of or into this image did not finish,
 	// and how to finish it.
+	// Tried lists, when the parent was not found, where it was looked
+	// for and what was there.
+	Tried []string `json:"tried,omitempty"`
+	// Found is, when the parent was not found, a scanned image with the
+	// UUID the child records: what to re-link it to.
+	Found    string  `json:"parent_found,omitempty"`
 	Merge    string  `json:"merge_interrupted,omitempty"`
 	Error    string  `json:"error,omitempty"`
 	Children []*Node `json:"children,omitempty"`
@@ -90,6 +96,7 @@ func Scan(dirs []string, opts Options) ([]*Node, error) {
 		nodes[p] = scanOne(p, conf, opts, metas)
 	}
 	markCycles(nodes, paths)
+	pointAtMovedParents(nodes, paths)
 	var roots []*Node
 	for _, p := range paths {
 		n := nodes[p]
@@ -141,8 +148,13 @@ func scanOne(path string, conf *confinement, opts Options, metas metaCache) *Nod
 	h := m.Header()
 	n.ParentUUID, n.ParentName = h.ParentUUID.String(), h.ParentName
 	parent, err := linkMeta(path, m, conf, opts, metas)
+	var nf *ParentNotFoundError
+	if errors.As(err, &nf) {
+		n.Broken, n.Tried = ErrParentNotFound.Error(), nf.TriedLines()
+		return n
+	}
 	if err != nil {
-		n.Broken = brokenReason(err)
+		n.Broken = brokenReason(path, err)
 		return n
 	}
 	n.Parent = absPath(parent)
@@ -246,16 +258,43 @@ func markCycle(cycle []*Node) {
 	}
 }
 
-func brokenReason(err error) string {
+// brokenReason is why the link of the image at path does not hold, as
+// one line that starts with the kind of break and does not repeat the
+// image's path (the tree shows it).
+func brokenReason(path string, err error) string {
+	msg := strings.TrimPrefix(firstLine(err.Error()), path+": ")
 	if errors.Is(err, ErrMergeInterrupted) {
-		return firstLine(err.Error())
+		return msg
 	}
 	for _, e := range []error{ErrParentModified, ErrParentMismatch, ErrOutsideAllowed, ErrNotRegular, ErrParentNotFound, ErrCycle} {
-		if errors.Is(err, e) {
-			return e.Error() + ": " + firstLine(err.Error())
+		if errors.Is(err, e) && !strings.Contains(msg, e.Error()) {
+			return e.Error() + ": " + msg
 		}
 	}
-	return firstLine(err.Error())
+	return msg
+}
+
+// pointAtMovedParents fills Found of every image whose parent was not
+// found with a scanned image that has the UUID it records: the parent
+// moved or was renamed, and re-linking the child to it mends the link.
+func pointAtMovedParents(nodes map[string]*Node, paths []string) {
+	byUUID := map[string]string{}
+	for _, p := range paths {
+		if n := nodes[p]; n.Error == "" && n.UUID != "" {
+			if _, dup := byUUID[n.UUID]; !dup {
+				byUUID[n.UUID] = p
+			}
+		}
+	}
+	for _, p := range paths {
+		n := nodes[p]
+		if n.Tried == nil || n.ParentUUID == (engine.UUID{}).String() {
+			continue
+		}
+		if f, ok := byUUID[n.ParentUUID]; ok && f != p {
+			n.Found = f
+		}
+	}
 }
 
 func firstLine(s string) string {

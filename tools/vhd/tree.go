@@ -20,12 +20,16 @@ rules 'vhd' uses to open it, reading only each image's footer and
 header. Broken links are marked: parent missing, UUID, size or
 timestamp mismatch, outside the allowed folders, parents that form a
 cycle, a parent an unfinished merge is writing. A child whose link is
-broken is shown as a root, with the reason. Images a merge left
-unfinished are marked with the command that finishes it.
+broken is shown as a root, with the reason. When a parent is not
+found, the tree lists where it looked (each locator and name, and what
+the file there was) and, when a scanned image has the UUID the child
+records (the parent moved or was renamed), the 'vhd set-parent' that
+re-links the child to it. Images a merge left unfinished are marked
+with the command that finishes it.
 
 JSON: a list of nodes {path, type, uuid, virtual_size, parent,
-parent_uuid, parent_name, broken, merge_interrupted, error,
-children: [...]}.
+parent_uuid, parent_name, broken, tried, parent_found,
+merge_interrupted, error, children: [...]}.
 
 ` + chainHelp,
 	setup: func(fs *pflag.FlagSet) runFunc {
@@ -68,6 +72,9 @@ func printNode(e *env, n *chains.Node, first, rest string) {
 		desc += fmt.Sprintf(" [MERGE INTERRUPTED: %s]", n.Merge)
 	}
 	fmt.Fprintf(e.stdout, "%s%s\n", first, desc)
+	for _, l := range brokenDetail(n) {
+		fmt.Fprintf(e.stdout, "%s    %s\n", rest, l)
+	}
 	for i, c := range n.Children {
 		if i == len(n.Children)-1 {
 			printNode(e, c, rest+"└── ", rest+"    ")
@@ -75,4 +82,17 @@ func printNode(e *env, n *chains.Node, first, rest string) {
 			printNode(e, c, rest+"├── ", rest+"│   ")
 		}
 	}
+}
+
+// brokenDetail is what the tree prints under an image whose parent was
+// not found: where it was looked for, and what to re-link it to.
+func brokenDetail(n *chains.Node) []string {
+	if n.Tried == nil {
+		return nil
+	}
+	lines := append([]string{fmt.Sprintf("the child records parent %q, UUID %s", n.ParentName, n.ParentUUID)}, n.Tried...)
+	if n.Found != "" {
+		return append(lines, fmt.Sprintf("%s has that UUID: vhd set-parent %s %s", n.Found, n.Path, n.Found))
+	}
+	return append(lines, fmt.Sprintf("no image scanned has that UUID: find the parent and run vhd set-parent %s PARENT", n.Path))
 }

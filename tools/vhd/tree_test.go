@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -36,4 +37,32 @@ func TestTreeListsCycles(t *testing.T) {
 	if len(forest) != 2 || !strings.Contains(forest[0].Broken, "cycle") || !strings.Contains(forest[1].Broken, "cycle") {
 		t.Errorf("tree --json: %+v; want a and b, both broken by a cycle", forest)
 	}
+}
+
+// TestTreeShowsWhatItTried: a child whose parent was renamed is shown
+// with where its parent was looked for and the set-parent that re-links
+// it to the renamed file, which, run as printed, mends the tree. Before,
+// the tree printed "[BROKEN: parent not found: CHILD: parent not found
+// (...); tried:]" and nothing after.
+func TestTreeShowsWhatItTried(t *testing.T) {
+	dir := t.TempDir()
+	base, child := filepath.Join(dir, "base.vhd"), filepath.Join(dir, "child.vhd")
+	vhdOK(t, "create", "--size", "1M", base)
+	vhdOK(t, "snapshot", base, child)
+	renamed := filepath.Join(dir, "renamed.vhd")
+	if err := os.Rename(base, renamed); err != nil {
+		t.Fatal(err)
+	}
+	out := vhdOK(t, "tree", dir).stdout
+	fix := "vhd set-parent " + child + " " + renamed
+	for _, want := range []string{child + " (differencing, 1.0 MiB (1048576 bytes)) [BROKEN: parent not found]\n", "    tried " + base + " (W2ru locator, W2ku locator, MacX locator, parent name): no such file\n", "has that UUID: " + fix + "\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("tree lacks %q:\n%s", want, out)
+		}
+	}
+	vhdOK(t, strings.Fields(fix)[1:]...)
+	if out := vhdOK(t, "tree", dir).stdout; strings.Contains(out, "BROKEN") || !strings.Contains(out, "└── "+child) {
+		t.Errorf("after the printed set-parent, tree still shows a broken link:\n%s", out)
+	}
+	vhdOK(t, "check", child)
 }
