@@ -37,8 +37,16 @@ var helpCmd = &command{
 func printUsage(w io.Writer) {
 	fmt.Fprintf(w, "vhd works with Microsoft VHD disk images (fixed, dynamic, differencing).\n\n")
 	fmt.Fprintf(w, "Usage: vhd COMMAND [flags] [arguments]\n\nCommands:\n")
+	width := 0
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+		width = max(width, len(c.name))
+	}
+	for _, c := range commands {
+		lines := wrapWords(c.summary, usageColumns-width-4)
+		fmt.Fprintf(w, "  %-*s  %s\n", width, c.name, lines[0])
+		for _, l := range lines[1:] {
+			fmt.Fprintf(w, "  %*s  %s\n", width, "", l)
+		}
 	}
 	fmt.Fprintf(w, "\n%s\n\n%s\n\n%s\n\nRun 'vhd help COMMAND' or 'vhd COMMAND --help' for a command's flags.\n", sizeHelp, qemuHelp, exitHelp)
 }
@@ -63,4 +71,25 @@ func capitalize(s string) string {
 		return s
 	}
 	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// usageColumns is the width the command list is wrapped to.
+const usageColumns = 80
+
+// wrapWords breaks s into lines of at most width characters, at spaces
+// (a longer word gets a line of its own).
+func wrapWords(s string, width int) []string {
+	var lines []string
+	line := ""
+	for _, w := range strings.Fields(s) {
+		if line != "" && len(line)+1+len(w) > width {
+			lines = append(lines, line)
+			line = ""
+		}
+		if line != "" {
+			line += " "
+		}
+		line += w
+	}
+	return append(lines, line)
 }
