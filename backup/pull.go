@@ -80,7 +80,7 @@ type pull struct {
 func Pull(ctx context.Context, o PullOptions) (*PullResult, error) {
 	start := time.Now()
 	if _, err := os.Lstat(o.Dest); err == nil {
-		return nil, fmt.Errorf("%s exists already: %w; a pull writes a new file (choose another name)", o.Dest, fs.ErrExist)
+		return nil, fmt.Errorf("%s: %w (a pull writes a new file)", o.Dest, fs.ErrExist)
 	}
 	p := &pull{o: o, res: PullResult{Dest: o.Dest, Base: o.Since}}
 	if err := p.dial(ctx); err != nil {

@@ -58,6 +58,23 @@ var structCodes = map[string]string{
 	"parent locator": CodeLocatorInvalid,
 }
 
+// ErrNoFooter is matched (errors.Is) when a file has no VHD footer at
+// all: no cookie at its end, nor a copy at its start. It is corrupt too
+// (ErrCorrupt, check's footer-invalid): a VHD that lost both footers
+// looks the same as a file that never was one, so the message names
+// both.
+var ErrNoFooter = errors.New("no VHD footer")
+
+type noFooterError struct{ *CorruptError }
+
+func (e noFooterError) Is(target error) bool { return target == ErrNoFooter || target == ErrCorrupt }
+func (e noFooterError) Unwrap() error        { return e.CorruptError }
+
+func noFooter() error {
+	ce := corrupt("footer", "", -1, "no %q footer cookie in the file's last 512 bytes, nor a footer copy in its first: not a VHD, or one whose footer was lost (a raw disk image converts with 'vhd convert --from raw')", footerCookie).(*CorruptError)
+	return noFooterError{ce}
+}
+
 // ioError wraps a failure of the underlying file with what was being done.
 func ioError(op string, off int64, err error) error {
 	return fmt.Errorf("vhd: %s at offset %#x: %w", op, off, err)

@@ -51,6 +51,7 @@
 package engine
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
@@ -206,6 +207,7 @@ func (img *Image) readFooter(size int64) error {
 	if _, err := img.f.ReadAt(buf[:], size-FooterSize); err != nil {
 		return ioError("read footer", size-FooterSize, err)
 	}
+	tail := buf
 	f, errEOF := ParseFooter(buf[:], size-FooterSize)
 	if errEOF == nil {
 		if errEOF = img.strayFooter(f, size); errEOF == nil {
@@ -222,6 +224,9 @@ func (img *Image) readFooter(size int64) error {
 	}
 	c, errCopy := ParseFooter(buf[:], 0)
 	if errCopy != nil || c.DiskType == TypeFixed {
+		if noCookie(buf[:]) && noCookie(tail[:]) && noCookie(tail[1:]) {
+			return noFooter()
+		}
 		// Report the footer at the end: it is the one every image has.
 		return errEOF
 	}
@@ -518,3 +523,6 @@ func (img *Image) rewriteFooter() error {
 	img.log.Warn("footer at end of file was damaged; rewrote it from the copy at offset 0", "image", img.name)
 	return img.sparse.rewriteTail()
 }
+
+// noCookie reports whether b does not start with the footer cookie.
+func noCookie(b []byte) bool { return !bytes.HasPrefix(b, []byte(footerCookie)) }

@@ -52,7 +52,7 @@ func RepairFile(f File, name string, opts RepairOptions) ([]string, error) {
 		}
 	}
 	if len(unfixable) > 0 {
-		return nil, fmt.Errorf("%s: %w: cannot repair safely, nothing changed:\n  %s", name, ErrCorrupt, strings.Join(unfixable, "\n  "))
+		return nil, fmt.Errorf("%s: %w: cannot repair safely, nothing changed: %s", name, ErrCorrupt, listSome(unfixable, 3))
 	}
 	size, err := f.Size()
 	if err != nil {
@@ -167,4 +167,13 @@ func (s *sparse) zeroStray() (blocks, bytes int64, err error) {
 		return writeZeros(s.f, off, n, &s.dataDirty)
 	})
 	return blocks, bytes, err
+}
+
+// listSome joins the first n of items into one line, and says how many
+// more there are and where they are all listed.
+func listSome(items []string, n int) string {
+	if len(items) <= n {
+		return strings.Join(items, "; ")
+	}
+	return fmt.Sprintf("%s; and %d more ('vhd check' lists them all)", strings.Join(items[:n], "; "), len(items)-n)
 }

@@ -160,11 +160,23 @@ func (c *ControlClient) do(ctx context.Context, method, path string, body, out a
 func (c *ControlClient) dialError(err error) error {
 	switch {
 	case errors.Is(err, syscall.ENOENT):
-		return fmt.Errorf("no control socket at %s: is vhd serve or vhd run running? (each prints control:PATH when it starts): %w", c.path, err)
+		return &DialError{Path: c.path, Err: err, Msg: fmt.Sprintf("no control socket at %s: is vhd serve or vhd run running? (each prints control: PATH when it starts)", c.path)}
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return fmt.Errorf("nobody answers on %s: the vhd serve or vhd run that made it has stopped: %w", c.path, err)
+		return &DialError{Path: c.path, Err: err, Msg: fmt.Sprintf("nobody answers on %s: the vhd serve or vhd run that made it has stopped", c.path)}
 	case errors.Is(err, syscall.EACCES):
-		return fmt.Errorf("the control socket %s is not yours: run vhd ctl as the user who started the server: %w", c.path, err)
+		return &DialError{Path: c.path, Err: err, Msg: fmt.Sprintf("the control socket %s is not yours: run vhd ctl as the user who started the server", c.path)}
 	}
 	return fmt.Errorf("control socket %s: %w", c.path, err)
 }
+
+// DialError says why a control socket could not be reached, and what to
+// do, in its own words: the HTTP client's error ("Get URL: dial unix
+// PATH: connect: ...") stays out of the message but matches (errors.Is).
+type DialError struct {
+	Path string
+	Msg  string
+	Err  error
+}
+
+func (e *DialError) Error() string { return e.Msg }
+func (e *DialError) Unwrap() error { return e.Err }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"time"
@@ -50,8 +51,12 @@ func PrepareMount(mnt string) error {
 		return fmt.Errorf("%s is already a mount of %s (pid %d); 'vhd umount %s' first", mnt, st.Image, st.PID, mnt)
 	}
 	if fi, err := os.Stat(mnt); err != nil || !fi.IsDir() {
-		if err == nil {
+		var pe *fs.PathError
+		switch {
+		case err == nil:
 			err = errors.New("not a folder")
+		case errors.As(err, &pe):
+			err = pe.Err // the path is said once
 		}
 		return fmt.Errorf("mount point %s: %w", mnt, err)
 	}

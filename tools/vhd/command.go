@@ -88,9 +88,12 @@ func wantArgs(args []string, names ...string) error {
 // hint says what to do about err, when its message does not already.
 func hint(cmdName string, err error) string {
 	var le *engine.LockedError
+	var de *service.DialError
 	switch {
 	case errors.As(err, &le):
 		return service.HolderHint(le)
+	case errors.As(err, &de), errors.Is(err, engine.ErrNoFooter):
+		return "" // the message says what to do
 	case errors.Is(err, engine.ErrLocked), errors.Is(err, engine.ErrDestinationExists):
 		return "" // the message says what to do
 	case errors.Is(err, fs.ErrNotExist):

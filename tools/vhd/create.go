@@ -42,7 +42,7 @@ also makes it read-only).
 			if len(args) == 2 && !size.set && *typ != "differencing" && *parent == "" {
 				// qemu-img create FILE SIZE.
 				if err := size.Set(args[1]); err != nil {
-					return usageErr("SIZE %q: %v", args[1], err)
+					return usageErr("%v", err)
 				}
 				args = args[:1]
 			}

@@ -128,8 +128,8 @@ func TestInfo(t *testing.T) {
 	raw := filepath.Join(dir, "disk.raw")
 	os.WriteFile(raw, make([]byte, 1<<20), 0o644)
 	r = vhdCode(t, 1, "info", raw)
-	if !strings.Contains(r.stderr, "cookie") || !strings.Contains(r.stderr, "vhd check") {
-		t.Errorf("info on a raw file:\n%s", r)
+	if !strings.Contains(r.stderr, "cookie") || !strings.Contains(r.stderr, "not a VHD") || !strings.Contains(r.stderr, "--from raw") || strings.Contains(r.stderr, "damaged") {
+		t.Errorf("info on a raw file (want: not a VHD, how to read it as raw, no talk of damage):\n%s", r)
 	}
 	checkOK(t, path)
 }

@@ -95,7 +95,7 @@ func run(ctx context.Context, e *env, args []string) int {
 		e.stdout = io.Discard
 	}
 	if err := fs.Parse(args); err != nil {
-		return report(ctx, e, cmd, usageErr("%v", err))
+		return report(ctx, e, cmd, usageErr("%s", flagErrorText(fs, err)))
 	}
 	if *help {
 		printCommandHelp(e.stdout, cmd)
@@ -122,9 +122,11 @@ func lookup(name string) *command {
 }
 
 // plainMessage is err's message without the system call Go names
-// ("stat FILE: no such file" reads "FILE: no such file").
+// ("stat FILE: no such file" reads "FILE: no such file") and without the
+// engine's package prefix ("FILE: vhd: footer ..." reads "FILE: footer
+// ..."): the line already starts "vhd COMMAND: ".
 func plainMessage(err error) string {
-	msg := err.Error()
+	msg := strings.ReplaceAll(strings.TrimPrefix(err.Error(), "vhd: "), ": vhd: ", ": ")
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
 		switch pe.Op {
