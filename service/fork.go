@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Serving in the background (vhd serve --fork, as qemu-nbd --fork): the
@@ -17,7 +19,8 @@ import (
 // what the foreground would have printed once it listens, and the first
 // process prints it and exits. The server's output goes to a log under
 // the private folder, in logs/, which the server removes when it stops
-// cleanly: only the log of a server that failed or was killed stays.
+// cleanly: only the log of a server that failed or was killed stays, and
+// old ones go (pruneLogs).
 
 func logsDir() string { return filepath.Join(RuntimeDir(), "logs") }
 
@@ -29,9 +32,44 @@ func ServerLog(kind string) (string, error) {
 			return "", err
 		}
 	}
+	pruneLogs(logsDir(), keepLogs, keepLogsFor)
 	var rnd [6]byte
 	rand.Read(rnd[:])
 	return filepath.Join(logsDir(), kind+"-"+hex.EncodeToString(rnd[:])+".log"), nil
+}
+
+// The logs that stay (of servers that failed or were killed) are kept
+// while they are among the newest keepLogs or younger than keepLogsFor:
+// enough to read what went wrong, without a folder that grows for ever.
+// A running server writes its log, which keeps it young.
+const (
+	keepLogs    = 20
+	keepLogsFor = 7 * 24 * time.Hour
+)
+
+// pruneLogs removes the .log files of dir beyond the newest keep that
+// were last written more than age ago.
+func pruneLogs(dir string, keep int, age time.Duration) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	type log struct {
+		path string
+		mod  time.Time
+	}
+	var logs []log
+	for _, e := range ents {
+		if info, err := e.Info(); err == nil && e.Type().IsRegular() && strings.HasSuffix(e.Name(), ".log") {
+			logs = append(logs, log{filepath.Join(dir, e.Name()), info.ModTime()})
+		}
+	}
+	slices.SortFunc(logs, func(a, b log) int { return b.mod.Compare(a.mod) })
+	for i, l := range logs {
+		if i >= keep && time.Since(l.mod) > age {
+			os.Remove(l.path)
+		}
+	}
 }
 
 // Announcement is what a server started in the background sends its

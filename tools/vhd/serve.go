@@ -103,6 +103,7 @@ flushed and closed. Negotiation must end within --handshake-timeout.
 				return bg.startDetached(ctx, e)
 			}
 			o.stderr = e.stderr
+			o.atAbandon = bg.removePIDFile
 			log := newUserLog(e.stderr, "serve", slog.LevelWarn)
 			return bg.runAnnouncing(e, func(announce func([]string) error) error {
 				return serve(ctx, o, cf, announce, log)
@@ -113,6 +114,9 @@ flushed and closed. Negotiation must end within --handshake-timeout.
 
 // serveOptions are the parsed command line of vhd serve.
 type serveOptions struct {
+	// atAbandon is what the second signal does before the process
+	// exits, beyond flushing (the pid file goes).
+	atAbandon                func()
 	socket, listen           string
 	insecureTCP              bool
 	readOnly, undo           bool
@@ -184,7 +188,7 @@ func serve(ctx context.Context, o *serveOptions, cf *chainFlags, announce func([
 	h := service.New(service.Config{NBD: srv, Logger: log})
 	// The second-signal watch lasts to the very end: closing the images
 	// may take long.
-	defer service.OnSecondSignal(func() { abandon(h, o.stderr) })()
+	defer service.OnSecondSignal(func() { abandon(h, o) })()
 	defer func() {
 		if cerr := h.Close(); err == nil {
 			err = cerr
@@ -346,10 +350,13 @@ func listen(h *service.Host, o *serveOptions) error {
 
 // abandon is the second SIGINT or SIGTERM: the user will not wait for
 // clients. Flush what can be flushed, detach, exit.
-func abandon(h *service.Host, stderr io.Writer) {
-	fmt.Fprintln(stderr, "vhd serve: second signal: flushing the images and exiting without waiting for clients")
+func abandon(h *service.Host, o *serveOptions) {
+	fmt.Fprintln(o.stderr, "vhd serve: second signal: flushing the images and exiting without waiting for clients")
 	if err := h.Abandon(service.AbandonFlushTimeout); err != nil {
-		fmt.Fprintf(stderr, "vhd serve: %v; writes since the last flush may be lost: run 'vhd check' on the images\n", err)
+		fmt.Fprintf(o.stderr, "vhd serve: %v; writes since the last flush may be lost: run 'vhd check' on the images\n", err)
+	}
+	if o.atAbandon != nil {
+		o.atAbandon()
 	}
 	os.Exit(exitFailed)
 }

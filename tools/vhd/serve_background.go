@@ -80,8 +80,8 @@ func (b *serveBackground) runAnnouncing(e *env, serveFn func(announce func([]str
 		}
 		return nil
 	})
-	if announced && b.pidFile != "" {
-		service.RemovePIDFile(b.pidFile)
+	if announced {
+		b.removePIDFile()
 	}
 	if err != nil {
 		pipe.FailWith(userText("serve", err))
@@ -91,4 +91,12 @@ func (b *serveBackground) runAnnouncing(e *env, serveFn func(announce func([]str
 		service.RemoveOwnLog(b.log)
 	}
 	return nil
+}
+
+// removePIDFile removes the --pid-file, if one was asked for (and still
+// names this process: see service.RemovePIDFile).
+func (b *serveBackground) removePIDFile() {
+	if b.pidFile != "" {
+		service.RemovePIDFile(b.pidFile)
+	}
 }

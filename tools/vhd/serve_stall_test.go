@@ -159,11 +159,16 @@ func TestServeSIGTERMWithStalledClients(t *testing.T) {
 
 // TestServeSecondSignal: with clients stalled, a second SIGINT ends vhd
 // serve at once (status 1, before the grace period is over), after
-// flushing the image. Before, the second signal was swallowed.
+// flushing the image, and removes its socket and --pid-file. Before,
+// the second signal was swallowed; later the pid file stayed.
 func TestServeSecondSignal(t *testing.T) {
 	img := dataImage(t)
 	sock := filepath.Join(t.TempDir(), "s.sock")
-	srv, _ := startServe(t, nil, "--socket", sock, img)
+	pidFile := filepath.Join(t.TempDir(), "serve.pid")
+	srv, _ := startServe(t, nil, "--socket", sock, "--pid-file", pidFile, img)
+	if _, err := os.Stat(pidFile); err != nil {
+		t.Fatalf("no pid file once serving: %v", err)
+	}
 	stallClients(t, sock)
 	srv.Process.Signal(syscall.SIGINT)
 	time.Sleep(500 * time.Millisecond)
@@ -179,6 +184,9 @@ func TestServeSecondSignal(t *testing.T) {
 	}
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Errorf("socket left behind: %v", err)
+	}
+	if _, err := os.Stat(pidFile); !os.IsNotExist(err) {
+		t.Errorf("pid file left behind: %v", err)
 	}
 	flushedWrite(t, img)
 }
