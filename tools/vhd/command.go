@@ -33,6 +33,9 @@ type command struct {
 	// setup declares the command's flags on fs and returns the function
 	// that runs it once they are parsed.
 	setup func(fs *pflag.FlagSet) runFunc
+	// otherFlags answers other tools' flags for what this command does
+	// (see flagsuggest.go).
+	otherFlags map[string]string
 }
 
 // runFunc runs a command on its positional arguments.

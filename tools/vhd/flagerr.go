@@ -11,11 +11,15 @@ import (
 // `invalid argument "10Q" for "-s, --size" flag: size "10Q": want ...`.
 var pflagInvalid = regexp.MustCompile(`^invalid argument "(.*)" for "(?:-[^,]*, )?(--[^"]+)" flag: (.*)$`)
 
-// flagErrorText rewords pflag's parse errors: a refused value reads
+// flagErrorText rewords pflag's parse errors: an unknown flag is
+// answered (unknownFlagText); a refused value reads
 // `--size "10Q": want a number and a unit ...`, naming flag and value
 // once (the Set methods name the value again), and a bad duration says
 // what one looks like instead of Go's "time: unknown unit".
-func flagErrorText(fs *pflag.FlagSet, err error) string {
+func flagErrorText(cmd *command, fs *pflag.FlagSet, err error) string {
+	if s := unknownFlagText(cmd, fs, err); s != "" {
+		return s
+	}
 	m := pflagInvalid.FindStringSubmatch(err.Error())
 	if m == nil {
 		return err.Error()

@@ -95,7 +95,7 @@ func run(ctx context.Context, e *env, args []string) int {
 		e.stdout = io.Discard
 	}
 	if err := fs.Parse(args); err != nil {
-		return report(ctx, e, cmd, usageErr("%s", flagErrorText(fs, err)))
+		return report(ctx, e, cmd, usageErr("%s", flagErrorText(cmd, fs, err)))
 	}
 	if *help {
 		printCommandHelp(e.stdout, cmd)

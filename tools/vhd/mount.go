@@ -14,9 +14,10 @@ import (
 )
 
 var mountCmd = &command{
-	name:    "mount",
-	args:    "[flags] IMAGE MOUNTPOINT | --list",
-	summary: "show an image's disk and partitions as files (FUSE), with undo by default",
+	name:       "mount",
+	otherFlags: guestmountFlags,
+	args:       "[flags] IMAGE MOUNTPOINT | --list",
+	summary:    "show an image's disk and partitions as files (FUSE), with undo by default",
 	doc: `Mounts IMAGE (with its parents) at MOUNTPOINT as a folder holding:
 
   disk        the whole virtual disk, a file of its size
@@ -60,10 +61,10 @@ Unmount with 'vhd umount MOUNTPOINT'.
 ` + chainHelp,
 	setup: func(fs *pflag.FlagSet) runFunc {
 		cf := addChainFlags(fs)
-		readOnly := fs.Bool("read-only", false, "refuse writes")
+		readOnly := fs.BoolP("read-only", "r", false, "refuse writes")
 		noUndo := fs.Bool("no-undo", false, "write to IMAGE itself, not to an undo disk")
 		allowOther := fs.Bool("allow-other", false, "let other users in, as far as --umask allows (non-root needs user_allow_other in /etc/fuse.conf)")
-		umask := fs.String("umask", defaultUmask, "octal `MASK` of permission bits taken from group and others (077: the owner alone; 022: everyone reads)")
+		umask := fs.String("umask", defaultUmask, "octal permission bits taken from group and others (077: the owner alone; 022: everyone reads)")
 		foreground := fs.Bool("foreground", false, "serve from this process until unmounted or interrupted")
 		withFS := fs.Bool("fs", false, "also mount the filesystems inside under MOUNTPOINT/fs (root)")
 		list := fs.Bool("list", false, "list the mounts and exit")

@@ -20,9 +20,10 @@ import (
 )
 
 var serveCmd = &command{
-	name:    "serve",
-	args:    "[--socket PATH] [--listen HOST:PORT] [--control PATH] [--read-only | --undo] [--fuse DIR] [--fork] [--pid-file F] [--tls-cert F --tls-key F [--tls-ca F]] IMAGE[=NAME]...",
-	summary: "export images (with their chains) over NBD, and over FUSE too, from one process",
+	name:       "serve",
+	otherFlags: qemuNBDFlags,
+	args:       "[--socket PATH] [--listen HOST:PORT] [--control PATH] [--read-only | --undo] [--fuse DIR] [--fork] [--pid-file F] [--tls-cert F --tls-key F [--tls-ca F]] IMAGE[=NAME]...",
+	summary:    "export images (with their chains) over NBD, and over FUSE too, from one process",
 	doc: `Exports each IMAGE over NBD under NAME (default: the file name without
 its extension); a single image is also the default export "". Without
 --socket or --listen it listens on a unix socket in $XDG_RUNTIME_DIR
@@ -83,7 +84,7 @@ flushed and closed. Negotiation must end within --handshake-timeout.
 		fs.StringVar(&o.socket, "socket", "", "listen on this unix socket (default: $XDG_RUNTIME_DIR/vhd-serve-PID.sock)")
 		fs.StringVar(&o.listen, "listen", "", "listen on TCP HOST:PORT (HOST defaults to 127.0.0.1)")
 		fs.BoolVar(&o.insecureTCP, "insecure-tcp", false, "allow --listen beyond this machine without TLS client certificates (anyone who reaches the port can read and write the disks)")
-		fs.BoolVar(&o.readOnly, "read-only", false, "export the images read-only")
+		fs.BoolVarP(&o.readOnly, "read-only", "r", false, "export the images read-only (qemu-nbd -r)")
 		fs.BoolVar(&o.undo, "undo", false, "send writes to each image's undo disk (.vud) instead of the image")
 		fs.StringVar(&o.fuse, "fuse", "", "also mount the disks over FUSE at this folder")
 		fs.StringVar(&o.control, "control", "", "control socket for 'vhd ctl' (default: $XDG_RUNTIME_DIR/vhdkit/serve-PID.ctl)")
