@@ -11,9 +11,11 @@ import (
 // lockFile takes a non-blocking OS lock on f: exclusive for a writer,
 // shared for a reader. flock locks belong to the open file description,
 // so a second open in the same process is refused too, which is what we
-// want: one writer per image, even inside one process. A refusal is a
-// *LockedError naming the holder when it can: the message names no flag,
-// since which one helps (if any) depends on the command.
+// want: one writer per image, even inside one process. QEMU's byte-range
+// locks are taken too (lock_qemu.go), so QEMU and vhd refuse each
+// other's writers the same way. A refusal is a *LockedError naming the
+// holder when it can: the message names no flag, since which one helps
+// (if any) depends on the command.
 func lockFile(f *os.File, path string, write bool) (func(), error) {
 	how := unix.LOCK_SH
 	if write {
@@ -27,7 +29,18 @@ func lockFile(f *os.File, path string, write bool) (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: lock: %w", path, err)
 	}
-	return func() { unix.Flock(int(f.Fd()), unix.LOCK_UN) }, nil
+	unflock := func() { unix.Flock(int(f.Fd()), unix.LOCK_UN) }
+	unqemu, err := qemuLock(f, write)
+	if errors.Is(err, errQEMUConflict) {
+		unflock()
+		pid, cmd := ofdHolder(f, write)
+		return nil, &LockedError{Path: path, Write: write, PID: pid, Command: cmd}
+	}
+	if err != nil {
+		unflock()
+		return nil, fmt.Errorf("%s: lock: %w", path, err)
+	}
+	return func() { unqemu(); unflock() }, nil
 }
 
 // shareLock returns a function that turns the exclusive lock on f into a
@@ -38,6 +51,7 @@ func shareLock(f *os.File, path string) func() error {
 		if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
 			return fmt.Errorf("%s: share lock: %w", path, err)
 		}
+		qemuShare(f)
 		return nil
 	}
 }

@@ -72,3 +72,28 @@ func processName(pid int) string {
 	}
 	return strings.TrimSpace(string(b))
 }
+
+// ofdHolder is the process whose QEMU-style lock conflicts with an open
+// of f (for writing: any holder; for reading: a writer), from
+// /proc/PID/fdinfo. Best effort: 0 when it cannot tell.
+func ofdHolder(f *os.File, write bool) (pid int, command string) {
+	id := fileLockID(f)
+	if id == "" {
+		return 0, ""
+	}
+	for _, h := range ofdHolders(id) {
+		if write || h.Write {
+			return h.PID, h.Command
+		}
+	}
+	return 0, ""
+}
+
+// fileLockID is how /proc/locks names f's file: "MAJ:MIN:INODE".
+func fileLockID(f *os.File) string {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%02x:%02x:%d", unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
+}

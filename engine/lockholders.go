@@ -20,8 +20,10 @@ type LockHolder struct {
 }
 
 // LockHolders lists the processes other than this one that hold a lock
-// on the file at path, from /proc/locks, writers first: who has the image
-// open (`vhd info`'s "in use"). Best effort: nil when it cannot tell.
+// on the file at path, writers first: who has the image open (`vhd
+// info`'s "in use"). flock holders come from /proc/locks; QEMU's
+// byte-range (OFD) locks name no pid there, so their holders are looked
+// up in /proc/PID/fdinfo. Best effort: nil when it cannot tell.
 func LockHolders(path string) []LockHolder {
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
@@ -34,12 +36,16 @@ func LockHolders(path string) []LockHolder {
 	}
 	defer locks.Close()
 	var list []LockHolder
+	sawOFD := false
 	self := os.Getpid()
 	sc := bufio.NewScanner(locks)
 	for sc.Scan() {
 		// "1: FLOCK  ADVISORY  WRITE 4242 fe:00:9978029 0 EOF"; waiters
 		// ("1: -> FLOCK ...") hold nothing.
 		f := strings.Fields(sc.Text())
+		if len(f) >= 6 && f[1] == "OFDLCK" && f[5] == want {
+			sawOFD = true // QEMU's (or vhd's own): the pid is in fdinfo
+		}
 		if len(f) < 6 || f[1] != "FLOCK" || f[5] != want {
 			continue
 		}
@@ -48,6 +54,13 @@ func LockHolders(path string) []LockHolder {
 			continue
 		}
 		list = append(list, LockHolder{PID: pid, Command: processName(pid), Write: f[3] == "WRITE"})
+	}
+	if sawOFD {
+		for _, h := range ofdHolders(want) {
+			if !slices.ContainsFunc(list, func(x LockHolder) bool { return x.PID == h.PID }) {
+				list = append(list, h)
+			}
+		}
 	}
 	slices.SortStableFunc(list, func(a, b LockHolder) int {
 		if a.Write == b.Write {
