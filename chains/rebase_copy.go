@@ -25,33 +25,40 @@ type rebaser struct {
 	progress    func(done, total int64)
 	buf, newBuf []byte
 	copied      int64
-	done        int64
+	ctx         context.Context
+	size        int64
 }
 
 func (r *rebaser) run(ctx context.Context) error {
-	size := r.top.Size()
-	for w := int64(0); w < size; w += rebaseWindow {
-		exts, err := r.top.Extents(w, min(rebaseWindow, size-w))
+	r.ctx, r.size = ctx, r.top.Size()
+	for w := int64(0); w < r.size; w += rebaseWindow {
+		exts, err := r.top.Extents(w, min(rebaseWindow, r.size-w))
 		if err != nil {
 			return err
 		}
 		for _, x := range exts {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
 			// Only where the top holds nothing does its parent show.
 			if x.State == engine.ExtentHole {
 				if err := r.hole(x.Off, x.Len); err != nil {
 					return err
 				}
 			}
-			r.done += x.Len
-			if r.progress != nil {
-				r.progress(r.done, size)
+			if err := r.advance(x.Off + x.Len); err != nil {
+				return err
 			}
 		}
 	}
 	return nil
+}
+
+// advance reports that the disk is done up to pos and says whether to go
+// on: it is called after every chunk read, so a long hole of the top is
+// neither silent nor deaf to Ctrl-C.
+func (r *rebaser) advance(pos int64) error {
+	if r.progress != nil {
+		r.progress(pos, r.size)
+	}
+	return r.ctx.Err()
 }
 
 // hole compares the two views over a hole of the top, skipping runs
@@ -100,6 +107,9 @@ func (r *rebaser) compare(off, n int64) error {
 			}
 		}
 		off += l
+		if err := r.advance(off); err != nil {
+			return err
+		}
 	}
 	return nil
 }

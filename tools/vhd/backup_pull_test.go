@@ -16,7 +16,14 @@ import (
 // half-way leaves DEST.part and its state, never DEST; run again, it
 // says it resumes, copies only what the state does not hold, and the
 // backup equals what the export reads.
-func TestBackupPullResumesAfterKill(t *testing.T) {
+func TestBackupPullResumesAfterKill(t *testing.T) { pullResumes(t, syscall.SIGKILL) }
+
+// TestBackupPullResumesAfterCtrlC: the same with SIGINT, which also says
+// that what was copied is kept in DEST.part and that running the same
+// command again resumes. Before, it said "nothing was left half-done".
+func TestBackupPullResumesAfterCtrlC(t *testing.T) { pullResumes(t, syscall.SIGINT) }
+
+func pullResumes(t *testing.T, sig syscall.Signal) {
 	need(t, "nbdcopy")
 	dir := t.TempDir()
 	base := filepath.Join(dir, "disk.vhd")
@@ -41,10 +48,13 @@ func TestBackupPullResumesAfterKill(t *testing.T) {
 			t.Fatalf("the pull logged no piece: %s", out.String())
 		}
 	}
-	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Process.Signal(sig)
 	cmd.Wait()
 	if _, err := os.Stat(dest); err == nil {
 		t.Fatal("DEST exists after a killed pull")
+	}
+	if want := "vhd backup: interrupted; what was copied is kept in " + dest + ".part: run the same command again to resume"; sig == syscall.SIGINT && !strings.Contains(out.String(), want) {
+		t.Errorf("pull interrupted by SIGINT said:\n%s\nwant %q", out.String(), want)
 	}
 	r := vhd(t, "backup", "pull", "--json", b.URIs[0], dest)
 	if r.code != 0 || !strings.Contains(r.stderr, "resuming") {

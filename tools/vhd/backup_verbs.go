@@ -104,7 +104,7 @@ func backupPull(ctx context.Context, e *env, o *backupOptions, args []string) er
 	})
 	bar.finish()
 	if err != nil {
-		return err
+		return keptOnInterrupt(err, "what was copied is kept in %s.part: run the same command again to resume", args[1])
 	}
 	if o.ctl.json {
 		return writeJSON(e, res)

@@ -72,6 +72,26 @@ func usageErr(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
 }
 
+// keptError is an interruption (Ctrl-C) after which the command kept
+// its work on purpose, to be resumed: kept says what is where and how
+// to resume, instead of "nothing was left half-done".
+type keptError struct {
+	err  error
+	kept string
+}
+
+func (e *keptError) Error() string { return e.err.Error() }
+func (e *keptError) Unwrap() error { return e.err }
+
+// keptOnInterrupt wraps err, when it is an interruption, with what the
+// command kept.
+func keptOnInterrupt(err error, format string, args ...any) error {
+	if !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return &keptError{err: err, kept: fmt.Sprintf(format, args...)}
+}
+
 // exitStatus ends the command with a status, the output already printed.
 type exitStatus int
 

@@ -36,7 +36,6 @@ store data differently by design.
 		fb := fs.StringP("format-b", "F", "auto", "how B is read, as --format-a")
 		strict := fs.BoolP("strict", "s", false, "a size difference is a mismatch (exit 1), even when the extra bytes are zeros")
 		quiet := fs.BoolP("quiet", "q", false, "print nothing; only the exit status tells")
-		fs.BoolP("progress", "p", true, "show a progress bar on stderr when it is a terminal")
 		noProgress := fs.Bool("no-progress", false, "never show a progress bar")
 		cf := addChainFlags(fs)
 		return func(ctx context.Context, e *env, args []string) error {

@@ -151,6 +151,7 @@ func userText(cmdName string, err error) string {
 func report(ctx context.Context, e *env, cmd *command, err error) int {
 	var ue *usageError
 	var st exitStatus
+	var ke *keptError
 	switch {
 	case err == nil:
 		return exitOK
@@ -159,6 +160,9 @@ func report(ctx context.Context, e *env, cmd *command, err error) int {
 	case errors.As(err, &ue):
 		fmt.Fprintf(e.stderr, "vhd %s: %s\nUsage: vhd %s %s\nRun 'vhd help %s' for the flags.\n", cmd.name, ue.msg, cmd.name, cmd.args, cmd.name)
 		return exitUsage
+	case ctx.Err() != nil && errors.As(err, &ke):
+		fmt.Fprintf(e.stderr, "vhd %s: interrupted; %s\n", cmd.name, ke.kept)
+		return exitFailed
 	case ctx.Err() != nil && errors.Is(err, context.Canceled) && !errors.Is(err, chains.ErrMergeInterrupted):
 		// (A merge stopped half-way says so itself, below.)
 		fmt.Fprintf(e.stderr, "vhd %s: interrupted; nothing was left half-done\n", cmd.name)

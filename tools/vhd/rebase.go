@@ -38,7 +38,6 @@ moved or was copied with a new UUID and holds the same data), is
 		backing := fs.StringP("backing", "b", "", "NEWPARENT, as qemu-img rebase -b names it (instead of the second argument)")
 		unsafe := fs.BoolP("unsafe", "u", false, "qemu-img's unsafe mode: not here; it answers with the vhd set-parent command")
 		asJSON := fs.Bool("json", false, "print {child, old_parent, new_parent, copied_bytes} as JSON")
-		fs.BoolP("progress", "p", true, "show a progress bar on stderr when it is a terminal")
 		noProgress := fs.Bool("no-progress", false, "never show a progress bar")
 		cf := addChainFlags(fs)
 		return func(ctx context.Context, e *env, args []string) error {
@@ -55,7 +54,7 @@ moved or was copied with a new UUID and holds the same data), is
 			res, err := chains.Rebase(ctx, args[0], args[1], chains.RebaseOptions{Open: cf.options(false), Progress: bar.update})
 			bar.finish()
 			if err != nil {
-				return err
+				return keptOnInterrupt(err, "%s still reads as before, and keeps what was copied into it: run the same command again to finish", args[0])
 			}
 			if *asJSON {
 				return writeJSON(e, map[string]any{"child": args[0], "old_parent": res.OldParent, "new_parent": args[1], "copied_bytes": res.Copied})
