@@ -59,7 +59,7 @@ the device partly written, and says so.
 			if err := wantArgs(args, "SRC", "DST"); err != nil {
 				return err
 			}
-			if *to == "vpc" {
+			if *to == "vpc" || *to == "vhd" {
 				*to = "dynamic" // qemu-img -O vpc: dynamic unless -o subformat=fixed
 			}
 			opts := engine.ConvertOptions{To: engine.Format(*to), BlockSize: bs.n, Align: align.n, Force: *force, OpenVHD: chainOpener(cf)}

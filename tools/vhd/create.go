@@ -11,9 +11,10 @@ import (
 )
 
 var createCmd = &command{
-	name:    "create",
-	args:    "[--type fixed|dynamic] --size SIZE [--block-size SIZE] FILE | ... FILE SIZE | --type differencing --parent PARENT FILE",
-	summary: "make a new, empty VHD",
+	name:       "create",
+	otherFlags: qemuImgCreateFlags,
+	args:       "[--type fixed|dynamic] --size SIZE [--block-size SIZE] FILE | ... FILE SIZE | --parent PARENT FILE",
+	summary:    "make a new, empty VHD",
 	doc: `Creates FILE, which must not exist, as an empty VHD of the given size:
 a fixed image (the whole disk, followed by the footer; the host file is
 sparse until written) or a dynamic one (blocks allocated on first
@@ -23,7 +24,8 @@ and libvhdi all see the size asked for.
 
 'vhd create FILE SIZE' (qemu-img's order) is 'vhd create --size SIZE FILE'.
 
---type differencing makes a child of PARENT (its size is PARENT's):
+--parent PARENT (or -b, or with --type differencing) makes a child of
+PARENT (its size is PARENT's):
 writes go to FILE, everything else is read from PARENT's chain. FILE
 records PARENT's UUID and timestamp, its name and W2ku, W2ru (relative)
 and MacX locators. PARENT must not be written afterwards ('vhd snapshot'
@@ -36,7 +38,7 @@ also makes it read-only).
 		fs.VarP(&size, "size", "s", "virtual size of the disk (required)")
 		fs.Var(&bs, "block-size", "block size of a dynamic image: a power of two from 512 bytes to 256M (default 2M)")
 		asJSON := fs.Bool("json", false, "print {file, type, virtual_size, block_size, uuid} as JSON")
-		parent := fs.String("parent", "", "with --type differencing: the parent image")
+		parent := fs.StringP("parent", "b", "", "make a differencing image over this parent (--type differencing is then implied; qemu-img create's -b)")
 		cf := addChainFlags(fs)
 		return func(ctx context.Context, e *env, args []string) error {
 			if len(args) == 2 && !size.set && *typ != "differencing" && *parent == "" {
@@ -49,9 +51,17 @@ also makes it read-only).
 			if err := wantArgs(args, "FILE"); err != nil {
 				return err
 			}
+			if *parent != "" && !fs.Changed("type") {
+				*typ = "differencing"
+			}
 			if *typ == "differencing" || *parent != "" {
-				if *typ != "differencing" || *parent == "" || size.set {
-					return usageErr("a differencing image takes --type differencing --parent PARENT and no --size")
+				switch {
+				case *parent == "":
+					return usageErr("--type differencing needs --parent PARENT")
+				case *typ != "differencing":
+					return usageErr("--parent makes a differencing image, not a %s one: drop --type %s", *typ, *typ)
+				case size.set:
+					return usageErr("a differencing image has its parent's size: drop --size (grow the parent first with 'vhd resize')")
 				}
 				return createChild(e, *parent, args[0], bs.n, cf, *asJSON)
 			}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -186,5 +187,41 @@ func makeChild(t *testing.T, path string) {
 	}
 	if err := img.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCreateParentSpellings: --parent alone and qemu-img's -b make a
+// differencing image; contradictions say which flag to drop; -F and
+// -o cluster_size are answered. Before, --parent without --type
+// differencing was refused saying "and no --size" (none was given), and
+// -b was an unknown flag.
+func TestCreateParentSpellings(t *testing.T) {
+	dir := t.TempDir()
+	parent := filepath.Join(dir, "p.vhd")
+	vhdOK(t, "create", "--size", "4M", parent)
+	for i, args := range [][]string{{"--parent", parent}, {"-b", parent}, {"--type", "differencing", "--parent", parent}} {
+		child := filepath.Join(dir, fmt.Sprintf("c%d.vhd", i))
+		vhdOK(t, append(append([]string{"create"}, args...), child)...)
+		var info struct{ Type string }
+		vhdJSON(t, &info, "info", "--json", child)
+		if info.Type != "differencing" {
+			t.Errorf("create %v: type %q, want differencing", args, info.Type)
+		}
+		checkOK(t, child)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--type", "fixed", "--parent", parent}, "drop --type fixed"},
+		{[]string{"--type", "differencing"}, "needs --parent PARENT"},
+		{[]string{"--parent", parent, "--size", "4M"}, "drop --size"},
+		{[]string{"-b", parent, "-F", "vpc"}, "the parent's format is read from it"},
+		{[]string{"-o", "cluster_size=1M", "--size", "1M"}, "--block-size SIZE"},
+	} {
+		r := vhdCode(t, exitUsage, append(append([]string{"create"}, c.args...), filepath.Join(dir, "x.vhd"))...)
+		if !strings.Contains(r.stderr, c.want) {
+			t.Errorf("create %v: want %q in\n%s", c.args, c.want, r.stderr)
+		}
 	}
 }

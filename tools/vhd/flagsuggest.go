@@ -45,6 +45,13 @@ var (
 		"-A":               "base:allocation is always offered, and 'vhd map IMAGE' says which layer holds each run",
 		"allocation-depth": "base:allocation is always offered, and 'vhd map IMAGE' says which layer holds each run",
 	}
+	// qemuImgCreateFlags are qemu-img create's, for vhd create.
+	qemuImgCreateFlags = map[string]string{
+		"-F":            "the parent's format is read from it (a VHD): give --parent PARENT alone (qemu-img create's -F)",
+		"backing-fmt":   "the parent's format is read from it (a VHD): give --parent PARENT alone",
+		"backing":       "--parent PARENT (-b)",
+		"preallocation": "--type fixed (the whole disk allocated, sparse on the host until written)",
+	}
 	// guestmountFlags are guestmount's, for vhd mount.
 	guestmountFlags = map[string]string{
 		"-a":        "the image is an argument: vhd mount IMAGE MOUNTPOINT (guestmount's -a)",

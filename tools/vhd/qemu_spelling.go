@@ -167,6 +167,8 @@ func (q *qemuArgs) qemuOptions(val string) error {
 			q.late = append(q.late, flag+"="+v)
 		case k == "subformat" && flag != "":
 			return usageErr("-o subformat=%s: want fixed or dynamic (vhd spells it %s fixed|dynamic)", v, flag)
+		case k == "cluster_size" || k == "block_size" || k == "block_state_zero":
+			return usageErr("-o %s: a VHD has no clusters; the block size of a dynamic image is %s SIZE (default 2M)", k, long("block-size"))
 		default:
 			return usageErr("-o %s: vhd %s has no such option; run 'vhd help %s' for its flags", o, q.cmd.name, q.cmd.name)
 		}

@@ -75,7 +75,8 @@ func TestQemuSpellings(t *testing.T) {
 		{[]string{"info", "-p", p("pos.vhd")}, "shows no progress"},
 		{[]string{"info", "-O", "raw", p("pos.vhd")}, "only convert and measure"},
 		{[]string{"info", "--output=xml", p("pos.vhd")}, "--json"},
-		{[]string{"create", "-o", "cluster_size=64k", p("c.vhd"), "1M"}, "no such option"},
+		{[]string{"create", "-o", "cluster_size=64k", p("c.vhd"), "1M"}, "--block-size SIZE"},
+		{[]string{"create", "-o", "lazy_refcounts=on", p("c.vhd"), "1M"}, "no such option"},
 		{[]string{"convert", "-O", "vpc", "-o", "subformat=stream", raw, p("s.vhd")}, "--to fixed|dynamic"},
 	} {
 		r := vhdCode(t, 2, c.args...)
