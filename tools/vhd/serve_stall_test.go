@@ -108,7 +108,17 @@ func waitExit(t *testing.T, cmd *exec.Cmd, since time.Time, limit time.Duration)
 	case err := <-done:
 		return time.Since(since), err
 	case <-time.After(limit):
-		t.Fatalf("vhd serve still running %v after the signal", limit)
+		// SIGQUIT makes the Go runtime print every goroutine to the
+		// server's stderr (the test's): where it hangs. Its Wait is
+		// collected here, so the cleanup's Wait does not race it.
+		cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		t.Fatalf("vhd serve still running %v after the signal (its goroutines are dumped above)", limit)
 		return 0, nil
 	}
 }
