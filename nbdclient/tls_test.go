@@ -206,4 +206,3 @@ func TestTLSOverTCP(t *testing.T) {
 		c.Close()
 	}
 }
-
