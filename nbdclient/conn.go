@@ -130,6 +130,9 @@ func DialURI(ctx context.Context, u *URI, opts Options) (*Conn, error) {
 	if err != nil {
 		if cfg != nil {
 			err = explainTLS(s.withAlert(err), cfg)
+			if n.tlsOn && n.tlsReplies == 0 {
+				err = hungUpAfterTLS(err, cfg)
+			}
 		}
 		s.nc.Close()
 		return nil, fmt.Errorf("%w (negotiating with %s)", err, u)

@@ -36,11 +36,15 @@ type negotiator struct {
 	rw io.ReadWriter
 	// upgrade, when set, runs the TLS handshake after the server accepts
 	// STARTTLS and returns the stream to go on over.
-	upgrade  func() (io.ReadWriter, error)
-	export   string
-	contexts []string
-	noZeroes bool
-	info     Info
+	upgrade func() (io.ReadWriter, error)
+	// tlsReplies counts the option replies read over TLS: none means a
+	// server that hung up at once did so over the TLS session itself.
+	tlsReplies int
+	tlsOn      bool
+	export     string
+	contexts   []string
+	noZeroes   bool
+	info       Info
 }
 
 // negotiate greets the server, turns on structured replies, selects the
@@ -129,6 +133,9 @@ func (n *negotiator) optReply(opt uint32) (uint32, []byte, error) {
 	if err != nil {
 		return 0, nil, err
 	}
+	if n.tlsOn {
+		n.tlsReplies++
+	}
 	data := make([]byte, length)
 	if _, err := io.ReadFull(n.rw, data); err != nil {
 		return 0, nil, fmt.Errorf("nbd: reading an option reply: %w", err)
@@ -189,7 +196,7 @@ func (n *negotiator) startTLS() error {
 	if err != nil {
 		return err
 	}
-	n.rw = rw
+	n.rw, n.tlsOn = rw, true
 	return nil
 }
 

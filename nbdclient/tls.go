@@ -5,11 +5,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // TLSFiles are what a client needs for an nbds URI (vhd backup pull's
@@ -104,6 +106,21 @@ func explainTLS(err error, cfg *tls.Config) error {
 		return fmt.Errorf("nbd: TLS: the server refused the client certificate: is it signed by the CA the server trusts ('vhd serve --tls-ca FILE')? %w", err)
 	}
 	return err
+}
+
+// hungUpAfterTLS explains a server that ends the connection right
+// after the TLS handshake, before any reply and without an alert: what
+// a server that checks client certificates after the handshake does
+// (qemu-nbd) when it does not like ours, or we gave none.
+func hungUpAfterTLS(err error, cfg *tls.Config) error {
+	gone := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+	if !gone {
+		return err
+	}
+	if len(cfg.Certificates) == 0 {
+		return fmt.Errorf("nbd: TLS: the server hung up right after the TLS handshake, before any reply: it likely wants a client certificate, and none was given ('vhd backup pull --tls-cert FILE --tls-key FILE'): %w", err)
+	}
+	return fmt.Errorf("nbd: TLS: the server hung up right after the TLS handshake, before any reply: it likely refused the client certificate: is it signed by the CA the server trusts? %w", err)
 }
 
 // isCertAlert reports whether a TLS alert from the server is about the
