@@ -55,7 +55,8 @@
 // end the connection with an error that wraps ErrProtocol; an error the
 // server replies to one request is a *ServerError and the connection
 // carries on. Server messages are reduced to one printable line.
-// FuzzReplies and FuzzHandshake feed arbitrary bytes to both halves.
+// FuzzReplies and FuzzHandshake (plain and as over nbds) feed arbitrary
+// bytes to both halves; FuzzParseURI feeds arbitrary URIs.
 //
 // # Deadlines
 //
