@@ -10,6 +10,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
+	"io"
 	"math/big"
 	"net"
 	"os"
@@ -204,5 +206,45 @@ func TestTLSOverTCP(t *testing.T) {
 			t.Errorf("server name %q: read %v", name, err)
 		}
 		c.Close()
+	}
+}
+
+// TestTLSHostileStartTLS: a server that sends bytes between its STARTTLS
+// reply and the TLS handshake (they would be read as if they came over
+// TLS), or answers STARTTLS with something else than an ACK or an error,
+// breaks the protocol; neither goes on in plaintext.
+func TestTLSHostileStartTLS(t *testing.T) {
+	greeting := cat(be64(nbdMagic), be64(optMagic), be16(flagFixedNewstyle|flagNoZeroes))
+	reply := func(typ uint32, data []byte) []byte {
+		return cat(be64(optReplyMagic), be32(optStartTLS), be32(typ), be32(uint32(len(data))), data)
+	}
+	for _, tc := range []struct {
+		what  string
+		after []byte
+		says  string
+	}{
+		{"bytes after the ACK", cat(reply(repAck, nil), []byte("plaintext")), "bytes sent before the TLS handshake"},
+		{"an INFO reply", reply(repInfo, cat(be16(infoExport), be64(1<<20), be16(1))), "STARTTLS answered with reply type 3"},
+	} {
+		l, err := net.Listen("unix", filepath.Join(t.TempDir(), "s.sock"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			c.Write(greeting)
+			io.ReadFull(c, make([]byte, 4+16)) // client flags, STARTTLS
+			c.Write(tc.after)
+			io.Copy(io.Discard, c)
+		}()
+		_, err = dialTLS("nbds+unix:///disk?socket="+l.Addr().String(), TLSFiles{})
+		if !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("%s: %v, want ErrProtocol saying %q", tc.what, err, tc.says)
+		}
+		l.Close()
 	}
 }
