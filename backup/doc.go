@@ -48,7 +48,8 @@
 // Pull plans from block status (base:allocation for a full backup,
 // vhdkit:changed for an incremental) the pieces to copy, each inside one
 // 2 MiB block, then copies them over several connections (multi-conn)
-// with several READs in flight on each, into DEST.part: data written,
+// with several READs in flight on each (every one TLS for an nbds URI,
+// PullOptions.TLS naming the CA and client certificate), into DEST.part: data written,
 // zeros skipped in a full backup (a new dynamic image reads zeros) and
 // written as zeros in an incremental (they must hide the base's data).
 // copy.go argues the checkpoint order that makes a pull resumable

@@ -29,8 +29,12 @@ type PullOptions struct {
 	// or "".
 	Since string
 	// Connections to open (4 if 0); one if the server does not allow
-	// several to one disk.
+	// several to one disk. Every one starts TLS for an nbds URI.
 	Connections int
+	// TLS names the CA, client certificate and server name for an nbds
+	// URI (vhd backup pull's --tls-* flags); any given with a plaintext
+	// URI is refused.
+	TLS nbdclient.TLSFiles
 	// Chains opens Since with its chain.
 	Chains chains.Options
 	// Progress is told the bytes copied of the bytes to copy.
@@ -110,7 +114,16 @@ func (p *pull) dial(ctx context.Context) error {
 	if p.o.Since != "" {
 		opts.MetaContexts = append(opts.MetaContexts, ctxChanged)
 	}
-	first, err := nbdclient.Dial(ctx, p.o.URI, opts)
+	u, err := nbdclient.ParseURI(p.o.URI)
+	if err != nil {
+		return err
+	}
+	if u.TLS || p.o.TLS != (nbdclient.TLSFiles{}) {
+		if opts.TLS, err = u.TLSConfig(p.o.TLS); err != nil {
+			return err
+		}
+	}
+	first, err := nbdclient.DialURI(ctx, u, opts)
 	if err != nil {
 		return err
 	}
@@ -133,7 +146,7 @@ func (p *pull) dial(ctx context.Context) error {
 		n = 1
 	}
 	for len(p.conns) < n {
-		c, err := nbdclient.Dial(ctx, p.o.URI, opts)
+		c, err := nbdclient.DialURI(ctx, u, opts)
 		if err != nil {
 			return err
 		}

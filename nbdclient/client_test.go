@@ -3,6 +3,7 @@ package nbdclient
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"math/rand/v2"
 	"net"
@@ -45,6 +46,15 @@ func (d *changedView) ChangedExtents(off, n int64) ([]engine.Extent, error) {
 // returns the URI and what the disk holds.
 func serveTestImage(t *testing.T, changed []engine.Extent) (string, []byte) {
 	t.Helper()
+	sock, model := serveImage(t, changed, nil, "unix")
+	return "nbd+unix:///disk?socket=" + sock, model
+}
+
+// serveImage is serveTestImage with the server's TLS configuration
+// (nil: plaintext), on a unix socket or on 127.0.0.1 ("tcp"); it returns
+// the socket's path or HOST:PORT.
+func serveImage(t *testing.T, changed []engine.Extent, tlsCfg *tls.Config, network string) (string, []byte) {
+	t.Helper()
 	dir := t.TempDir()
 	img, err := engine.Create(filepath.Join(dir, "disk.vhd"), engine.CreateOptions{Type: engine.TypeDynamic, Size: testSize})
 	if err != nil {
@@ -62,9 +72,12 @@ func serveTestImage(t *testing.T, changed []engine.Extent) (string, []byte) {
 	if changed != nil {
 		d = &changedView{Disk: img, runs: changed}
 	}
-	srv := &nbdserve.Server{Exports: map[string]*nbdserve.Export{"disk": {Name: "disk", Description: "a test disk", Disk: d}}}
-	sock := filepath.Join(dir, "nbd.sock")
-	l, err := net.Listen("unix", sock)
+	srv := &nbdserve.Server{Exports: map[string]*nbdserve.Export{"disk": {Name: "disk", Description: "a test disk", Disk: d}}, TLSConfig: tlsCfg}
+	addr := filepath.Join(dir, "nbd.sock")
+	if network == "tcp" {
+		addr = "127.0.0.1:0"
+	}
+	l, err := net.Listen(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +94,7 @@ func serveTestImage(t *testing.T, changed []engine.Extent) (string, []byte) {
 		}
 		checkImage(t, filepath.Join(dir, "disk.vhd"))
 	})
-	return "nbd+unix:///disk?socket=" + sock, model
+	return l.Addr().String(), model
 }
 
 func checkImage(t *testing.T, path string) {

@@ -3,6 +3,7 @@ package nbdclient
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -27,6 +28,10 @@ type Options struct {
 	// MaxInFlight bounds the requests in flight on the connection; more
 	// wait for a slot (16 if 0).
 	MaxInFlight int
+	// TLS configures the TLS of an nbds URI (URI.TLSConfig builds one);
+	// if nil, one is built from the URI alone (its tls-certificates, else
+	// the system's CAs). It must be nil for a plaintext URI.
+	TLS *tls.Config
 }
 
 func (o *Options) handshakeTimeout() time.Duration {
@@ -94,10 +99,14 @@ func Dial(ctx context.Context, uri string, opts Options) (*Conn, error) {
 	return DialURI(ctx, u, opts)
 }
 
-// DialURI connects to u and negotiates: fixed newstyle, structured
-// replies, the metadata contexts asked for, GO. The whole of it must take
-// at most the handshake timeout.
+// DialURI connects to u and negotiates: fixed newstyle, STARTTLS for an
+// nbds URI, structured replies, the metadata contexts asked for, GO. The
+// whole of it must take at most the handshake timeout.
 func DialURI(ctx context.Context, u *URI, opts Options) (*Conn, error) {
+	cfg, err := tlsConfig(u, opts.TLS)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, opts.handshakeTimeout())
 	defer cancel()
 	var d net.Dialer
@@ -109,23 +118,95 @@ func DialURI(ctx context.Context, u *URI, opts Options) (*Conn, error) {
 	nc.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	br := newReader(nc)
-	n := &negotiator{rw: struct {
-		io.Reader
-		io.Writer
-	}{br, nc}, export: u.Export, contexts: opts.MetaContexts}
+	s := &stream{nc: nc, br: newReader(nc)}
+	n := &negotiator{rw: s.rw(), export: u.Export, contexts: opts.MetaContexts}
+	if cfg != nil {
+		n.upgrade = func() (io.ReadWriter, error) { return s.startTLS(ctx, cfg) }
+	}
 	info, err := n.negotiate()
 	if err == nil && !stop() {
 		err = ctx.Err()
 	}
 	if err != nil {
-		nc.Close()
+		if cfg != nil {
+			err = explainTLS(s.withAlert(err), cfg)
+			if n.tlsOn && n.tlsReplies == 0 {
+				err = hungUpAfterTLS(err, cfg)
+			}
+		}
+		s.nc.Close()
 		return nil, fmt.Errorf("%w (negotiating with %s)", err, u)
 	}
-	nc.SetDeadline(time.Time{})
-	c := newConn(nc, br, *info, opts)
+	s.nc.SetDeadline(time.Time{})
+	c := newConn(s.nc, s.br, *info, opts)
 	go c.readReplies()
 	return c, nil
+}
+
+// tlsConfig is the TLS configuration to dial u with: nil for a plaintext
+// URI, opts' (with the URI's host as the server name unless it names
+// one) or one built from the URI for nbds.
+func tlsConfig(u *URI, cfg *tls.Config) (*tls.Config, error) {
+	switch {
+	case !u.TLS && cfg != nil:
+		return nil, fmt.Errorf("nbd: TLS configured for %s, a plaintext URI: write nbds:// (or nbds+unix://) to use TLS", u)
+	case !u.TLS:
+		return nil, nil
+	case cfg == nil:
+		return u.TLSConfig(TLSFiles{})
+	case cfg.ServerName == "":
+		cfg = cfg.Clone()
+		cfg.ServerName = u.Host
+	}
+	return cfg, nil
+}
+
+// stream is a connection being negotiated: the socket, or the TLS
+// session over it once started, and the reader buffering it.
+type stream struct {
+	nc net.Conn
+	br *bufio.Reader
+}
+
+func (s *stream) rw() io.ReadWriter {
+	return struct {
+		io.Reader
+		io.Writer
+	}{s.br, s.nc}
+}
+
+// withAlert is err, or the TLS alert the server sent before it hung up
+// when err does not say it: a TLS 1.3 server checks the client's
+// certificate after the client's handshake ends, so its refusal may
+// arrive only after a write of ours already failed on the closed socket.
+func (s *stream) withAlert(err error) error {
+	tc, ok := s.nc.(*tls.Conn)
+	var remote *net.OpError
+	if !ok || errors.As(err, &remote) && remote.Op == "remote error" {
+		return err
+	}
+	tc.SetReadDeadline(time.Now().Add(time.Second))
+	_, rerr := tc.Read(make([]byte, 1))
+	if errors.As(rerr, &remote) && remote.Op == "remote error" {
+		return fmt.Errorf("nbd: the server ended the TLS session: %w", rerr)
+	}
+	return err
+}
+
+// startTLS runs the TLS handshake over the socket (the server accepted
+// STARTTLS) and returns the stream to negotiate on over TLS. Nothing may
+// be buffered yet: bytes the server sent before the handshake would be
+// read as if they came over TLS.
+func (s *stream) startTLS(ctx context.Context, cfg *tls.Config) (io.ReadWriter, error) {
+	if n := s.br.Buffered(); n > 0 {
+		return nil, protoErr("%d bytes sent before the TLS handshake", n)
+	}
+	tc := tls.Client(s.nc, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, fmt.Errorf("nbd: TLS handshake: %w", err)
+	}
+	s.nc, s.br = tc, newReader(tc)
+	return s.rw(), nil
 }
 
 // newReader buffers replies: headers come in small reads, data straight

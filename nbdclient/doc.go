@@ -10,13 +10,27 @@
 //
 // # Negotiation
 //
-// Fixed newstyle only (an oldstyle server is refused, naming it).
-// STRUCTURED_REPLY is asked for, then SET_META_CONTEXT with the contexts
+// Fixed newstyle only (an oldstyle server is refused, naming it). For
+// an nbds URI, STARTTLS comes first, before any other option as the spec
+// asks, and the rest runs over TLS; a server that does not offer TLS
+// (NBD_REP_ERR_UNSUP or _POLICY) ends the negotiation: an nbds URI never
+// goes on in plaintext. STRUCTURED_REPLY is asked for, then SET_META_CONTEXT with the contexts
 // the caller wants (Info.Contexts says which the server had), then GO
 // with requests for the description and block sizes; a server without
-// GO is opened with EXPORT_NAME. TLS is not spoken: a server that
-// requires it is refused with an error saying so. The whole negotiation
-// runs under Options.HandshakeTimeout (10 s).
+// GO is opened with EXPORT_NAME. A server that requires TLS of an nbd://
+// URI is refused with an error saying to write nbds://. The whole
+// negotiation runs under Options.HandshakeTimeout (10 s).
+//
+// # TLS
+//
+// TLS 1.2 or later; the server's certificate is verified against a CA
+// file or the system's pool, for the URI's host (localhost over a unix
+// socket) unless a server name is given; a client certificate is
+// presented when given (servers that check them). TLSFiles name the
+// files, taken from the URI's tls-certificates=DIR (libnbd's ca-cert.pem,
+// client-cert.pem, client-key.pem) when not given. A failure says which
+// check failed: the server's CA, its name, its validity, or the server
+// refusing our certificate (or its absence).
 //
 // # Transmission
 //
@@ -41,7 +55,8 @@
 // end the connection with an error that wraps ErrProtocol; an error the
 // server replies to one request is a *ServerError and the connection
 // carries on. Server messages are reduced to one printable line.
-// FuzzReplies and FuzzHandshake feed arbitrary bytes to both halves.
+// FuzzReplies and FuzzHandshake (plain and as over nbds) feed arbitrary
+// bytes to both halves; FuzzParseURI feeds arbitrary URIs.
 //
 // # Deadlines
 //

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -73,14 +74,65 @@ func FuzzHandshake(f *testing.F) {
 		reply(optGo, repInfo, cat(be16(infoExport), be64(1<<20), be16(1))), reply(optGo, repInfo, cat(be16(infoDescription), []byte("d"))),
 		reply(optGo, repInfo, cat(be16(infoBlockSize), be32(1), be32(4096), be32(1<<20))), reply(optGo, repAck, nil)))
 	f.Add(cat(greeting, reply(optStructuredReply, repErrUnsup, nil), reply(optGo, repErrUnsup, nil), be64(1<<20), be16(1)))
+	f.Add(cat(greeting, reply(optStartTLS, repAck, nil), reply(optStructuredReply, repAck, nil),
+		reply(optGo, repInfo, cat(be16(infoExport), be64(1<<20), be16(1))), reply(optGo, repAck, nil)))
+	f.Add(cat(greeting, reply(optStartTLS, repErrPolicy, []byte("no TLS here"))))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		n := &negotiator{rw: struct {
-			io.Reader
-			io.Writer
-		}{bytes.NewReader(in), io.Discard}, export: "disk", contexts: []string{"base:allocation", "vhdkit:changed"}}
-		info, err := n.negotiate()
-		if err == nil && (info.Size < 0 || len(info.Contexts) > 2) {
-			t.Fatalf("accepted %+v", info)
+		// Once in plaintext, once as over nbds: there the bytes after the
+		// STARTTLS reply stand for what the TLS session carries.
+		for _, tlsOn := range []bool{false, true} {
+			stream := bytes.NewReader(in)
+			n := &negotiator{rw: struct {
+				io.Reader
+				io.Writer
+			}{stream, io.Discard}, export: "disk", contexts: []string{"base:allocation", "vhdkit:changed"}}
+			upgraded := false
+			if tlsOn {
+				n.upgrade = func() (io.ReadWriter, error) {
+					upgraded = true
+					return n.rw, nil
+				}
+			}
+			info, err := n.negotiate()
+			if err == nil && (info.Size < 0 || len(info.Contexts) > 2) {
+				t.Fatalf("accepted %+v", info)
+			}
+			if err == nil && tlsOn && !upgraded {
+				t.Fatal("an nbds negotiation ended without TLS")
+			}
+		}
+	})
+}
+
+// FuzzParseURI: any string is parsed or refused, never a panic; a URI
+// parsed is dialable (a network and an address), keeps nbds as TLS,
+// and reads back the same from its String.
+func FuzzParseURI(f *testing.F) {
+	for _, s := range []string{"nbd://h/e", "nbds://127.0.0.1:1234/disk?tls-certificates=/etc/pki",
+		"nbds+unix:///a%20b?socket=/run/s.sock&tls-certificates=d", "nbd+unix:///?socket=s", "nbds://[::1]/x", "nbd://h:p/e",
+		"nbd+unix:///d?socket=s&tls-certificates=d", "nbds://h/e?tls-certificates=a&tls-certificates=b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		u, err := ParseURI(s)
+		if err != nil {
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("a two-line error: %v", err)
+			}
+			return
+		}
+		if (u.Network != "unix" && u.Network != "tcp") || u.Address == "" || u.Host == "" {
+			t.Fatalf("%q parsed as %+v", s, u)
+		}
+		if u.TLS != strings.HasPrefix(strings.ToLower(s), "nbds") || (u.CertDir != "" && !u.TLS) {
+			t.Fatalf("%q: TLS %v, certificates %q", s, u.TLS, u.CertDir)
+		}
+		again, err := ParseURI(u.String())
+		if err != nil {
+			t.Fatalf("%q -> %q: %v", s, u.String(), err)
+		}
+		if *again != *u {
+			t.Fatalf("%q -> %q: %+v, then %+v", s, u.String(), u, again)
 		}
 	})
 }

@@ -33,11 +33,18 @@ func (i *Info) CanMultiConn() bool { return i.Flags&tflagCanMultiConn != 0 }
 
 // negotiator runs the fixed newstyle handshake on a stream.
 type negotiator struct {
-	rw       io.ReadWriter
-	export   string
-	contexts []string
-	noZeroes bool
-	info     Info
+	rw io.ReadWriter
+	// upgrade, when set, runs the TLS handshake after the server accepts
+	// STARTTLS and returns the stream to go on over.
+	upgrade func() (io.ReadWriter, error)
+	// tlsReplies counts the option replies read over TLS: none means a
+	// server that hung up at once did so over the TLS session itself.
+	tlsReplies int
+	tlsOn      bool
+	export     string
+	contexts   []string
+	noZeroes   bool
+	info       Info
 }
 
 // negotiate greets the server, turns on structured replies, selects the
@@ -46,6 +53,11 @@ type negotiator struct {
 func (n *negotiator) negotiate() (*Info, error) {
 	if err := n.greet(); err != nil {
 		return nil, err
+	}
+	if n.upgrade != nil {
+		if err := n.startTLS(); err != nil {
+			return nil, err
+		}
 	}
 	n.info.MaxBlock = maxReadLength
 	n.info.Contexts = map[string]uint32{}
@@ -121,6 +133,9 @@ func (n *negotiator) optReply(opt uint32) (uint32, []byte, error) {
 	if err != nil {
 		return 0, nil, err
 	}
+	if n.tlsOn {
+		n.tlsReplies++
+	}
 	data := make([]byte, length)
 	if _, err := io.ReadFull(n.rw, data); err != nil {
 		return 0, nil, fmt.Errorf("nbd: reading an option reply: %w", err)
@@ -151,20 +166,58 @@ func optionError(what string, typ uint32, data []byte) error {
 	case repErrUnknown:
 		return fmt.Errorf("nbd: the server has no such export (%s): %s", what, msg)
 	case repErrTLSReqd:
-		return fmt.Errorf("nbd: the server requires TLS, which this client does not speak (%s)", what)
+		return fmt.Errorf("nbd: the server requires TLS (it refused %s until TLS is on): use an nbds:// URI, trusting the CA that signed its certificate ('vhd backup pull --tls-ca FILE')", what)
 	case repErrPolicy:
 		return fmt.Errorf("nbd: the server refused %s by policy: %s", what, msg)
 	}
 	return fmt.Errorf("nbd: the server refused %s (reply %#x): %s", what, typ, msg)
 }
 
+// startTLS asks for TLS before any other option, as the spec wants, and
+// goes on over the stream n.upgrade returns. A server that does not
+// offer TLS ends the negotiation: an nbds URI never falls back to
+// plaintext.
+func (n *negotiator) startTLS() error {
+	if err := n.sendOption(optStartTLS, nil); err != nil {
+		return err
+	}
+	typ, p, err := n.optReply(optStartTLS)
+	switch {
+	case err != nil:
+		return err
+	case typ == repErrUnsup || typ == repErrPolicy:
+		return fmt.Errorf("nbd: the server does not offer TLS (it answered STARTTLS with %s: %s); an nbds URI never goes on in plaintext: start the server with TLS, or write nbd:// if plaintext is what you mean", replyName(typ), printable(p))
+	case typ&repErrBit != 0:
+		return optionError("STARTTLS", typ, p)
+	case typ != repAck:
+		return protoErr("STARTTLS answered with reply type %d", typ)
+	}
+	rw, err := n.upgrade()
+	if err != nil {
+		return err
+	}
+	n.rw, n.tlsOn = rw, true
+	return nil
+}
+
+// replyName names the option error replies STARTTLS may get.
+func replyName(typ uint32) string {
+	if typ == repErrPolicy {
+		return "NBD_REP_ERR_POLICY"
+	}
+	return "NBD_REP_ERR_UNSUP"
+}
+
 func (n *negotiator) structuredReplies() error {
 	if err := n.sendOption(optStructuredReply, nil); err != nil {
 		return err
 	}
-	typ, _, err := n.optReply(optStructuredReply)
+	typ, p, err := n.optReply(optStructuredReply)
 	if err != nil {
 		return err
+	}
+	if typ == repErrTLSReqd {
+		return optionError("structured replies", typ, p)
 	}
 	n.info.Structured = typ == repAck
 	if typ != repAck && typ&repErrBit == 0 {

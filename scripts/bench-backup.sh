@@ -10,9 +10,17 @@
 # Prints a line per measurement (seconds, bytes the server served to the
 # tool, bytes of the file written) and the medians over ROUNDS.
 #
+# With MODE=tls it measures instead a full pull over TLS against one in
+# plaintext: each round serves a new disk of DATA_MIB random data twice,
+# once plain and once with TLS (--tls-cert --tls-key --tls-ca, a CA and
+# certificates made with openssl), the two taking turns at going first,
+# and pulls a full backup from each: plaintext over the unix socket and
+# over TCP 127.0.0.1, TLS over TCP 127.0.0.1 (lines plain-unix,
+# plain-tcp, tls-tcp).
+#
 # Usage: scripts/bench-backup.sh [WORKDIR]
 # (nbdsh is run as /usr/bin/python3 -m nbd: that python has libnbd.)
-#   ROUNDS=3 DISK_MIB=1024 DATA_MIB=1024 CHANGE_MIB=64 CONNECTIONS=4
+#   ROUNDS=3 DISK_MIB=1024 DATA_MIB=1024 CHANGE_MIB=64 CONNECTIONS=4 MODE=tls
 # Wall-clock times vary by 2x on a shared machine: compare the numbers
 # of one round, not numbers across runs.
 set -euo pipefail
@@ -99,6 +107,105 @@ pull_round() {
   "$vhd" backup end --no-progress "$ctl" disk >/dev/null
 }
 
+# medians prints the medians of the results.
+medians() {
+  echo
+  echo "medians over $rounds rounds (seconds, MiB read from the server, MiB of file written):"
+  python3 - "$results" <<'EOF'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    kind, tool, secs, read, file = line.split("\t")
+    rows.setdefault((kind, tool), []).append((float(secs), int(read), int(file)))
+for (kind, tool), v in rows.items():
+    s = sorted(x[0] for x in v)
+    print(f"{kind:12} {tool:24} {statistics.median(s):6.2f} s [{s[0]:.2f}..{s[-1]:.2f}]"
+          f"  read {statistics.median(x[1] for x in v) / 2**20:7.1f} MiB"
+          f"  file {statistics.median(x[2] for x in v) / 2**20:7.1f} MiB")
+EOF
+}
+
+# make_pki DIR: a CA, and a server and a client certificate for
+# 127.0.0.1 and localhost, in libnbd's file names.
+make_pki() {
+  local d="$1" who
+  command -v openssl >/dev/null || { echo "openssl missing (MODE=tls makes its certificates with it)" >&2; exit 1; }
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$d/ca-key.pem" -out "$d/ca-cert.pem" \
+    -days 2 -subj /CN=bench-ca 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' >"$d/ext.cnf"
+  for who in server client; do
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$d/$who-key.pem" -out "$d/$who.csr" \
+      -subj "/CN=$who" 2>/dev/null
+    openssl x509 -req -in "$d/$who.csr" -CA "$d/ca-cert.pem" -CAkey "$d/ca-key.pem" -CAcreateserial \
+      -out "$d/$who-cert.pem" -days 2 -extfile "$d/ext.cnf" 2>/dev/null
+  done
+}
+
+# tls_pull WHICH: serve a new disk of DATA_MIB random data, plain
+# (WHICH=plain: pulled over the unix socket and over TCP) or with TLS
+# (WHICH=tls: over TCP), begin a backup, pull it full, end, stop.
+tls_pull() {
+  local which="$1" args=() uris uri kind t0 secs certs="" pulled
+  rm -rf "$work/srv" "$work/bk"
+  mkdir -p "$work/srv" "$work/bk"
+  "$vhd" create --size "${disk_mib}M" "$work/srv/disk.vhd" >/dev/null
+  sock="$work/srv/nbd.sock" ctl="$work/srv/ctl.sock"
+  if [ "$which" = tls ]; then
+    args=(--tls-cert "$pki/server-cert.pem" --tls-key "$pki/server-key.pem" --tls-ca "$pki/ca-cert.pem")
+    certs="&tls-certificates=$pki"
+  fi
+  "$vhd" serve --socket "$sock" --listen 127.0.0.1:0 --control "$ctl" "${args[@]}" "$work/srv/disk.vhd=disk" >/dev/null 2>"$work/serve.log" &
+  spid=$!
+  for _ in $(seq 200); do [ -S "$ctl" ] && break; sleep 0.05; done
+  head -c "$((data_mib << 20))" /dev/urandom >"$work/fill.raw"
+  uri="nbd+unix:///disk?socket=$sock"
+  [ "$which" = tls ] && uri="nbds+unix:///disk?socket=$sock"
+  nbdcopy "$work/fill.raw" "$uri$certs"
+  rm -f "$work/fill.raw"
+  uris="$("$vhd" backup begin --json "$ctl" disk | python3 -c "import json, sys; print(*json.load(sys.stdin)['uris'])")"
+  for uri in $uris; do
+    case "$which:$uri" in
+      plain:nbd+unix*) kind=plain-unix ;;
+      plain:nbd://*) kind=plain-tcp ;;
+      tls:nbds://*) kind=tls-tcp ;;
+      *) continue ;;
+    esac
+    rm -f "$work/bk/full.vhd"
+    t0="$(now)"
+    if [ "$which" = tls ]; then
+      pulled="$("$vhd" backup pull --json --no-progress --connections "$conns" --tls-ca "$pki/ca-cert.pem" \
+        --tls-cert "$pki/client-cert.pem" --tls-key "$pki/client-key.pem" "$uri" "$work/bk/full.vhd")"
+    else
+      pulled="$("$vhd" backup pull --json --no-progress --connections "$conns" "$uri" "$work/bk/full.vhd")"
+    fi
+    secs="$(since "$t0")"
+    printf 'full\t%s\t%s\t%s\t%s\n' "$kind" "$secs" "$(echo "$pulled" | field read_bytes)" "$(alloc "$work/bk/full.vhd")" | tee -a "$results"
+    "$vhd" check "$work/bk/full.vhd" >/dev/null
+  done
+  "$vhd" backup end --no-progress "$ctl" disk >/dev/null
+  kill "$spid"
+  wait "$spid" 2>/dev/null || true
+  spid=""
+}
+
+if [ "${MODE:-}" = tls ]; then
+  pki="$work/pki"
+  mkdir -p "$pki"
+  make_pki "$pki"
+  printf 'kind\ttool\tseconds\tbytes_read\tfile_bytes\n'
+  for r in $(seq "$rounds"); do
+    if [ $((r % 2)) = 0 ]; then
+      tls_pull plain
+      tls_pull tls
+    else
+      tls_pull tls
+      tls_pull plain
+    fi
+  done
+  medians
+  exit 0
+fi
+
 printf 'kind\ttool\tseconds\tbytes_read\tfile_bytes\n'
 for r in $(seq "$rounds"); do
   [ -n "$spid" ] && { kill "$spid"; wait "$spid" 2>/dev/null || true; }
@@ -126,17 +233,4 @@ h.flush()
   "$vhd" check "$work/bk/incr.vhd" >/dev/null
 done
 
-echo
-echo "medians over $rounds rounds (seconds, MiB read from the server, MiB of file written):"
-python3 - "$results" <<'EOF'
-import statistics, sys
-rows = {}
-for line in open(sys.argv[1]):
-    kind, tool, secs, read, file = line.split("\t")
-    rows.setdefault((kind, tool), []).append((float(secs), int(read), int(file)))
-for (kind, tool), v in rows.items():
-    s = sorted(x[0] for x in v)
-    print(f"{kind:12} {tool:24} {statistics.median(s):6.2f} s [{s[0]:.2f}..{s[-1]:.2f}]"
-          f"  read {statistics.median(x[1] for x in v) / 2**20:7.1f} MiB"
-          f"  file {statistics.median(x[2] for x in v) / 2**20:7.1f} MiB")
-EOF
+medians

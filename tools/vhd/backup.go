@@ -5,6 +5,8 @@ import (
 	"slices"
 
 	"github.com/spf13/pflag"
+
+	"vhdkit/nbdclient"
 )
 
 var backupCmd = &command{
@@ -24,7 +26,7 @@ for 'vhd ctl' (or its pid, or its NBD socket).
         blocks changed since the previous point (--since: that point,
         or the one PREV.vhd is the backup of). Prints the URI, the
         export and the point.
-  pull URI DEST.vhd [--since PREV.vhd] [--connections N]
+  pull URI DEST.vhd [--since PREV.vhd] [--connections N] [--tls-ca F]
         copy the export into DEST.vhd: the allocated blocks into a
         dynamic VHD, or with --since only the changed blocks into a
         differencing VHD over PREV.vhd (which must be the backup of the
@@ -32,6 +34,14 @@ for 'vhd ctl' (or its pid, or its NBD socket).
         copied, writes DEST.vhd.part and renames it only when whole;
         run again after an interruption, it resumes. Any NBD server
         works for a full pull (nbdkit, qemu-nbd).
+        An nbds:// (or nbds+unix://) URI is pulled over TLS on every
+        connection, never in plaintext: the server's certificate is
+        checked against --tls-ca (else the system's CAs) for the URI's
+        host (or --tls-server-name); --tls-cert and --tls-key present a
+        client certificate to a server that asks for one (vhd serve
+        --tls-ca). The URI may name a folder of libnbd's files instead,
+        ?tls-certificates=DIR (ca-cert.pem, client-cert.pem and
+        client-key.pem, each used when there).
   end PATH EXPORT [--keep]
         stop serving the backup and fold its frozen layer into its
         parent (a live merge, followed like 'vhd ctl merge'), or with
@@ -48,6 +58,10 @@ chain: 'vhd convert --to raw LAST.vhd disk.raw' restores the last point,
 		fs.BoolVar(&o.ctl.json, "json", false, "print JSON")
 		fs.StringVar(&o.since, "since", "", "begin: list changes since this point (a backup file or a UUID); pull: the backup DEST is an increment of")
 		fs.IntVar(&o.connections, "connections", 4, "pull: NBD connections (when the server allows several)")
+		fs.StringVar(&o.tls.CA, "tls-ca", "", "pull: CA (PEM) the server's certificate must chain to (nbds:// URIs; default: the system's CAs)")
+		fs.StringVar(&o.tls.Cert, "tls-cert", "", "pull: client certificate (PEM) for a server that asks for one")
+		fs.StringVar(&o.tls.Key, "tls-key", "", "pull: the client certificate's private key (PEM)")
+		fs.StringVar(&o.tls.ServerName, "tls-server-name", "", "pull: the name the server's certificate must hold (default: the URI's host)")
 		fs.BoolVar(&o.keep, "keep", false, "end: keep the frozen layer as a restore point")
 		fs.BoolVar(&o.ctl.noWait, "no-wait", false, "end: print the fold's job and return without waiting")
 		fs.BoolVar(&o.ctl.noProgress, "no-progress", false, "never show a progress bar")
@@ -59,7 +73,7 @@ chain: 'vhd convert --to raw LAST.vhd disk.raw' restores the last point,
 			if !ok {
 				return usageErr("%q is not a backup verb: want begin, pull, end or list", args[0])
 			}
-			for _, f := range []string{"since", "connections", "keep", "no-wait"} {
+			for _, f := range []string{"since", "connections", "keep", "no-wait", "tls-ca", "tls-cert", "tls-key", "tls-server-name"} {
 				if fs.Changed(f) && !slices.Contains(v.flags, f) {
 					return usageErr("--%s does not go with %s", f, args[0])
 				}
@@ -76,6 +90,7 @@ type backupOptions struct {
 	since       string
 	connections int
 	keep        bool
+	tls         nbdclient.TLSFiles
 }
 
 type backupVerb struct {
@@ -88,7 +103,7 @@ var backupVerbs map[string]backupVerb
 func init() {
 	backupVerbs = map[string]backupVerb{
 		"begin": {backupBegin, []string{"since"}},
-		"pull":  {backupPull, []string{"since", "connections"}},
+		"pull":  {backupPull, []string{"since", "connections", "tls-ca", "tls-cert", "tls-key", "tls-server-name"}},
 		"end":   {backupEnd, []string{"keep", "no-wait"}},
 		"list":  {backupList, nil},
 	}

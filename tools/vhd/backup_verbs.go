@@ -8,6 +8,7 @@ import (
 
 	"vhdkit/backup"
 	"vhdkit/engine"
+	"vhdkit/nbdclient"
 	"vhdkit/service"
 )
 
@@ -93,9 +94,12 @@ func backupPull(ctx context.Context, e *env, o *backupOptions, args []string) er
 	if o.connections < 1 || o.connections > 64 {
 		return usageErr("--connections %d: want 1 to 64", o.connections)
 	}
+	if err := tlsGoesWith(args[0], o.tls); err != nil {
+		return err
+	}
 	bar := maybeBar(e, o.ctl.noProgress || o.ctl.json)
 	res, err := backup.Pull(ctx, backup.PullOptions{
-		URI: args[0], Dest: args[1], Since: o.since, Connections: o.connections,
+		URI: args[0], Dest: args[1], Since: o.since, Connections: o.connections, TLS: o.tls,
 		Progress: bar.update,
 		Notify: func(msg string) {
 			bar.finish()
@@ -116,6 +120,16 @@ func backupPull(ctx context.Context, e *env, o *backupOptions, args []string) er
 	fmt.Fprintf(e.stdout, "%s: %s of a %s disk, point %s, verified\n", res.Dest, kind, ibytes(res.Size), orUnknown(res.Point))
 	fmt.Fprintf(e.stdout, "copied %s (%s of data, %s of zeros written, %s of zeros skipped; %s copied before), over %d connection(s) in %.1f s; the file takes %s\n",
 		ibytes(res.Read), ibytes(res.Written), ibytes(res.Zeroed), ibytes(res.SkippedZero), ibytes(res.Resumed), res.Connections, res.Seconds, ibytes(res.FileBytes))
+	return nil
+}
+
+// tlsGoesWith refuses --tls-* flags with a plaintext URI: they would
+// be ignored, and the pull would cross the network in the clear.
+func tlsGoesWith(uri string, f nbdclient.TLSFiles) error {
+	u, err := nbdclient.ParseURI(uri)
+	if err == nil && !u.TLS && f != (nbdclient.TLSFiles{}) {
+		return usageErr("--tls-ca, --tls-cert, --tls-key and --tls-server-name go with an nbds:// or nbds+unix:// URI, not %s: write nbds:// to pull over TLS", uri)
+	}
 	return nil
 }
 

@@ -22,7 +22,7 @@ var valueNames = map[string]string{
 	"disk": "IMAGE[:ro]", "from": "FORMAT", "fuse": "DIR", "initrd": "FILE", "into": "ANCESTOR",
 	"kernel": "FILE", "layer": "FILE", "listen": "HOST:PORT", "memory": "SIZE", "name": "NAME",
 	"parent": "PARENT", "parent-dir": "DIR", "pid-file": "FILE", "qemu-arg": "ARG", "restore": "DIR",
-	"socket": "PATH", "tls-ca": "FILE", "tls-cert": "FILE", "tls-key": "FILE", "to": "FORMAT",
+	"socket": "PATH", "tls-ca": "FILE", "tls-cert": "FILE", "tls-key": "FILE", "tls-server-name": "NAME", "to": "FORMAT",
 	"type": "TYPE", "undo": "POLICY", "view-of": "EXPORT",
 }
 
