@@ -91,6 +91,9 @@ as everywhere, with exit status 1 (2 for a bad command line).`,
 			}
 			o.changed = fs.Changed
 			v, ok := ctlVerbs[args[1]]
+			if _, first := ctlVerbs[args[0]]; !ok && first {
+				return usageErr("the control socket comes first, then the verb: vhd ctl %s %s", args[1], strings.Join(append([]string{args[0]}, args[2:]...), " "))
+			}
 			if !ok {
 				return usageErr("%q is not a ctl verb: want status, snapshot, merge, undo, add, remove, wait, cancel or vm", args[1])
 			}

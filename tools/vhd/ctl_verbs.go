@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strconv"
+	"strings"
 
 	"vhdkit/service"
 )
@@ -34,8 +36,12 @@ func ctlSnapshot(ctx context.Context, x *ctlRun, args []string) error {
 	if err != nil {
 		return err
 	}
+	name, err := x.exportName(ctx, args[0])
+	if err != nil {
+		return err
+	}
 	var st *service.ExportStatus
-	if err := x.call(func(c *service.ControlClient) (err error) { st, err = c.Snapshot(ctx, args[0], newTop); return }); err != nil {
+	if err := x.call(func(c *service.ControlClient) (err error) { st, err = c.Snapshot(ctx, name, newTop); return }); err != nil {
 		return x.serverError(err)
 	}
 	if x.o.json {
@@ -54,8 +60,12 @@ func ctlMerge(ctx context.Context, x *ctlRun, args []string) error {
 	if err != nil {
 		return err
 	}
+	name, err := x.exportName(ctx, args[0])
+	if err != nil {
+		return err
+	}
 	var j *service.Job
-	if err := x.call(func(c *service.ControlClient) (err error) { j, err = c.Merge(ctx, args[0], layer); return }); err != nil {
+	if err := x.call(func(c *service.ControlClient) (err error) { j, err = c.Merge(ctx, name, layer); return }); err != nil {
 		return x.serverError(err)
 	}
 	return x.follow(ctx, j)
@@ -65,6 +75,11 @@ func ctlUndo(ctx context.Context, x *ctlRun, args []string) error {
 	if err := wantArgs(args, "commit|discard", "EXPORT"); err != nil {
 		return err
 	}
+	name, err := x.exportName(ctx, args[1])
+	if err != nil {
+		return err
+	}
+	args[1] = name
 	switch args[0] {
 	case "commit":
 		var j *service.Job
@@ -192,4 +207,51 @@ func jobArg(args []string) (int64, error) {
 		return 0, usageErr("job %q: want the job's number ('vhd ctl PATH status' lists them)", args[0])
 	}
 	return id, nil
+}
+
+// exportName is the export arg names: arg itself, or, when it is a path
+// to an image (a user who typed the file the server serves), the export
+// whose chain holds that file.
+func (x *ctlRun) exportName(ctx context.Context, arg string) (string, error) {
+	if !strings.ContainsRune(arg, filepath.Separator) && !isImagePath(arg) {
+		return arg, nil
+	}
+	want, err := filepath.Abs(arg)
+	if err != nil {
+		return "", err
+	}
+	want = realPath(want)
+	var st *service.Status
+	if err := x.call(func(c *service.ControlClient) (err error) { st, err = c.Status(ctx); return }); err != nil {
+		return "", x.serverError(err)
+	}
+	for _, ex := range st.Exports {
+		if ex.Name == arg {
+			return arg, nil // an export named like a file
+		}
+	}
+	for _, ex := range st.Exports {
+		for _, l := range ex.Layers {
+			if realPath(l) == want {
+				return ex.Name, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no export of the server serves %s: ctl verbs take an export's name ('vhd ctl %s status' lists them)", arg, x.arg)
+}
+
+func isImagePath(p string) bool {
+	switch strings.ToLower(filepath.Ext(p)) {
+	case ".vhd", ".avhd", ".vud":
+		return true
+	}
+	return false
+}
+
+// realPath is p with its symlinks resolved, or p when it cannot be.
+func realPath(p string) string {
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		return r
+	}
+	return p
 }

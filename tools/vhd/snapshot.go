@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 
 	"github.com/spf13/pflag"
 
@@ -32,6 +35,9 @@ or 'vhd serve': the error names it). Processes that only read IMAGE
 			if err := wantArgs(args, "IMAGE", "NEWTOP"); err != nil {
 				return err
 			}
+			if swapped(args[0], args[1]) {
+				return usageErr("%s does not exist and %s does: IMAGE comes first, then the new top: vhd snapshot %s %s", args[0], args[1], args[1], args[0])
+			}
 			c, err := chains.Snapshot(args[0], args[1], chains.CreateOptions{BlockSize: bs.n, Open: cf.options(true)})
 			if err != nil {
 				return err
@@ -44,4 +50,13 @@ or 'vhd serve': the error names it). Processes that only read IMAGE
 			return nil
 		}
 	},
+}
+
+// swapped reports whether a command that takes an existing file and then
+// a new one was given them the other way round: the first does not
+// exist and the second does.
+func swapped(existing, fresh string) bool {
+	_, errE := os.Stat(existing)
+	_, errF := os.Stat(fresh)
+	return errors.Is(errE, fs.ErrNotExist) && errF == nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/spf13/pflag"
 
@@ -33,6 +34,9 @@ refused until the undo disk is committed or discarded.
 		force := fs.Bool("force", false, "commit although other differencing images depend on IMAGE")
 		asJSON := fs.Bool("json", false, "status as JSON: {image, undo_disk, exists, changed_bytes, file_bytes}")
 		return func(ctx context.Context, e *env, args []string) error {
+			if len(args) == 1 && !slices.Contains([]string{"status", "commit", "discard"}, args[0]) {
+				return usageErr("missing the verb: vhd undo status|commit|discard %s", args[0])
+			}
 			if err := wantArgs(args, "status|commit|discard", "IMAGE"); err != nil {
 				return err
 			}
