@@ -58,7 +58,7 @@ func refuseDependents(path string, id engine.UUID, allowed, exclude []string, fo
 		return fmt.Errorf("%s: looking for images that depend on it: %w", path, err)
 	}
 	if len(deps) > 0 {
-		return fmt.Errorf("%s: %w: %s; %s: %s", path, ErrHasChildren, strings.Join(deps, ", "), r.childrenWhy, r.childrenInstead)
+		return fmt.Errorf("%s: %w: %s; %s: %s%s", path, ErrHasChildren, strings.Join(deps, ", "), r.childrenWhy, r.childrenInstead, onlyChildHint(deps, r))
 	}
 	return nil
 }
@@ -159,4 +159,15 @@ func containsFile(list []string, p string) bool {
 		}
 	}
 	return false
+}
+
+// onlyChildHint, for a refused write to an image with one child, says to
+// open the child: after a snapshot (or a backup, whose point is frozen
+// under a new top) the newest writes are there, and a user who opens
+// the image by its old name means to go on where they left off.
+func onlyChildHint(deps []string, r refusal) string {
+	if len(deps) != 1 || r != forWriting {
+		return ""
+	}
+	return fmt.Sprintf("; the newest writes are in %s: open that to go on where they left off", deps[0])
 }

@@ -84,7 +84,9 @@ func TestOpenForWritingRefusedWithUndoDisk(t *testing.T) {
 // TestOpenForWritingRefusedWithChildren: a parent is not opened for
 // writing while a differencing child records it (root ignores the
 // read-only mode a snapshot leaves, so the mode is no protection);
-// compaction, which keeps the view, still runs.
+// compaction, which keeps the view, still runs. With one child, the
+// refusal says to open the child, where the newest writes are (a user
+// who serves the image a snapshot or backup froze).
 func TestOpenForWritingRefusedWithChildren(t *testing.T) {
 	dir := t.TempDir()
 	paths, model := buildChain(t, dir, 2, 4<<20, 22)
@@ -93,7 +95,7 @@ func TestOpenForWritingRefusedWithChildren(t *testing.T) {
 	if !errors.Is(err, ErrHasChildren) {
 		t.Fatalf("open a parent for writing: %v, want ErrHasChildren", err)
 	}
-	wantMention(t, err, "refusal", paths[1], "'vhd snapshot'")
+	wantMention(t, err, "refusal", paths[1], "'vhd snapshot'", "the newest writes are in "+paths[1]+": open that")
 	if sum(t, paths[0]) != before {
 		t.Fatal("the refused open changed the parent")
 	}

@@ -46,7 +46,11 @@ func TestBackupUnderWrites(t *testing.T) {
 	if r1.Planned != int64(n1)*recordSize || r1.UUID != b1.BackupUUID {
 		t.Errorf("full pull: %d bytes planned for %d records, uuid %s (want %s)", r1.Planned, n1, r1.UUID, b1.BackupUUID)
 	}
-	vhdOK(t, "backup", "end", srv.control, "disk")
+	// The point stays under a new top: end names it, so the next serve
+	// is not started on the frozen point.
+	if r := vhdOK(t, "backup", "end", srv.control, "disk"); !strings.Contains(r.stdout, "writes go to "+dir+"/disk.since-") || !strings.Contains(r.stdout, "serve or mount that file next time") {
+		t.Errorf("backup end does not say where writes go now:\n%s", r)
+	}
 	time.Sleep(2 * time.Second)
 
 	b2 := begin(t, srv.control, "disk", "--since", full)

@@ -168,7 +168,24 @@ func backupEnd(ctx context.Context, e *env, o *backupOptions, args []string) err
 	default:
 		fmt.Fprintf(e.stdout, "backup %s ended; %s\n", end.Name, end.Note)
 	}
+	sayWhereWritesGo(ctx, e, x, args[1])
 	return nil
+}
+
+// sayWhereWritesGo names the export's top layer after a backup ended
+// that left the point under it: the image the user started the server
+// on is now a read-only layer, and the next 'vhd serve' must name the
+// top, or the newest writes are not served.
+func sayWhereWritesGo(ctx context.Context, e *env, x *ctlRun, export string) {
+	var st *service.Status
+	if err := x.call(func(c *service.ControlClient) (err error) { st, err = c.Status(ctx); return }); err != nil {
+		return
+	}
+	for _, ex := range st.Exports {
+		if ex.Name == export && len(ex.Layers) > 1 && !ex.ReadOnly {
+			fmt.Fprintf(e.stdout, "writes go to %s now: serve or mount that file next time (or fold it into the layer under it with 'vhd merge %s' once the server stops)\n", ex.Layers[0], ex.Layers[0])
+		}
+	}
 }
 
 // endJSON prints BackupEnd, whose job is followed to its end first
