@@ -221,6 +221,12 @@ func growTarget(c *Chain, k int) error {
 // written: the target is half-written, and only running the merge again
 // makes the chain usable.
 func mergeStopped(child, target string, err error) error {
+	if errors.Is(err, engine.ErrLocked) {
+		// Not stopped: another process holds the files, most likely the
+		// merge that wrote the journal, still running, or a server whose
+		// live merge it is. Running this again would not finish it.
+		return fmt.Errorf("%s is being merged into %s, or its files are held, and cannot be touched now: %w", child, target, err)
+	}
 	return &MergeStoppedError{Child: child, Target: target, Err: err}
 }
 

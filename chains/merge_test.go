@@ -133,6 +133,18 @@ func TestMergeInterruptedThenResumed(t *testing.T) {
 	}
 	verify(t, c, model, "child mid-merge")
 	c.Close()
+	// While another open holds the target (the merge that wrote the
+	// journal, still running), a second merge says so, not that the
+	// merge stopped and running it again finishes it.
+	holder, err := engine.Open(paths[1], engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Merge(context.Background(), paths[2], MergeOptions{})
+	holder.Close()
+	if !errors.Is(err, engine.ErrLocked) || errors.Is(err, ErrMergeInterrupted) || strings.Contains(err.Error(), "again") {
+		t.Errorf("merge while the target is held: %v, want ErrLocked, not a stopped merge to run again", err)
+	}
 	if _, err := Merge(context.Background(), paths[2], MergeOptions{}); err != nil {
 		t.Fatal(err)
 	}

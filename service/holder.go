@@ -21,6 +21,9 @@ func HolderHint(le *engine.LockedError) string {
 		return fmt.Sprintf("the mount at %s (pid %d) has it: unmount it first ('vhd umount %s')", st.Mountpoint, le.PID, st.Mountpoint)
 	}
 	args := processArgs(le.PID)
+	if len(args) >= 2 && args[1] == "merge" {
+		return fmt.Sprintf("a 'vhd merge' (pid %d) is running on it: let it finish; if it is killed, 'vhd merge' again finishes its work", le.PID)
+	}
 	if len(args) < 2 || args[1] != "serve" {
 		return ""
 	}
