@@ -13,6 +13,8 @@ type chainFlags struct {
 	parentDirs     []string
 	maxDepth       int
 	acceptModified bool
+	// forceShare is -U of the commands that only read (addForceShare).
+	forceShare bool
 }
 
 const chainHelp = `Parents of differencing images are found through their locators (W2ru,
@@ -39,5 +41,12 @@ func (c *chainFlags) options(readOnly bool) chains.Options {
 		ParentDirs:           append(chains.ParentDirsFromEnv(), c.parentDirs...),
 		MaxDepth:             c.maxDepth,
 		AcceptModifiedParent: c.acceptModified,
+		NoLock:               readOnly && c.forceShare,
 	}
+}
+
+// addForceShare gives a command that only reads images qemu-img's -U:
+// read them even while another process writes them.
+func (c *chainFlags) addForceShare(fs *pflag.FlagSet) {
+	fs.BoolVarP(&c.forceShare, "force-share", "U", false, "read the images without a lock, even while another process writes them (what is read may then be inconsistent)")
 }

@@ -38,6 +38,7 @@ store data differently by design.
 		quiet := fs.BoolP("quiet", "q", false, "print nothing; only the exit status tells")
 		noProgress := fs.Bool("no-progress", false, "never show a progress bar")
 		cf := addChainFlags(fs)
+		cf.addForceShare(fs)
 		return func(ctx context.Context, e *env, args []string) error {
 			if err := wantArgs(args, "A", "B"); err != nil {
 				return err

@@ -55,6 +55,7 @@ the device partly written, and says so.
 		noProgress := fs.Bool("no-progress", false, "never show a progress bar")
 		asJSON := fs.Bool("json", false, "print {source, source_type, source_size, destination, format, virtual_size, data_written, zeros_skipped, replaced} as JSON")
 		cf := addChainFlags(fs)
+		cf.addForceShare(fs)
 		return func(ctx context.Context, e *env, args []string) error {
 			if err := wantArgs(args, "SRC", "DST"); err != nil {
 				return err

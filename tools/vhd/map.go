@@ -37,6 +37,7 @@ path, when present).
 		output := fs.String("output", "human", "human or json (qemu-img's spelling of --json)")
 		format := fs.StringP("format", "f", "auto", "how IMAGE is read: auto, vhd (qemu's vpc) or raw")
 		cf := addChainFlags(fs)
+		cf.addForceShare(fs)
 		return func(ctx context.Context, e *env, args []string) error {
 			if err := wantArgs(args, "IMAGE"); err != nil {
 				return err

@@ -45,6 +45,7 @@ fully_allocated} (qemu-img's "fully-allocated" is fully_allocated).
 		asJSON := fs.Bool("json", false, "print the sizes as JSON")
 		output := fs.String("output", "human", "human or json (qemu-img's spelling of --json)")
 		cf := addChainFlags(fs)
+		cf.addForceShare(fs)
 		return func(ctx context.Context, e *env, args []string) error {
 			m := measurement{blockSize: bs.n, align: align.n}
 			if err := m.parseTarget(*to, bs.set, align); err != nil {

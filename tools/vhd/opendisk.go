@@ -41,7 +41,7 @@ func openView(path string, from sourceFormat, cf *chainFlags) (d engine.Disk, ch
 		}
 		if !isVHD {
 			// OpenAny refuses other formats, saying how to convert.
-			d, err := engine.OpenAny(path, engine.Options{ReadOnly: true})
+			d, err := engine.OpenAny(path, engine.Options{ReadOnly: true, NoLock: cf.forceShare})
 			return d, nil, err
 		}
 	}
