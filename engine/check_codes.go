@@ -33,6 +33,14 @@ const (
 	CodeHeaderDataOffset   = "header-data-offset"   // the dynamic header's data offset is not all ones
 	CodeHeaderParentFields = "header-parent-fields" // a dynamic (not differencing) disk names a parent
 	CodeLocatorDuplicate   = "locator-duplicate"    // two parent locators share a code
+
+	// Warnings about the chain, not the file: reported by
+	// chains.LinkProblem (vhd check), which opens the chain as every
+	// command does.
+	CodeParentUnresolved = "parent-unresolved" // no parent found, or one outside the allowed folders, a cycle, too deep
+	CodeParentModified   = "parent-modified"   // the parent was written after the child was made
+	CodeParentMismatch   = "parent-mismatch"   // the parent's size does not fit the child
+	CodeMergeUnfinished  = "merge-unfinished"  // a merge out of or into the chain did not finish
 )
 
 // problemCodes lists every code, for the test that keeps docs/CLI.md
@@ -44,4 +52,5 @@ var problemCodes = []string{
 	CodeDataUnderClearBit, CodeBatmapStale, CodeBatmapInvalid,
 	CodeFooterFeatures, CodeFooterTimestamp, CodeFooterGeometry, CodeSavedState, CodeHeaderDataOffset,
 	CodeHeaderParentFields, CodeLocatorDuplicate,
+	CodeParentUnresolved, CodeParentModified, CodeParentMismatch, CodeMergeUnfinished,
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"vhdkit/chains"
 	"vhdkit/engine"
 )
 
@@ -21,7 +22,12 @@ reported. Only blocks that are not full are read, and only where the
 file holds data. It reads the image without locking it, so it can check
 an image in use. Each problem is printed as "error" (the image is
 unusable or unsafe to write) or "warning", with its code and file
-offset, and "(vhd repair fixes this)" where a repair can.
+offset, and "(vhd repair fixes this)" where a repair can. A
+differencing image's chain is opened too, as every command opens it: a
+parent that is not found (parent-unresolved), was written after the
+child was made (parent-modified), does not fit (parent-mismatch), or a
+merge left unfinished (merge-unfinished) is a warning, as Test-VHD
+fails such a disk; the messages say how to re-link or finish.
 
 Exit status: 0 no problems, 3 problems found, 1 the image could not be
 read or is not a VHD (a qcow2, VMDK, compressed file... is named, and
@@ -30,6 +36,7 @@ file_size, allocated_blocks, problems [{code, fatal, fixable, offset,
 message}] (offset -1 when not known). The code says what kind of problem
 it is (docs/CLI.md lists them); match codes, not messages.`,
 	setup: func(fs *pflag.FlagSet) runFunc {
+		cf := addChainFlags(fs)
 		asJSON := fs.Bool("json", false, "print the report as JSON (keys above)")
 		fs.Bool("bitmaps", false, "accepted for old scripts: bitmaps are always checked now")
 		fs.MarkHidden("bitmaps")
@@ -41,6 +48,11 @@ it is (docs/CLI.md lists them); match codes, not messages.`,
 			rep, err := engine.CheckPath(path, engine.CheckOptions{})
 			if err != nil {
 				return err
+			}
+			if rep.Type == engine.TypeDifferencing.String() && !hasFatal(rep) {
+				if p := chains.LinkProblem(path, cf.options(true)); p != nil {
+					rep.Problems = append(rep.Problems, *p)
+				}
 			}
 			if *asJSON {
 				out := struct {
@@ -82,4 +94,13 @@ func printReport(e *env, path string, rep *engine.Report) {
 		fmt.Fprintf(e.stdout, ", %d of them fixable: run 'vhd repair %s'", fixable, path)
 	}
 	fmt.Fprintln(e.stdout)
+}
+
+func hasFatal(rep *engine.Report) bool {
+	for _, p := range rep.Problems {
+		if p.Fatal {
+			return true
+		}
+	}
+	return false
 }

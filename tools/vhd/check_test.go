@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -161,4 +162,34 @@ func TestRepairRefusesUnfixable(t *testing.T) {
 		t.Errorf("repair of a clean fixed image:\n%s", r)
 	}
 	checkOK(t, fixed)
+}
+
+// TestCheckSaysChainIsBroken: vhd check of a differencing image whose
+// parent moved, or was written after it, warns (exit 3) with the code
+// and how to mend it; a child whose chain opens is clean. Before, both
+// were "no problems found", exit 0, though neither could be opened.
+func TestCheckSaysChainIsBroken(t *testing.T) {
+	dir := t.TempDir()
+	base, child := filepath.Join(dir, "base.vhd"), filepath.Join(dir, "child.vhd")
+	vhdOK(t, "create", "--size", "4M", base)
+	vhdOK(t, "snapshot", base, child)
+	vhdOK(t, "check", child)
+
+	moved := filepath.Join(dir, "moved.vhd")
+	if err := os.Rename(base, moved); err != nil {
+		t.Fatal(err)
+	}
+	r := vhdCode(t, exitProblems, "check", child)
+	if !strings.Contains(r.stdout, "warning parent-unresolved: parent not found") || !strings.Contains(r.stdout, "vhd set-parent "+child+" "+moved) {
+		t.Errorf("check of a child whose parent moved:\n%s", r)
+	}
+	var rep struct {
+		Problems []struct{ Code string }
+	}
+	json.Unmarshal([]byte(vhdCode(t, exitProblems, "check", "--json", child).stdout), &rep)
+	if len(rep.Problems) != 1 || rep.Problems[0].Code != "parent-unresolved" {
+		t.Errorf("check --json: %+v", rep)
+	}
+	vhdOK(t, "set-parent", child, moved)
+	vhdOK(t, "check", child)
 }
