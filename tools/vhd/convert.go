@@ -47,7 +47,8 @@ the device partly written, and says so.
 	setup: func(fs *pflag.FlagSet) runFunc {
 		to := fs.StringP("to", "O", "", "output format: raw, fixed or dynamic (required; qemu's vpc is dynamic)")
 		from := fs.StringP("from", "f", "auto", "input format: auto (a VHD if it has a VHD footer, refused if another image format or compressed, else raw), vhd (or qemu's vpc) or raw (any file's bytes as they are)")
-		var bs, align sizeFlag
+		var bs blockSizeFlag
+		var align sizeFlag
 		fs.Var(&bs, "block-size", "block size of a dynamic DST (default 2M)")
 		fs.Var(&align, "align", "round DST's size up to a whole multiple of SIZE, e.g. 1M")
 		force := fs.Bool("force", false, "replace DST if it exists")

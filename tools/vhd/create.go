@@ -34,7 +34,8 @@ also makes it read-only).
 ` + sizeHelp,
 	setup: func(fs *pflag.FlagSet) runFunc {
 		typ := fs.StringP("type", "t", "dynamic", "image type: fixed, dynamic or differencing")
-		var size, bs sizeFlag
+		var size sizeFlag
+		var bs blockSizeFlag
 		fs.VarP(&size, "size", "s", "virtual size of the disk (required)")
 		fs.Var(&bs, "block-size", "block size of a dynamic image: a power of two from 512 bytes to 256M (default 2M)")
 		asJSON := fs.Bool("json", false, "print {file, type, virtual_size, block_size, uuid} as JSON")

@@ -225,3 +225,29 @@ func TestCreateParentSpellings(t *testing.T) {
 		}
 	}
 }
+
+// TestBadBlockSizeIsUsageError: a --block-size that is no VHD block size
+// is a bad command line (exit 2) on every command that takes one, and
+// no file is made. Before, create exited 1 (the engine refused it).
+func TestBadBlockSizeIsUsageError(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "d.vhd")
+	vhdOK(t, "create", "--size", "4M", img)
+	for _, args := range [][]string{
+		{"create", "--block-size", "300K", filepath.Join(dir, "x.vhd"), "1M"},
+		{"convert", "--to", "dynamic", "--block-size", "1G", img, filepath.Join(dir, "y.vhd")},
+		{"snapshot", "--block-size", "100", img, filepath.Join(dir, "z.vhd")},
+		{"measure", "--block-size", "3M", "4M"},
+	} {
+		r := vhdCode(t, exitUsage, args...)
+		if !strings.Contains(r.stderr, `--block-size "`) || !strings.Contains(r.stderr, "want a power of two") {
+			t.Errorf("vhd %s:\n%s", strings.Join(args, " "), r.stderr)
+		}
+	}
+	for _, f := range []string{"x.vhd", "y.vhd", "z.vhd"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			t.Errorf("%s was made", f)
+		}
+	}
+	checkOK(t, img)
+}

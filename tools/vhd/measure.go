@@ -37,7 +37,8 @@ fully_allocated} (qemu-img's "fully-allocated" is fully_allocated).
 	setup: func(fs *pflag.FlagSet) runFunc {
 		to := fs.StringP("to", "O", "dynamic", "the VHD to measure: fixed or dynamic (qemu's vpc is dynamic)")
 		image := fs.String("image", "", "measure a VHD made from IMAGE (qemu-img measure takes it as its argument: so does vhd when it names a file)")
-		var size, bs, align sizeFlag
+		var size, align sizeFlag
+		var bs blockSizeFlag
 		fs.Var(&size, "size", "measure an empty disk of SIZE (the same as the SIZE argument)")
 		fs.Var(&bs, "block-size", "block size of the dynamic VHD (default 2M)")
 		fs.Var(&align, "align", "round the size up to a whole multiple of SIZE, as convert --align")

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/dustin/go-humanize"
+
+	"vhdkit/engine"
 )
 
 // sizeHelp is how sizes are written on the command line; help texts
@@ -72,6 +74,23 @@ func (f *sizeFlag) Set(s string) error {
 }
 
 func (f *sizeFlag) Type() string { return "SIZE" }
+
+// blockSizeFlag is --block-size: a size that must be a VHD block size, so
+// a bad one is a bad command line (exit 2), refused before any file is
+// made.
+type blockSizeFlag struct{ sizeFlag }
+
+func (f *blockSizeFlag) Set(s string) error {
+	n, err := parseSize(s)
+	if err != nil {
+		return err
+	}
+	if n < engine.MinBlockSize || n > engine.MaxBlockSize || n&(n-1) != 0 {
+		return fmt.Errorf("want a power of two from 512 bytes to 256M (%d is not)", n)
+	}
+	f.n, f.set = n, true
+	return nil
+}
 
 // human renders a size both ways: "10 GiB (10737418240 bytes)".
 func human(n int64) string {

@@ -29,7 +29,7 @@ or 'vhd serve': the error names it). Processes that only read IMAGE
 ` + chainHelp,
 	setup: func(fs *pflag.FlagSet) runFunc {
 		cf := addChainFlags(fs)
-		var bs sizeFlag
+		var bs blockSizeFlag
 		fs.Var(&bs, "block-size", "block size of NEWTOP (default: IMAGE's, or 2M)")
 		return func(ctx context.Context, e *env, args []string) error {
 			if err := wantArgs(args, "IMAGE", "NEWTOP"); err != nil {
