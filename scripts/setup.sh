@@ -17,12 +17,14 @@ set -euo pipefail
 # command that could change it disabled) and copy, with its libraries,
 # into a guest's initramfs. The CLI's completion and man page tests run
 # the real shells and renderers: bash, zsh, fish (in tmux) and groff/man.
+# vhd resize --to-minimum's GPT tests check the moved table with gdisk's
+# sgdisk as well as sfdisk.
 packages=(qemu-utils libvhdi-utils fio e2fsprogs libnbd-bin python3-libnbd nbdkit
-  fuse3 ntfs-3g fdisk xfsprogs btrfs-progs dosfstools mtools qemu-system-common
+  fuse3 ntfs-3g fdisk gdisk xfsprogs btrfs-progs dosfstools mtools qemu-system-common
   qemu-system-x86 linux-image-amd64 busybox-static qemu-guest-agent
   zsh fish tmux groff-base man-db)
 tools=(qemu-img qemu-io vhdiinfo fio mkfs.ext4 nbdinfo nbdsh nbdkit
-  fusermount3 mkfs.ntfs ntfsfix sfdisk mkfs.xfs mkfs.btrfs mkfs.vfat mcopy qemu-storage-daemon vhdimount
+  fusermount3 mkfs.ntfs ntfsfix sfdisk sgdisk mkfs.xfs mkfs.btrfs mkfs.vfat mcopy qemu-storage-daemon vhdimount
   qemu-system-x86_64 busybox qemu-ga zsh fish tmux groff man)
 
 missing=0
