@@ -50,6 +50,11 @@ type GPTShrink struct {
 	pmbr []byte
 	// stale is the old backup, zeroed once nothing names it.
 	stale *staleBackup
+	// cutFooter says the sector right after the new end holds the
+	// footer of a fixed image's shrink cut short (engine.Image.Resize
+	// writes it there before it cuts the file): zeroed with the stale
+	// backup, as the resize puts it back.
+	cutFooter bool
 }
 
 // staleBackup is where an old backup GPT lies: its array, then its header.
@@ -142,6 +147,7 @@ func (p *GPTShrink) placeBackup(sr sectorReader, prim *GPTHeader) error {
 			return unsafeGPT("the backup GPT entry array is at sector %d, not right after the last partition (%d)", bk.EntriesLBA, p.arrLBA)
 		}
 		p.stale = findStaleBackup(sr, prim, p.lastLBA, oldLast)
+		p.cutFooter = holdsFooterOf(sr, p.lastLBA+1, p.NewSize)
 		return nil
 	}
 	if p.NewSize >= p.Size || p.lastLBA >= bk.EntriesLBA {
@@ -271,4 +277,15 @@ func fitProtective(sec0 [sectorSize]byte, size, newSize int64) []byte {
 		}
 	}
 	return nil
+}
+
+// holdsFooterOf says whether sector lba holds a VHD footer for a disk of
+// size bytes.
+func holdsFooterOf(sr sectorReader, lba uint64, size int64) bool {
+	var sec [sectorSize]byte
+	if sr.read(sec[:], lba) != nil {
+		return false
+	}
+	ft, err := engine.ParseFooter(sec[:], int64(lba)*sectorSize)
+	return err == nil && int64(ft.CurrentSize) == size
 }

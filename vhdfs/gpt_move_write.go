@@ -30,7 +30,10 @@ import (
 //     that a move cut short still recognises the array as its own
 //     (findStaleBackup). Until the disk shrinks, sgdisk -v reports the
 //     backup not at the disk's end, which running the resize again
-//     finishes: it picks up after step 2.
+//     finishes: it picks up after step 2. (It also zeroes the sector
+//     after the new end if it holds the footer a fixed image's shrink
+//     wrote there before a crash cut it short: the resize writes it
+//     again.)
 //
 // Partition data is never written: every sector written lies past the
 // last partition.
@@ -65,8 +68,17 @@ func (p *GPTShrink) MoveBackup(d engine.Disk) error {
 	return p.zeroStale(d)
 }
 
-// zeroStale zeroes the old backup's array, then its header (step 3).
+// zeroStale zeroes the old backup's array, then its header (step 3),
+// and the footer of a shrink cut short.
 func (p *GPTShrink) zeroStale(d engine.Disk) error {
+	if p.cutFooter {
+		if err := writeSectors(d, make([]byte, sectorSize), p.lastLBA+1); err != nil {
+			return err
+		}
+		if err := flushGPT(d); err != nil {
+			return err
+		}
+	}
 	if p.stale == nil {
 		return nil
 	}
@@ -135,7 +147,7 @@ func (p *GPTShrink) checkTail(d engine.Disk) error {
 func (p *GPTShrink) checkSectors(b []byte, lba uint64) error {
 	for i := 0; i < len(b); i, lba = i+sectorSize, lba+1 {
 		s := b[i:min(i+sectorSize, len(b))]
-		if p.stale.holds(lba) || isZeroBytes(s) {
+		if p.stale.holds(lba) || isZeroBytes(s) || p.cutFooter && lba == p.lastLBA+1 {
 			continue
 		}
 		if lba >= p.arrLBA && lba <= p.lastLBA && (p.moved || bytes.Equal(s, p.newBackupSector(lba))) {
