@@ -12,6 +12,10 @@ import (
 // (engine.Image.Resize). Nothing happens for a Minimal plan. The plan
 // must come from PlanGPTShrink on d, with nothing written since.
 //
+// First, writing nothing, it refuses a disk whose sectors past the last
+// partition hold anything but zeros and the old backup table (see
+// checkTail): the move would overwrite them, the shrink cut them off.
+//
 // The order keeps a valid GPT on the disk whatever a crash keeps of the
 // writes (sectors are written whole or not at all; a Flush makes every
 // earlier write durable):
@@ -37,9 +41,12 @@ import (
 //
 // Partition data is never written: every sector written lies past the
 // last partition.
-func (p *GPTShrink) MoveBackup(d engine.Disk) error {
+func (p *GPTShrink) MoveBackup(d GPTDisk) error {
 	if p.Minimal {
 		return nil
+	}
+	if err := p.checkTail(d); err != nil {
+		return err
 	}
 	if !p.moved {
 		if err := writeSectors(d, p.array, p.arrLBA); err != nil {
@@ -70,7 +77,7 @@ func (p *GPTShrink) MoveBackup(d engine.Disk) error {
 
 // zeroStale zeroes the old backup's array, then its header (step 3),
 // and the footer of a shrink cut short.
-func (p *GPTShrink) zeroStale(d engine.Disk) error {
+func (p *GPTShrink) zeroStale(d GPTDisk) error {
 	if p.cutFooter {
 		if err := writeSectors(d, make([]byte, sectorSize), p.lastLBA+1); err != nil {
 			return err
@@ -94,14 +101,14 @@ func (p *GPTShrink) zeroStale(d engine.Disk) error {
 	return flushGPT(d)
 }
 
-func writeSectors(d engine.Disk, b []byte, lba uint64) error {
+func writeSectors(d GPTDisk, b []byte, lba uint64) error {
 	if _, err := d.WriteAt(b, int64(lba)*sectorSize); err != nil {
 		return fmt.Errorf("write the GPT at sector %d: %w", lba, err)
 	}
 	return nil
 }
 
-func flushGPT(d engine.Disk) error {
+func flushGPT(d GPTDisk) error {
 	if err := d.Flush(); err != nil {
 		return fmt.Errorf("flush the GPT: %w", err)
 	}
@@ -118,7 +125,7 @@ const (
 // disk's end: each must read as zeros, belong to the old backup, or
 // (the new backup's place) already hold what goes there. Anything else
 // is data the shrink would overwrite or cut off.
-func (p *GPTShrink) checkTail(d engine.Disk) error {
+func (p *GPTShrink) checkTail(d GPTDisk) error {
 	buf := make([]byte, tailChunk)
 	for off := int64(p.arrLBA) * sectorSize; off < p.Size; off += tailWindow {
 		ext, err := d.Extents(off, min(p.Size-off, tailWindow))
