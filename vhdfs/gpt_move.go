@@ -109,8 +109,11 @@ func PlanGPTShrink(d GPTDisk) (*GPTShrink, error) {
 		return nil, err
 	}
 	prim, err := ParseGPTHeader(sec1[:], size)
-	if err != nil || prim.MyLBA != 1 {
+	if err != nil {
 		return nil, unsafeGPT("the primary GPT header at sector 1 is damaged (%v)", err)
+	}
+	if prim.MyLBA != 1 {
+		return nil, unsafeGPT("the primary GPT header at sector 1 says it is at sector %d", prim.MyLBA)
 	}
 	arr := make([]byte, prim.arraySectors()*sectorSize) // bounded by maxGPTArray
 	if err := sr.read(arr, prim.EntriesLBA); err != nil {
@@ -146,7 +149,7 @@ func (p *GPTShrink) placeBackup(sr sectorReader, prim *GPTHeader) error {
 	default:
 		return unsafeGPT("the backup GPT header is at sector %d, not at the disk's last sector %d (sgdisk -e moves it there)", prim.AlternateLBA, oldLast)
 	}
-	bk, err := readBackupGPT(sr, prim)
+	bk, err := readBackupGPT(sr, prim, p.array[:prim.ArrayLen()])
 	if err != nil {
 		return err
 	}
@@ -191,8 +194,8 @@ func lastPartitionLBA(g *GPTHeader, arr []byte) (uint64, error) {
 }
 
 // readBackupGPT reads the backup header the primary names and its array,
-// and checks that they say what the primary does.
-func readBackupGPT(sr sectorReader, prim *GPTHeader) (*GPTHeader, error) {
+// and checks that they say what the primary and its array arr do.
+func readBackupGPT(sr sectorReader, prim *GPTHeader, arr []byte) (*GPTHeader, error) {
 	var sec [sectorSize]byte
 	if err := sr.read(sec[:], prim.AlternateLBA); err != nil {
 		return nil, err
@@ -207,12 +210,15 @@ func readBackupGPT(sr sectorReader, prim *GPTHeader) (*GPTHeader, error) {
 	if bk.EntriesLBA <= prim.LastUsable || bk.EntriesLBA+bk.arraySectors() > bk.MyLBA {
 		return nil, unsafeGPT("the backup GPT entry array at sector %d is not between the usable sectors and the backup header", bk.EntriesLBA)
 	}
-	arr := make([]byte, bk.ArrayLen()) // bounded by maxGPTArray
-	if err := sr.read(arr, bk.EntriesLBA); err != nil {
+	barr := make([]byte, bk.ArrayLen()) // bounded by maxGPTArray
+	if err := sr.read(barr, bk.EntriesLBA); err != nil {
 		return nil, err
 	}
-	if _, err := ParseGPTEntries(bk, arr, sr.size); err != nil {
+	if _, err := ParseGPTEntries(bk, barr, sr.size); err != nil {
 		return nil, unsafeGPT("the backup GPT entry array is damaged (%v)", err)
+	}
+	if !bytes.Equal(barr, arr) {
+		return nil, unsafeGPT("the primary and backup GPT entry arrays differ")
 	}
 	return bk, nil
 }

@@ -215,7 +215,8 @@ func checkGPTPair(t *testing.T, disk, raw []byte, parts []Partition, k int) {
 	if err != nil {
 		t.Fatalf("event %d: primary header: %v", k, err)
 	}
-	if _, err := readBackupGPT(sr, prim); err != nil {
+	arr := disk[prim.EntriesLBA*sectorSize:][:prim.ArrayLen()]
+	if _, err := readBackupGPT(sr, prim, arr); err != nil {
 		t.Fatalf("event %d: the backup the primary names: %v", k, err)
 	}
 	for _, p := range parts {
