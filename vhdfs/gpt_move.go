@@ -98,8 +98,11 @@ func PlanGPTShrink(d GPTDisk) (*GPTShrink, error) {
 	if err != nil {
 		return nil, err
 	}
-	if t.Kind != "gpt" || len(t.Problems) > 0 {
+	if len(t.Problems) > 0 {
 		return nil, unsafeGPT("the partition table is damaged (%s)", strings.Join(t.Problems, "; "))
+	}
+	if t.Kind != "gpt" {
+		return nil, fmt.Errorf("no GPT partition table")
 	}
 	var sec0, sec1 [sectorSize]byte
 	if err := sr.read(sec0[:], 0); err != nil {
