@@ -14,6 +14,10 @@ type ResizeOptions struct {
 	// no longer matches, so they stop opening).
 	Force bool
 	Open  Options
+	// Prepare, if set, runs on the image open for writing once the
+	// checks have passed, before the resize; an error stops it. vhd
+	// resize --to-minimum moves a GPT's backup table in it.
+	Prepare func(img *engine.Image) error
 }
 
 // Resize changes the size of a fixed or dynamic image (see
@@ -31,6 +35,11 @@ func Resize(path string, size int64, opts ResizeOptions) error {
 	}
 	if err := refuseDependents(path, img.Footer().UUID, opts.Open.ParentDirs, nil, opts.Force, forResizing); err != nil {
 		return err
+	}
+	if opts.Prepare != nil {
+		if err := opts.Prepare(img); err != nil {
+			return err
+		}
 	}
 	return img.Resize(size, opts.Shrink)
 }

@@ -18,12 +18,14 @@ set -euo pipefail
 # into a guest's initramfs. The CLI's completion and man page tests run
 # the real shells and renderers: bash, zsh, fish (in tmux) and groff/man.
 # scripts/bench-backup.sh MODE=tls makes its certificates with openssl.
+# vhd resize --to-minimum's GPT tests check the moved table with gdisk's
+# sgdisk as well as sfdisk.
 packages=(qemu-utils libvhdi-utils fio e2fsprogs libnbd-bin python3-libnbd nbdkit
-  fuse3 ntfs-3g fdisk xfsprogs btrfs-progs dosfstools mtools qemu-system-common
+  fuse3 ntfs-3g fdisk gdisk xfsprogs btrfs-progs dosfstools mtools qemu-system-common
   qemu-system-x86 linux-image-amd64 busybox-static qemu-guest-agent
   zsh fish tmux groff-base man-db openssl)
 tools=(qemu-img qemu-io vhdiinfo fio mkfs.ext4 nbdinfo nbdsh nbdkit
-  fusermount3 mkfs.ntfs ntfsfix sfdisk mkfs.xfs mkfs.btrfs mkfs.vfat mcopy qemu-storage-daemon vhdimount
+  fusermount3 mkfs.ntfs ntfsfix sfdisk sgdisk mkfs.xfs mkfs.btrfs mkfs.vfat mcopy qemu-storage-daemon vhdimount
   qemu-system-x86_64 busybox qemu-ga zsh fish tmux groff man openssl)
 
 missing=0

@@ -93,4 +93,13 @@
 //
 // As root the mount is made with mount(2) directly; otherwise go-fuse
 // runs fusermount3 (package fuse3).
+//
+// # Partition tables
+//
+// ReadTable (partition.go, which draws the MBR and GPT layouts) reads a
+// disk's table for the partition files and info.json, and for `vhd
+// resize --to-minimum`. PlanGPTShrink and GPTShrink.MoveBackup (gpt_move.go)
+// are the one place vhdkit writes a table: they move a GPT's backup to
+// the end of the last partition so the disk can shrink to it, in an
+// order that leaves a valid table after a crash at any write.
 package vhdfs

@@ -53,6 +53,36 @@ const (
 	maxLogical = 128
 )
 
+// Where the MBR's entries are and where an entry's fields are, as drawn
+// above; gptProtective is the type of a GPT disk's protective entry.
+const (
+	mbrEntriesOff    = 446
+	mbrEntrySize     = 16
+	mbrEntryTypeOff  = 4
+	mbrEntryFirstOff = 8
+	mbrEntryCountOff = 12
+	gptProtective    = 0xEE
+)
+
+// Offsets of the GPT header's fields and of an entry's, as drawn above.
+const (
+	gptHeaderSizeOff  = 12
+	gptHeaderCRCOff   = 16
+	gptMyLBAOff       = 24
+	gptAlternateOff   = 32
+	gptFirstUsableOff = 40
+	gptLastUsableOff  = 48
+	gptDiskGUIDOff    = 56
+	gptEntriesLBAOff  = 72
+	gptEntryCountOff  = 80
+	gptEntrySizeOff   = 84
+	gptEntriesCRCOff  = 88
+	gptMinHeaderSize  = 92
+
+	gptEntryFirstOff = 32
+	gptEntryLastOff  = 40
+)
+
 // Partition is one partition of the disk.
 type Partition struct {
 	// Number is Linux's: MBR primaries 1-4 by slot, logical partitions
@@ -88,7 +118,7 @@ func ReadTable(r io.ReaderAt, size int64) (*Table, error) {
 		return &Table{}, nil
 	}
 	for _, e := range entries {
-		if e.Type == 0xEE {
+		if e.Type == gptProtective {
 			return readGPT(d)
 		}
 	}
@@ -108,8 +138,8 @@ func ParseMBR(b []byte) (entries [4]MBREntry, ok bool) {
 		return entries, false
 	}
 	for i := range entries {
-		e := b[446+16*i : 446+16*(i+1)]
-		entries[i] = MBREntry{Type: e[4], FirstLBA: binary.LittleEndian.Uint32(e[8:]), Count: binary.LittleEndian.Uint32(e[12:])}
+		e := b[mbrEntriesOff+mbrEntrySize*i : mbrEntriesOff+mbrEntrySize*(i+1)]
+		entries[i] = MBREntry{Type: e[mbrEntryTypeOff], FirstLBA: binary.LittleEndian.Uint32(e[mbrEntryFirstOff:]), Count: binary.LittleEndian.Uint32(e[mbrEntryCountOff:])}
 	}
 	return entries, true
 }
@@ -203,11 +233,22 @@ func readLogical(d sectorReader, t *Table, extStart, extLen uint64) error {
 
 // GPTHeader is the part of a GPT header the parser uses.
 type GPTHeader struct {
+	HeaderSize              uint32
 	MyLBA, AlternateLBA     uint64
 	FirstUsable, LastUsable uint64
+	DiskGUID                [16]byte
 	EntriesLBA              uint64
 	EntryCount, EntrySize   uint32
 	EntriesCRC              uint32
+}
+
+// gptHeaderCRC is the CRC32 of the header's first hs bytes with its CRC
+// field taken as zero. hs is at most a sector.
+func gptHeaderCRC(b []byte, hs uint32) uint32 {
+	var h [sectorSize]byte
+	copy(h[:], b[:hs])
+	clear(h[gptHeaderCRCOff : gptHeaderCRCOff+4])
+	return crc32.ChecksumIEEE(h[:hs])
 }
 
 // ParseGPTHeader decodes and validates a GPT header sector of a disk of
@@ -217,34 +258,32 @@ func ParseGPTHeader(b []byte, size int64) (*GPTHeader, error) {
 	if len(b) < sectorSize || !bytes.Equal(b[:8], []byte("EFI PART")) {
 		return nil, fmt.Errorf("no GPT signature")
 	}
-	hs := binary.LittleEndian.Uint32(b[12:])
-	if hs < 92 || hs > sectorSize {
+	hs := binary.LittleEndian.Uint32(b[gptHeaderSizeOff:])
+	if hs < gptMinHeaderSize || hs > sectorSize {
 		return nil, fmt.Errorf("GPT header size %d", hs)
 	}
-	var h [sectorSize]byte
-	copy(h[:], b[:hs])
-	clear(h[16:20])
-	if got, want := crc32.ChecksumIEEE(h[:hs]), binary.LittleEndian.Uint32(b[16:]); got != want {
+	if got, want := gptHeaderCRC(b, hs), binary.LittleEndian.Uint32(b[gptHeaderCRCOff:]); got != want {
 		return nil, fmt.Errorf("GPT header CRC %#08x, want %#08x", got, want)
 	}
 	g := &GPTHeader{
-		MyLBA:        binary.LittleEndian.Uint64(b[24:]),
-		AlternateLBA: binary.LittleEndian.Uint64(b[32:]),
-		FirstUsable:  binary.LittleEndian.Uint64(b[40:]),
-		LastUsable:   binary.LittleEndian.Uint64(b[48:]),
-		EntriesLBA:   binary.LittleEndian.Uint64(b[72:]),
-		EntryCount:   binary.LittleEndian.Uint32(b[80:]),
-		EntrySize:    binary.LittleEndian.Uint32(b[84:]),
-		EntriesCRC:   binary.LittleEndian.Uint32(b[88:]),
+		HeaderSize:   hs,
+		MyLBA:        binary.LittleEndian.Uint64(b[gptMyLBAOff:]),
+		AlternateLBA: binary.LittleEndian.Uint64(b[gptAlternateOff:]),
+		FirstUsable:  binary.LittleEndian.Uint64(b[gptFirstUsableOff:]),
+		LastUsable:   binary.LittleEndian.Uint64(b[gptLastUsableOff:]),
+		EntriesLBA:   binary.LittleEndian.Uint64(b[gptEntriesLBAOff:]),
+		EntryCount:   binary.LittleEndian.Uint32(b[gptEntryCountOff:]),
+		EntrySize:    binary.LittleEndian.Uint32(b[gptEntrySizeOff:]),
+		EntriesCRC:   binary.LittleEndian.Uint32(b[gptEntriesCRCOff:]),
 	}
+	copy(g.DiskGUID[:], b[gptDiskGUIDOff:])
 	if g.EntrySize < 128 || g.EntrySize%8 != 0 || g.EntrySize > maxGPTArray {
 		return nil, fmt.Errorf("GPT entry size %d", g.EntrySize)
 	}
 	if g.EntryCount == 0 || uint64(g.EntryCount)*uint64(g.EntrySize) > maxGPTArray {
 		return nil, fmt.Errorf("GPT entry array of %d x %d bytes", g.EntryCount, g.EntrySize)
 	}
-	arr := (uint64(g.EntryCount)*uint64(g.EntrySize) + sectorSize - 1) / sectorSize
-	if !inDisk(g.EntriesLBA, arr, size) {
+	if !inDisk(g.EntriesLBA, g.arraySectors(), size) {
 		return nil, fmt.Errorf("GPT entry array at sector %d lies outside the disk", g.EntriesLBA)
 	}
 	return g, nil
@@ -252,6 +291,11 @@ func ParseGPTHeader(b []byte, size int64) (*GPTHeader, error) {
 
 // ArrayLen is the size in bytes of the header's entry array.
 func (g *GPTHeader) ArrayLen() int { return int(g.EntryCount) * int(g.EntrySize) }
+
+// arraySectors is how many sectors the entry array fills.
+func (g *GPTHeader) arraySectors() uint64 {
+	return (uint64(g.EntryCount)*uint64(g.EntrySize) + sectorSize - 1) / sectorSize
+}
 
 // ParseGPTEntries checks the entry array's CRC and decodes the first
 // maxGPTEntries entries, keeping those in use and inside the disk.
@@ -269,7 +313,7 @@ func ParseGPTEntries(g *GPTHeader, arr []byte, size int64) (*Table, error) {
 		if bytes.Equal(e[:16], zero[:]) {
 			continue
 		}
-		first, last := binary.LittleEndian.Uint64(e[32:]), binary.LittleEndian.Uint64(e[40:])
+		first, last := binary.LittleEndian.Uint64(e[gptEntryFirstOff:]), binary.LittleEndian.Uint64(e[gptEntryLastOff:])
 		if last < first || !inDisk(first, last-first+1, size) {
 			t.Problems = append(t.Problems, fmt.Sprintf("GPT entry %d (sectors %d-%d) lies outside the disk", i+1, first, last))
 			continue

@@ -22,14 +22,18 @@ space after it is free), and committed by the footer; a fixed image's
 footer moves. When there is no room before the first block the metadata
 goes after the data, and vhd says so: Xen's vhd-util check rejects such
 an image ('vhd compact' lays it out anew). A Xen (blktap) image keeps
-its creator, hidden flag and batmap. Shrinking needs
---shrink and is refused if the part cut off holds any data. --size
-+SIZE grows by SIZE and --size -SIZE shrinks by SIZE (no --shrink
-needed: the sign asks for it); --to-minimum shrinks to the end of the
-last partition (Resize-VHD -ToMinimumSize; MBR disks: a GPT disk's
-backup table lives in its last sectors). The
-partitions and file systems inside are not touched: grow them from the
-guest. Differencing images take their parent's size, and an image other
+its creator, hidden flag and batmap. Shrinking needs --shrink and is
+refused if the part cut off holds any data. --size +SIZE grows by SIZE
+and --size -SIZE shrinks by SIZE (no --shrink needed: the sign asks for
+it); --to-minimum shrinks to the end of the last partition (Resize-VHD
+-ToMinimumSize). On a GPT disk the backup table (header and entry array,
+in the disk's last sectors) moves first to just after the last
+partition, and the primary header and the protective MBR follow; a crash
+at any point leaves a valid table, and running the resize again finishes
+the job. A GPT whose headers or entry arrays are damaged or disagree is
+refused. A disk already at its minimum is left as it is. The partitions
+and file systems inside are not touched: grow them from the guest.
+Differencing images take their parent's size, and an image other
 differencing images depend on is refused unless --force.
 
 ` + sizeHelp,
@@ -37,7 +41,7 @@ differencing images depend on is refused unless --force.
 		cf := addChainFlags(fs)
 		var size resizeSizeFlag
 		fs.VarP(&size, "size", "s", "the new virtual size, or +SIZE / -SIZE to grow or shrink by that much")
-		toMin := fs.Bool("to-minimum", false, "shrink to the end of the last partition (MBR)")
+		toMin := fs.Bool("to-minimum", false, "shrink to the end of the last partition (and a GPT's backup table)")
 		shrink := fs.Bool("shrink", false, "allow a smaller size (only if the part cut off is empty)")
 		force := fs.Bool("force", false, "resize although differencing images depend on IMAGE (they stop opening)")
 		return func(ctx context.Context, e *env, args []string) error {
@@ -47,15 +51,23 @@ differencing images depend on is refused unless --force.
 			if size.set == *toMin {
 				return usageErr("give --size (for example --size 20G or --size +10G) or --to-minimum")
 			}
-			n, old, err := resizeTarget(args[0], &size, *toMin)
+			n, old, gpt, err := resizeTarget(args[0], &size, *toMin)
 			if err != nil {
 				return err
+			}
+			if *toMin && n >= old && old > 0 {
+				fmt.Fprintf(e.stdout, "%s is already at its minimum size, %s; nothing changed\n", args[0], human(old))
+				return nil
 			}
 			if err := engine.ValidateSize(n); err != nil {
 				return usageErr("--size: %v", err)
 			}
 			allowShrink := *shrink || *toMin || size.sign < 0
-			err = chains.Resize(args[0], n, chains.ResizeOptions{Shrink: allowShrink, Force: *force, Open: cf.options(false)})
+			opts := chains.ResizeOptions{Shrink: allowShrink, Force: *force, Open: cf.options(false)}
+			if gpt {
+				opts.Prepare = func(img *engine.Image) error { return moveGPTBackup(img, n) }
+			}
+			err = chains.Resize(args[0], n, opts)
 			if errors.Is(err, chains.ErrHasChildren) {
 				return fmt.Errorf("%w (--force resizes anyway, and they stop opening)", err)
 			}
@@ -71,21 +83,22 @@ differencing images depend on is refused unless --force.
 
 // resizeTarget works out the size asked for from IMAGE's current size
 // and, for --to-minimum, its partition table; it returns the current
-// size too.
-func resizeTarget(path string, size *resizeSizeFlag, toMin bool) (n, old int64, err error) {
+// size too (0 for a differencing image, which is not resized), and
+// whether a GPT's backup table must move first.
+func resizeTarget(path string, size *resizeSizeFlag, toMin bool) (n, old int64, gpt bool, err error) {
 	img, err := engine.Open(path, engine.Options{ReadOnly: true})
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, false, err
 	}
 	defer img.Close()
 	old = img.Size()
 	if img.Type() == engine.TypeDifferencing {
-		return old, old, nil // chains.Resize says why not
+		return old, 0, false, nil // chains.Resize says why not
 	}
 	if toMin {
-		n, err = minimumSize(img)
+		n, gpt, err = minimumSize(img)
 	} else {
 		n, err = size.target(old)
 	}
-	return n, old, err
+	return n, old, gpt, err
 }

@@ -58,26 +58,27 @@ func (f *resizeSizeFlag) target(current int64) (int64, error) {
 
 // minimumSize is the end of the last partition of img (Resize-VHD
 // -ToMinimumSize): what shrinking to it keeps is every partition whole.
-// Only an MBR table is handled: a GPT disk keeps its backup table in its
-// last sectors, which shrinking would cut off.
-func minimumSize(img *engine.Image) (int64, error) {
+// A GPT disk keeps its backup table after that (see minimumGPT); gpt
+// says the table must move before the disk shrinks.
+func minimumSize(img *engine.Image) (n int64, gpt bool, err error) {
 	t, err := vhdfs.ReadTable(img, img.Size())
 	if err != nil {
-		return 0, fmt.Errorf("read the partition table: %w", err)
+		return 0, false, fmt.Errorf("read the partition table: %w", err)
 	}
 	switch {
 	case t.Kind == "":
-		return 0, fmt.Errorf("%s has no partition table, so nothing says where its data ends; give --size", img.Name())
+		return 0, false, fmt.Errorf("%s has no partition table, so nothing says where its data ends; give --size", img.Name())
 	case t.Kind == "gpt":
-		return 0, fmt.Errorf("%s has a GPT partition table, whose backup copy fills the disk's last sectors: shrinking would cut it off. Shrink with --size to at least the last partition's end plus 33 sectors, then repair the backup table (sgdisk -e)", img.Name())
+		n, err := minimumGPT(img)
+		return n, true, err
 	case len(t.Problems) > 0:
-		return 0, fmt.Errorf("%s's partition table has entries that could not be read (%s), so where the data ends is unknown; give --size", img.Name(), strings.Join(t.Problems, "; "))
+		return 0, false, fmt.Errorf("%s's partition table has entries that could not be read (%s), so where the data ends is unknown; give --size", img.Name(), strings.Join(t.Problems, "; "))
 	case len(t.Partitions) == 0:
-		return 0, fmt.Errorf("%s's partition table lists no partition; give --size", img.Name())
+		return 0, false, fmt.Errorf("%s's partition table lists no partition; give --size", img.Name())
 	}
 	var end int64
 	for _, p := range t.Partitions {
 		end = max(end, p.Start+p.Len)
 	}
-	return end, nil
+	return end, false, nil
 }
