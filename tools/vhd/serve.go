@@ -266,6 +266,9 @@ func printStopSummary(w io.Writer, s service.StopSummary) {
 	if s.FUSE > 0 {
 		parts = append(parts, "unmounted "+plural(s.FUSE, "FUSE mount"))
 	}
+	if len(s.UndoRemoved) > 0 {
+		parts = append(parts, "no changes in the undo disk "+strings.Join(s.UndoRemoved, ", ")+", removed")
+	}
 	fmt.Fprintf(w, "vhd serve: %s: %s\n", s.Why, strings.Join(parts, "; "))
 }
 

@@ -28,6 +28,9 @@ func TestUmountByImageAndAll(t *testing.T) {
 	mountImage(t, imgs[0], mnts[0])
 	mountImage(t, imgs[1], mnts[1])
 	mountImage(t, "--read-only", imgs[2], mnts[2])
+	for _, m := range mnts[:2] { // an undo disk holding nothing would go
+		writeMounted(t, m, []byte("kept"), 1<<20)
+	}
 
 	// By image, through a relative path.
 	cmd := exec.Command(vhdBin, "umount", filepath.Base(imgs[0]))
