@@ -50,7 +50,7 @@ func (h *Host) noteClosed(ex *Export, unmounted bool) {
 // removedUndo names the undo disk closing ex deleted, or is "".
 func removedUndo(ex *Export) string {
 	c, ok := ex.Disk.(*chains.Chain)
-	if !ok || !ex.Undo || !c.UndoRemoved() {
+	if !ok || !c.UndoRemoved() {
 		return ""
 	}
 	return c.Layers()[0].Path

@@ -139,6 +139,9 @@ func ServeMount(ctx context.Context, req MountRequest, ready func(*MountState), 
 		return err
 	}
 	log.Info("vhd mount: unmounted, flushed and closed", "image", req.Image)
+	for _, vud := range h.StopSummary().UndoRemoved {
+		log.Info("vhd mount: no changes; the undo disk was removed", "undo_disk", vud)
+	}
 	return nil
 }
 

@@ -280,7 +280,7 @@ func printStopSummary(w io.Writer, s service.StopSummary) {
 		parts = append(parts, "unmounted "+plural(s.FUSE, "FUSE mount"))
 	}
 	if len(s.UndoRemoved) > 0 {
-		parts = append(parts, "no changes in the undo disk "+strings.Join(s.UndoRemoved, ", ")+", removed")
+		parts = append(parts, "no changes: removed the undo disk "+strings.Join(s.UndoRemoved, ", "))
 	}
 	fmt.Fprintf(w, "vhd serve: %s: %s\n", s.Why, strings.Join(parts, "; "))
 }

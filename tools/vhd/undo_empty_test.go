@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"os/exec"
@@ -62,6 +63,8 @@ func TestMountLeavesNoEmptyUndoDisk(t *testing.T) {
 	vhdOK(t, "resize", "-s", "+10M", img)
 
 	cmd := exec.Command(vhdBin, "mount", "--foreground", img, mnt)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -78,6 +81,9 @@ func TestMountLeavesNoEmptyUndoDisk(t *testing.T) {
 		t.Fatalf("vhd mount --foreground after SIGINT: %v", err)
 	}
 	gone(t, vud, "mount --foreground interrupted")
+	if !strings.Contains(out.String(), "no changes; the undo disk was removed") {
+		t.Errorf("mount --foreground interrupted does not say the undo disk went:\n%s", out.String())
+	}
 
 	mountImage(t, img, mnt)
 	r = vhdOK(t, "umount", "--commit", mnt)
@@ -98,4 +104,14 @@ func TestMountLeavesNoEmptyUndoDisk(t *testing.T) {
 	}
 	gone(t, vud, "undo commit")
 	checkOK(t, img)
+}
+
+// TestStopSummarySaysUndoRemoved: vhd serve's stop line names an undo
+// disk it removed for holding nothing.
+func TestStopSummarySaysUndoRemoved(t *testing.T) {
+	var b bytes.Buffer
+	printStopSummary(&b, service.StopSummary{Why: "interrupted", Closed: []string{"d1.vhd"}, UndoRemoved: []string{"d1.vud"}})
+	if want := "vhd serve: interrupted: disconnected 0 clients; flushed and closed d1.vhd; no changes: removed the undo disk d1.vud\n"; b.String() != want {
+		t.Errorf("stop summary %q, want %q", b.String(), want)
+	}
 }
