@@ -83,8 +83,9 @@ type Chain struct {
 	// undoOf is the image whose undo disk the top is (OpenUndo), or "".
 	undoOf string
 	// undoMade says this chain made its undo disk (OpenUndo created it,
-	// or a live undo commit or discard replaced it): Close deletes it if
-	// it holds nothing (undo_empty.go), and undoRemoved says it did.
+	// or found it empty with nothing over it, or a live undo commit or
+	// discard replaced it): Close deletes it if it holds nothing
+	// (undo_empty.go), and undoRemoved says it did.
 	undoMade, undoRemoved bool
 	// live lets one live operation run at a time (live.go).
 	live sync.Mutex

@@ -35,7 +35,7 @@ func OpenUndo(image string, opts Options) (c *Chain, created bool, err error) {
 			c.Close()
 			return nil, false, err
 		}
-		c.undoOf = image
+		c.undoOf, c.undoMade = image, adoptEmpty(c)
 		return c, false, nil
 	}
 	c, err = CreateChild(image, vud, CreateOptions{Open: opts})

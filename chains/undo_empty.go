@@ -8,9 +8,10 @@ import (
 // makes the image look changed, and resize, compact and writes to the
 // image are refused while it exists. So a chain that made its undo disk
 // (OpenUndo created it, or a live undo commit or discard made a fresh
-// one) deletes it when it closes it holding nothing. One it found is
-// left alone, empty or not: it was kept on purpose, and something else
-// (a snapshot made over it) might depend on it.
+// one) deletes it when it closes it holding nothing. One OpenUndo found
+// is treated so only if it is empty at open and no image depends on it
+// (adoptEmpty): one left by a crash before the delete, or by an older
+// vhd. One that holds changes is never deleted this way.
 //
 // "Holds nothing" is sector-exact: no sector of the undo disk is marked
 // written in its block bitmaps (Changes), so an allocated block whose
@@ -58,6 +59,22 @@ func layerChanges(img *engine.Image) (Changes, error) {
 		}
 	}
 	return ch, nil
+}
+
+// adoptEmpty says whether the undo disk OpenUndo found, now c's top and
+// held locked by it, holds nothing and has no differencing image made
+// over it: then deleting it at close, if still empty, loses nothing. Any
+// doubt (a failed scan) keeps it.
+func adoptEmpty(c *Chain) bool {
+	top := c.layers[0]
+	if top.Image.ReadOnly() {
+		return false
+	}
+	if ch, err := layerChanges(top.Image); err != nil || ch.Written > 0 {
+		return false
+	}
+	deps, err := Dependents(top.Image.Footer().UUID, top.Path, []string{top.Path}, nil)
+	return err == nil && len(deps) == 0
 }
 
 // UndoRemoved says whether Close deleted the chain's undo disk because

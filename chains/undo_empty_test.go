@@ -71,25 +71,65 @@ func TestUndoDiskWithChangesIsKept(t *testing.T) {
 	checkClean(t, base)
 }
 
-// An empty undo disk that was there before the open is not this
-// chain's to delete.
-func TestFoundEmptyUndoDiskIsKept(t *testing.T) {
-	base, model := newLiveBase(t, t.TempDir(), 4<<20, 33)
-	c, err := CreateChild(base, UndoPath(base), CreateOptions{})
+// An undo disk found at open: empty, with nothing made over it (left by
+// a crash before the delete, or an older vhd), it goes at close; one
+// holding changes, or with an image made over it, stays.
+func TestFoundUndoDisks(t *testing.T) {
+	dir := t.TempDir()
+	base, model := newLiveBase(t, dir, 4<<20, 33)
+	vud := UndoPath(base)
+	reopen := func(what string) *Chain {
+		t.Helper()
+		c, created, err := OpenUndo(base, Options{})
+		if err != nil || created {
+			t.Fatalf("%s: open undo: created=%v err=%v", what, created, err)
+		}
+		verify(t, c, model, what)
+		c.Close()
+		return c
+	}
+	c, err := CreateChild(base, vud, CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.Close()
-	c, created, err := OpenUndo(base, Options{})
-	if err != nil || created {
-		t.Fatalf("open undo: created=%v err=%v", created, err)
+	if c := reopen("found empty"); exists(t, vud) || !c.UndoRemoved() {
+		t.Error("an empty undo disk found at open, nothing over it, is left after close")
 	}
-	verify(t, c, model, "read through the undo disk")
+
+	c, _, err = OpenUndo(base, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig := append([]byte(nil), model...)
+	writeModel(t, c, model, []byte("kept"), 5000)
 	c.Close()
-	if !exists(t, UndoPath(base)) || c.UndoRemoved() {
-		t.Fatal("an undo disk found at open was deleted")
+	if c := reopen("found holding a write"); !exists(t, vud) || c.UndoRemoved() {
+		t.Fatal("an undo disk holding a write was deleted")
 	}
-	checkClean(t, base, UndoPath(base))
+	checkClean(t, base, vud)
+	if err := Discard(base); err != nil {
+		t.Fatal(err)
+	}
+	copy(model, orig)
+	c, err = CreateChild(base, vud, CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	kid := filepath.Join(dir, "over-undo.vhd")
+	if c, err = CreateChild(vud, kid, CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if c, _, err := OpenUndo(base, Options{}); err == nil { // refused, or kept
+		verify(t, c, model, "found empty under an image")
+		c.Close()
+	}
+	if !exists(t, vud) || !exists(t, kid) {
+		t.Fatal("an empty undo disk with an image made over it was deleted")
+	}
+	checkClean(t, base, vud, kid)
 }
 
 // The fresh undo disk a live commit or discard continues on is this
