@@ -54,6 +54,10 @@ is deleted then.
 					fmt.Fprintf(e.stdout, "%s has no undo disk\n", image)
 					return nil
 				}
+				if st.Written == 0 {
+					fmt.Fprintf(e.stdout, "%s has an undo disk, %s, holding no changes ('vhd undo discard %s' removes it)\n", image, st.UndoDisk, image)
+					return nil
+				}
 				fmt.Fprintf(e.stdout, "%s has an undo disk, %s, holding %s ('vhd undo commit' keeps them in the image, 'vhd undo discard' drops them)\n", image, st.UndoDisk, undoHolding(st))
 			case "commit":
 				res, err := chains.Commit(ctx, image, chains.MergeOptions{Force: *force, Open: cf.options(false)})
@@ -81,8 +85,5 @@ is deleted then.
 // (the bytes its sector bitmaps mark written: what a commit copies), and
 // the blocks it takes for them.
 func undoHolding(st *chains.UndoStatus) string {
-	if st.Written == 0 {
-		return "no changes"
-	}
 	return fmt.Sprintf("%s of changes in %s, %s allocated", human(st.Written), plural(int(st.Blocks), "block"), humanize.IBytes(uint64(st.Allocated)))
 }

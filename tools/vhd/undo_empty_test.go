@@ -103,6 +103,11 @@ func TestMountLeavesNoEmptyUndoDisk(t *testing.T) {
 		t.Errorf("undo commit after a 9-byte write:\n%s", r)
 	}
 	gone(t, vud, "undo commit")
+	vhdOK(t, "create", "--type", "differencing", "--parent", img, vud)
+	if r := vhdOK(t, "undo", "status", img); !strings.Contains(r.stdout, "holding no changes ('vhd undo discard "+img+"' removes it)") {
+		t.Errorf("undo status of an empty undo disk:\n%s", r)
+	}
+	vhdOK(t, "undo", "discard", img)
 	checkOK(t, img)
 }
 
