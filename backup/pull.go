@@ -86,6 +86,9 @@ func Pull(ctx context.Context, o PullOptions) (*PullResult, error) {
 	if _, err := os.Lstat(o.Dest); err == nil {
 		return nil, fmt.Errorf("%s: %w (a pull writes a new file)", o.Dest, fs.ErrExist)
 	}
+	if err := engine.CheckNewFileFolder(o.Dest); err != nil {
+		return nil, err // before DEST.part, whose name would show
+	}
 	p := &pull{o: o, res: PullResult{Dest: o.Dest, Base: o.Since}}
 	if err := p.dial(ctx); err != nil {
 		return nil, err

@@ -82,6 +82,11 @@ type Chain struct {
 	opts     Options
 	// undoOf is the image whose undo disk the top is (OpenUndo), or "".
 	undoOf string
+	// undoMade says this chain made its undo disk (OpenUndo created it,
+	// or found it empty with nothing over it, or a live undo commit or
+	// discard replaced it): Close deletes it if it holds nothing
+	// (undo_empty.go), and undoRemoved says it did.
+	undoMade, undoRemoved bool
 	// live lets one live operation run at a time (live.go).
 	live sync.Mutex
 	// dirty is set while a live merge of the top copies it: writes mark
@@ -349,10 +354,12 @@ func (c *Chain) Depth() int {
 	return len(c.layers)
 }
 
-// Close closes every layer no other chain (a view) still holds.
+// Close closes every layer no other chain (a view) still holds; an undo
+// disk this chain made and left empty is deleted first (undo_empty.go).
 func (c *Chain) Close() error {
 	c.gate.Lock()
 	defer c.gate.Unlock()
+	c.undoRemoved = c.removeEmptyUndo()
 	var first error
 	for _, l := range c.layers {
 		if err := l.release(); err != nil && first == nil {

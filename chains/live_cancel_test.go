@@ -172,7 +172,8 @@ func TestLiveUndoCommitCancelled(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	checkClean(t, base, UndoPath(base))
+	checkClean(t, base)
+	emptyUndoRemoved(t, c, base) // the fresh one after the discard
 }
 
 // TestLiveMergeCancelledThenRunAgain: the cancelled merge, run again live,

@@ -173,5 +173,6 @@ func TestLiveUndoCommitDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	noMergeFiles(t, dir)
-	checkClean(t, base, UndoPath(base))
+	checkClean(t, base)
+	emptyUndoRemoved(t, c, base) // the fresh one after the discard
 }

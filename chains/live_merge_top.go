@@ -62,7 +62,7 @@ func (c *Chain) mergeTop(ctx context.Context, progress func(done, total int64), 
 	reachPoint("merge:reopened")
 	d := newDirtyMap(c.size)
 	c.exclusive(func() error { c.dirty.Store(d); return nil })
-	copied, err := c.copyWhileWritten(ctx, d, top.Image, rw, progress)
+	_, err = c.copyWhileWritten(ctx, d, top.Image, rw, progress)
 	if err == nil {
 		// What the passes copied is synced outside the gate: the flush
 		// inside it then syncs only the last pass (the pause).
@@ -70,6 +70,15 @@ func (c *Chain) mergeTop(ctx context.Context, progress func(done, total int64), 
 	}
 	if err == nil && undo != nil {
 		err = undo.prepare(Layer{Image: rw, Path: target.Path})
+	}
+	// The result says what the top holds, as Status and an offline merge
+	// measure it: what the copy passes did (64 KiB granules, copied again
+	// when written again) is only their work. It is measured before the
+	// gate, to keep the pause short: writes landing in the last pass are
+	// merged but not counted.
+	var merged Changes
+	if err == nil {
+		merged, err = layerChanges(top.Image)
 	}
 	if err == nil {
 		err = c.exclusive(func() error { return c.switchToTarget(d, top, rw, j, undo) })
@@ -79,7 +88,7 @@ func (c *Chain) mergeTop(ctx context.Context, progress func(done, total int64), 
 		undo.abandon()
 		return nil, mergeStopped(top.Path, j.Target, err)
 	}
-	res := &MergeResult{Target: j.Target, Removed: j.Remove, Copied: copied}
+	res := &MergeResult{Target: j.Target, Removed: j.Remove, Copied: merged.Written}
 	if undo != nil {
 		return res, nil
 	}
@@ -148,6 +157,7 @@ func (c *Chain) switchToTarget(d *dirtyMap, top Layer, rw *engine.Image, j *merg
 	if _, err := d.take(func(off, n int64) error { return copyLayerRange(top.Image, rw, off, n, buf) }); err != nil {
 		return err
 	}
+
 	reachPoint("merge:last-pass")
 	if err := rw.Flush(); err != nil {
 		return err

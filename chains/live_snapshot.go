@@ -111,6 +111,9 @@ func createAside(parent Layer, final string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if err := engine.CheckNewFileFolder(final); err != nil {
+		return "", err // before final.creating, whose name would show
+	}
 	tmp := final + ".creating"
 	os.Remove(tmp) // left by a crash: it never had a name of its own
 	img, err := createLayer(tmp, engine.CreateOptions{

@@ -82,6 +82,7 @@ func (c *Chain) finishUndo(u *freshUndo, image Layer) (Layer, error) {
 		return Layer{}, err
 	}
 	reachPoint("undo:installed")
+	c.undoMade = true
 	return c.newLayer(img, u.path), nil
 }
 
@@ -114,6 +115,7 @@ func (c *Chain) UndoDiscard() error {
 		reachPoint("discard:installed")
 		top.Image.CloseUnflushed() // its file is gone, replaced
 		c.layers = append([]Layer{c.newLayer(img, top.Path)}, c.layers[1:]...)
+		c.undoMade = true
 		c.wireParents(1)
 		// Every cached run of the old undo disk is wrong now.
 		c.res = newResolver(c, c.opts.ReadCacheBytes)

@@ -133,6 +133,9 @@ func TestMergeRefusesUndoDiskOfAMergedLayer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := c.WriteAt([]byte{1}, 0); err != nil { // kept: it holds a write
+		t.Fatal(err)
+	}
 	c.Close()
 	_, err = Merge(context.Background(), tr.path("l1"), MergeOptions{Force: true})
 	if !errors.Is(err, ErrHasChildren) || !strings.Contains(err.Error(), "vhd undo commit|discard") {

@@ -35,7 +35,7 @@ func TestUndoDiscardLeavesTheImageByteIdentical(t *testing.T) {
 	verify(t, c, changed, "through the undo disk")
 	c.Close()
 	st, err := Status(paths[0], Options{})
-	if err != nil || !st.Exists || st.Changed == 0 {
+	if err != nil || !st.Exists || st.Written == 0 {
 		t.Fatalf("status %+v %v", st, err)
 	}
 	c, created, err = OpenUndo(paths[0], Options{})

@@ -35,14 +35,14 @@ func OpenUndo(image string, opts Options) (c *Chain, created bool, err error) {
 			c.Close()
 			return nil, false, err
 		}
-		c.undoOf = image
+		c.undoOf, c.undoMade = image, adoptEmpty(c)
 		return c, false, nil
 	}
 	c, err = CreateChild(image, vud, CreateOptions{Open: opts})
 	if err != nil {
 		return nil, false, err
 	}
-	c.undoOf = image
+	c.undoOf, c.undoMade = image, true
 	return c, true, nil
 }
 
@@ -63,11 +63,13 @@ func checkUndoOf(c *Chain, image string) error {
 
 // UndoStatus describes an image's undo disk.
 type UndoStatus struct {
-	Image     string `json:"image"`
-	UndoDisk  string `json:"undo_disk"`
-	Exists    bool   `json:"exists"`
-	Changed   int64  `json:"changed_bytes"` // allocated in the undo disk
-	FileBytes int64  `json:"file_bytes"`
+	Image    string `json:"image"`
+	UndoDisk string `json:"undo_disk"`
+	Exists   bool   `json:"exists"`
+	// Changes is what the undo disk holds, as a commit copies it.
+	Changes
+	Allocated int64 `json:"allocated_bytes"` // its blocks, whole
+	FileBytes int64 `json:"file_bytes"`
 }
 
 // Status reports whether image has an undo disk and how much it holds.
@@ -86,7 +88,10 @@ func Status(image string, opts Options) (*UndoStatus, error) {
 		return nil, err
 	}
 	defer img.Close()
-	st.Changed = img.AllocatedBytes()
+	st.Allocated = img.AllocatedBytes()
+	if st.Changes, err = layerChanges(img); err != nil {
+		return nil, err
+	}
 	return st, nil
 }
 

@@ -122,6 +122,9 @@ func Convert(ctx context.Context, src, dst string, opts ConvertOptions) (*Conver
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
+	if err := CheckNewFileFolder(dst); err != nil {
+		return nil, err // before the temporary file, whose name would show
+	}
 	old, replaced, err := claimDestination(src, dst, opts.Force)
 	if err != nil {
 		return nil, err

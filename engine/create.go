@@ -92,6 +92,9 @@ func ValidateSize(size int64) error {
 // Create makes a new image at path, which must not exist, and returns it
 // open for writing. A failed create removes the file.
 func Create(path string, opts CreateOptions) (*Image, error) {
+	if err := CheckNewFileFolder(path); err != nil {
+		return nil, err
+	}
 	osf, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return nil, err

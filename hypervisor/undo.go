@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 
 	"vhdkit/chains"
 )
@@ -13,7 +14,8 @@ import (
 // discard deletes it (Virtual Server's choices at shutdown); keep leaves
 // them for 'vhd undo'. After a run that did not end cleanly every undo
 // disk is kept, whatever the policy: what it holds is the user's to
-// judge, and keeping it loses nothing.
+// judge, and keeping it loses nothing. An undo disk that held no changes
+// is gone already (closing the chain that made it deleted it).
 func (vm *VM) finishUndo(ctx context.Context, clean bool) error {
 	var errs []error
 	for _, d := range vm.disks {
@@ -21,6 +23,11 @@ func (vm *VM) finishUndo(ctx context.Context, clean bool) error {
 			continue
 		}
 		vud := chains.UndoPath(d.Path)
+		if _, err := os.Stat(vud); errors.Is(err, os.ErrNotExist) {
+			// Closing the disk deleted it: it held nothing.
+			vm.log.Info("no changes: the undo disk was removed", "undo_disk", vud)
+			continue
+		}
 		switch {
 		case vm.cfg.Undo == UndoKeep:
 			vm.log.Info("undo disk kept", "undo_disk", vud)

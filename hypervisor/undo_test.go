@@ -45,7 +45,7 @@ func TestUndo(t *testing.T) {
 					t.Fatalf("commit: the image does not hold the guest's writes, or the undo disk is left (%v)", st.Exists)
 				}
 			case UndoKeep:
-				if !sameFile(t, img, pristine) || !st.Exists || st.Changed == 0 {
+				if !sameFile(t, img, pristine) || !st.Exists || st.Written == 0 {
 					t.Fatalf("keep: image unchanged %v, undo status %+v", sameFile(t, img, pristine), st)
 				}
 				if got := readDisk(t, chains.UndoPath(img), 0, len(pat)); !bytes.Equal(got, pat) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -142,5 +143,40 @@ func TestWaitUnlocked(t *testing.T) {
 	time.AfterFunc(100*time.Millisecond, cancel)
 	if err := WaitUnlocked(ctx, path, 10*time.Second); !errors.Is(err, context.Canceled) {
 		t.Fatalf("an interrupted wait: %v", err)
+	}
+}
+
+// TestWaitServerWaitsForItsPid: unmounting waits for the mount's own
+// server, not for its image's lock (another mount of the image may hold
+// it); only without a pid is the lock waited for. Messages say the whole
+// timeout, rounded.
+func TestWaitServerWaitsForItsPid(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "img")
+	os.WriteFile(img, nil, 0o600)
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH); err != nil { // the other mount
+		t.Fatal(err)
+	}
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	st := &MountState{Image: img, PID: gone.Process.Pid}
+	if err := waitServer(context.Background(), st, 2*time.Second); err != nil {
+		t.Fatalf("the server exited, another holds the lock: %v", err)
+	}
+	st.PID = 0
+	err = waitServer(context.Background(), st, 150*time.Millisecond)
+	if err == nil || !strings.HasSuffix(err.Error(), "is still in use after 150ms") {
+		t.Fatalf("no pid, the lock held: %v", err)
+	}
+	st.PID, st.Log = os.Getpid(), "LOG"
+	err = waitServer(context.Background(), st, 150*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "still running 150ms after the unmount") {
+		t.Fatalf("a server that does not exit: %v", err)
 	}
 }

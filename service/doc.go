@@ -119,10 +119,12 @@
 // # Unmounting and waiting for the lock
 //
 // Unmount takes a mount down in order (filesystems, loop devices, the
-// FUSE mount; lazily if its server is dead), then waits for the server
-// to exit and for the image's flock to be free (WaitUnlocked): only then
-// is everything flushed and closed, and the undo disk may be committed
-// or discarded. HolderHint turns the pid holding a locked image into
+// FUSE mount; lazily if its server is dead), then waits for its own
+// server (the pid in its state) to exit: only then is everything flushed
+// and closed, and the undo disk may be committed or discarded. Not for
+// the image's flock, which another mount of the image may hold; only a
+// mount whose state was lost (no pid) is waited for by the lock
+// (WaitUnlocked). HolderHint turns the pid holding a locked image into
 // the mount point or socket that holds it, for error messages.
 //
 // # The control socket

@@ -139,6 +139,9 @@ func ServeMount(ctx context.Context, req MountRequest, ready func(*MountState), 
 		return err
 	}
 	log.Info("vhd mount: unmounted, flushed and closed", "image", req.Image)
+	for _, vud := range h.StopSummary().UndoRemoved {
+		log.Info("vhd mount: no changes; the undo disk was removed", "undo_disk", vud)
+	}
 	return nil
 }
 
@@ -165,8 +168,8 @@ func FindMount(mnt string) (*MountState, error) {
 
 // Unmount takes the mount st describes down in order: its filesystems,
 // their loop devices, then the FUSE mount (each unmount writes back
-// through the one below it); it then waits, within timeout, for the
-// server to exit and release the image (WaitUnlocked), and removes the
+// through the one below it); it then waits, within timeout, for its
+// server to exit, having flushed and closed the image, and removes the
 // state and log. A mount whose server is gone (not st.Alive) is
 // detached lazily: nothing can flush through it any more, and the image
 // is as after any crash.

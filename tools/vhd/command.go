@@ -112,7 +112,10 @@ func wantArgs(args []string, names ...string) error {
 func hint(cmdName string, err error) string {
 	var le *engine.LockedError
 	var de *service.DialError
+	var fe *engine.FolderError
 	switch {
+	case errors.As(err, &fe):
+		return "" // the message names the folder and says what to do
 	case errors.As(err, &le):
 		return service.HolderHint(le)
 	case errors.As(err, &de), errors.Is(err, engine.ErrNoFooter):

@@ -330,7 +330,7 @@ func TestConvertLeavesNothingOnFailure(t *testing.T) {
 	// The destination's folder is read-only.
 	ro := mountTmpfs(t, "size=8m,ro")
 	r = vhdCode(t, 1, "convert", "--to", "dynamic", src, filepath.Join(ro, "out.vhd"))
-	if !strings.Contains(r.stderr, "permissions") {
+	if !strings.Contains(r.stderr, "folder "+ro+" is not writable") {
 		t.Errorf("convert into a read-only folder:\n%s", r)
 	}
 }

@@ -67,7 +67,7 @@ func TestCreateRefusesExisting(t *testing.T) {
 		t.Error("create changed an existing file")
 	}
 	r = vhdCode(t, 1, "create", "--size", "1M", filepath.Join(t.TempDir(), "no", "such", "dir.vhd"))
-	if !strings.Contains(r.stderr, "check the path") {
+	if !strings.Contains(r.stderr, "/no/such does not exist: create it first") || strings.Contains(r.stderr, "check the path") {
 		t.Errorf("create in a missing folder:\n%s", r)
 	}
 }

@@ -33,7 +33,14 @@ type served struct {
 // its control:PATH line.
 func startServed(t *testing.T, env []string, args ...string) *served {
 	t.Helper()
+	return startServedIn(t, "", env, args...)
+}
+
+// startServedIn is startServed run in the folder dir.
+func startServedIn(t *testing.T, dir string, env []string, args ...string) *served {
+	t.Helper()
 	s := &served{cmd: exec.Command(vhdBin, append([]string{"serve"}, args...)...)}
+	s.cmd.Dir = dir
 	s.cmd.Env = append(os.Environ(), env...)
 	s.cmd.Stderr = os.Stderr
 	out, err := s.cmd.StdoutPipe()

@@ -31,6 +31,8 @@ var errorCases = [][]string{
 	{"nosuchcmd"}, {"help", "nosuch"}, {"fuzz"}, {"completion", "tcsh"}, {"run"}, {"run", "--disk", "nosuch.vhd"},
 	{"run", "--cpus", "x"}, {"map", "child.vhd"}, {"serve", "child.vhd"}, {"set-parent", "child.vhd", "d.vhd"},
 	{"merge", "child.vhd"}, {"tree", "--parent-dir", "nodir", "."},
+	{"snapshot", "d.vhd", "nodir/s.vhd"}, {"merge", "--to", "nodir/m.vhd", "d.vhd"}, {"convert", "--to", "dynamic", "d.vhd", "d.vhd/o.vhd"},
+	{"backup", "pull", "nbd://127.0.0.1:1/x", "nodir/full.vhd"},
 }
 
 // badForm are what a message must not hold: Go's list brackets, a

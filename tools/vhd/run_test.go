@@ -54,13 +54,14 @@ func TestRunUsage(t *testing.T) {
 // an undo disk; 'vhd ctl PATH undo commit disk0' lands the write in the
 // image while the guest runs; SIGTERM presses its power button, it
 // powers off, and vhd run exits 0 with the console on its standard
-// output. --undo keep leaves the .vud that 'vhd undo status' shows, and
-// the image checks clean.
+// output. --undo keep leaves the .vud, holding the guest's writes after
+// the commit, that 'vhd undo status' shows, and the image checks clean.
 func TestRunGuestCLI(t *testing.T) {
 	dir := t.TempDir()
 	img := filepath.Join(dir, "disk.vhd")
 	vhdOK(t, "create", "--size", "32M", img)
-	kernel, initrd, err := testguest.Build(dir, "echo hello | dd of=/dev/vda conv=fsync 2>/dev/null\necho GUEST-READY\nsleep 600\n", nil)
+	kernel, initrd, err := testguest.Build(dir, "echo hello | dd of=/dev/vda conv=fsync 2>/dev/null\necho GUEST-READY\n"+
+		"while sleep 1; do echo again | dd of=/dev/vda bs=512 seek=100 conv=fsync 2>/dev/null; done\n", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,6 +100,14 @@ func TestRunGuestCLI(t *testing.T) {
 		t.Errorf("the guest's disk is not shown on its undo disk:\n%s", st)
 	}
 	vhdOK(t, "ctl", ctl, "undo", "commit", "--no-progress", "disk0")
+	// The guest writes on, into the fresh undo disk: --undo keep keeps
+	// it (an undo disk left empty would be removed).
+	for i := 0; !strings.Contains(vhdOK(t, "undo", "status", img).stdout, "of changes"); i++ {
+		if i == 600 {
+			t.Fatal("the guest's writes after the commit did not reach the fresh undo disk in 60 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()

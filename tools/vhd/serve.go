@@ -152,6 +152,19 @@ func (o *serveOptions) validate(args []string) error {
 	if len(args) == 0 {
 		return usageErr("no image to serve")
 	}
+	// Paths the server listens on, mounts at and prints are absolute:
+	// a relative one would print a URI that works only from this folder
+	// and a socket 'vhd ctl' cannot find by path (/proc/net/unix shows
+	// the path as bound).
+	for _, p := range []*string{&o.socket, &o.control, &o.fuse} {
+		if *p == "" {
+			continue
+		}
+		var err error
+		if *p, err = filepath.Abs(*p); err != nil {
+			return err
+		}
+	}
 	seen := map[string]string{}
 	for _, a := range args {
 		e := parseExportArg(a)
@@ -265,6 +278,9 @@ func printStopSummary(w io.Writer, s service.StopSummary) {
 	}
 	if s.FUSE > 0 {
 		parts = append(parts, "unmounted "+plural(s.FUSE, "FUSE mount"))
+	}
+	if len(s.UndoRemoved) > 0 {
+		parts = append(parts, "no changes: removed the undo disk "+strings.Join(s.UndoRemoved, ", "))
 	}
 	fmt.Fprintf(w, "vhd serve: %s: %s\n", s.Why, strings.Join(parts, "; "))
 }

@@ -28,6 +28,9 @@ and let go of it, then:
   --discard  deletes the undo disk: the image is exactly as before
   (neither)  keeps the undo disk and says where it is ('vhd undo')
 
+An undo disk that took no write is removed by the server as it closes
+it; umount then says "no changes; the undo disk ... was removed".
+
 With --all, --commit and --discard apply to the mounts that have an undo
 disk; the others are only unmounted. A mount that fails to come down is
 reported and the others still are; the exit status is then 1.
@@ -180,6 +183,11 @@ func (u *unmounter) one(ctx context.Context, st *service.MountState) error {
 	}
 	fmt.Fprintf(u.e.stdout, "unmounted %s (%s)\n", st.Mountpoint, st.Image)
 	if st.Mode != service.ModeUndo {
+		return nil
+	}
+	if _, err := os.Stat(st.UndoDisk); errors.Is(err, os.ErrNotExist) {
+		// The server deleted it: it held nothing (chains/undo_empty.go).
+		fmt.Fprintf(u.e.stdout, "no changes; the undo disk %s was removed\n", st.UndoDisk)
 		return nil
 	}
 	switch {

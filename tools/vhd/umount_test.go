@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"vhdkit/chains"
 	"vhdkit/service"
@@ -28,6 +29,9 @@ func TestUmountByImageAndAll(t *testing.T) {
 	mountImage(t, imgs[0], mnts[0])
 	mountImage(t, imgs[1], mnts[1])
 	mountImage(t, "--read-only", imgs[2], mnts[2])
+	for _, m := range mnts[:2] { // an undo disk holding nothing would go
+		writeMounted(t, m, []byte("kept"), 1<<20)
+	}
 
 	// By image, through a relative path.
 	cmd := exec.Command(vhdBin, "umount", filepath.Base(imgs[0]))
@@ -104,5 +108,34 @@ func TestMountListShowsServeMounts(t *testing.T) {
 	if r := vhdOK(t, "mount", "--list"); !strings.Contains(r.stdout, "nothing is mounted") {
 		t.Errorf("the serve mount is still listed after its server stopped:\n%s", r)
 	}
+	checkOK(t, img)
+}
+
+// TestUmountWaitsForItsOwnServer: unmounting one of two mounts of an
+// image waits for that mount's server, not for the image's lock, which
+// the other mount holds: it returns at once, the other mount serving on.
+func TestUmountWaitsForItsOwnServer(t *testing.T) {
+	needFUSE(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "d1.vhd")
+	vhdOK(t, "create", "--size", "8M", img)
+	mnt, mnt2 := filepath.Join(dir, "mnt"), filepath.Join(dir, "mnt2")
+	os.Mkdir(mnt, 0o755)
+	os.Mkdir(mnt2, 0o755)
+	for _, first := range []string{"--read-only", "--no-undo=false"} {
+		mountImage(t, first, img, mnt)
+		mountImage(t, "--read-only", img, mnt2)
+		if first != "--read-only" {
+			writeMounted(t, mnt, []byte("kept"), 1<<20)
+		}
+		for _, m := range []string{mnt, mnt2} { // the first while the second holds the lock
+			start := time.Now()
+			r := vhdOK(t, "umount", "--timeout", "5s", m)
+			if took := time.Since(start); took > 3*time.Second || service.IsMounted(m) {
+				t.Errorf("%s: umount %s took %v (mounted after: %v):\n%s", first, m, took.Round(time.Millisecond), service.IsMounted(m), r)
+			}
+		}
+	}
+	vhdOK(t, "undo", "discard", img)
 	checkOK(t, img)
 }
