@@ -61,6 +61,13 @@ func (s *sparse) loadBitmap(b int64, e uint32) (*bitmap, error) {
 	if err := s.pread(bm.bits, int64(e)*SectorSize); err != nil {
 		return nil, err
 	}
+	if s.entry(b) != e {
+		// A reader that took the entry before the block was freed (and
+		// perhaps allocated anew): it may read the old place, but what
+		// it read must neither set the full flag nor replace the cached
+		// bitmap of the block as it is now, whose bits it would lose.
+		return bm, nil
+	}
 	if allSet(bm.bits, s.sectorsIn(b)) {
 		s.setFull(b, true)
 	}

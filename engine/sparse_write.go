@@ -61,7 +61,13 @@ func (s *sparse) writeBlock(b, in int64, p []byte, keep bool) error {
 		if err != nil {
 			return ioError("write", s.dataOff(e)+in, err)
 		}
-		if s.isFull(b) {
+		// A full block needs no bits, but only while it is still the
+		// block written: a concurrent deallocation clears the BAT entry
+		// before the full flag (deallocate), so a flag seen set with the
+		// entry changed is stale, and the write, which may have gone to
+		// the freed space, is done again (markPresent sees the change).
+		// Checking the flag alone lost such writes.
+		if s.isFull(b) && s.entry(b) == e {
 			return nil
 		}
 		done, err := s.markPresent(b, e, in/SectorSize, (in+int64(len(p)))/SectorSize)
