@@ -228,10 +228,9 @@ func fileBytes(t *testing.T, path string) []byte {
 func TestResetIDPeers(t *testing.T) {
 	dir := t.TempDir()
 	p := func(n string) string { return filepath.Join(dir, n) }
-	for _, typ := range []string{"dynamic", "fixed"} {
+	for _, typ := range []string{"dynamic", "fixed", "qemu"} {
 		img := p(typ + ".vhd")
-		vhdOK(t, "create", "--type", typ, "--size", "8M", img)
-		writeThroughChain(t, img, make([]byte, 8<<20), 3)
+		makePeerImage(t, typ, img)
 		data := rawOf(t, img, p("vhd.raw"))
 		_, nu, _ := resetID(t, img)
 		if out := qemuImg(t, "info", "-f", "vpc", img); !strings.Contains(out, "virtual size: 8 MiB") {
@@ -247,7 +246,7 @@ func TestResetIDPeers(t *testing.T) {
 		}
 		b := fileBytes(t, img)
 		copies := [][]byte{b[len(b)-engine.FooterSize:]}
-		if typ == "dynamic" {
+		if typ != "fixed" {
 			copies = append(copies, b[:engine.FooterSize])
 		}
 		for i, raw := range copies {
@@ -257,5 +256,23 @@ func TestResetIDPeers(t *testing.T) {
 			}
 		}
 		checkOK(t, img)
+	}
+}
+
+// makePeerImage makes an 8 MiB image with data: vhd's fixed or dynamic,
+// or qemu-img's dynamic one, whose blocks follow its BAT with no room
+// for a new header before them (the relocation goes past the end and
+// comes back).
+func makePeerImage(t *testing.T, typ, img string) {
+	t.Helper()
+	if typ != "qemu" {
+		vhdOK(t, "create", "--type", typ, "--size", "8M", img)
+		writeThroughChain(t, img, make([]byte, 8<<20), 3)
+		return
+	}
+	qemuImg(t, "create", "-f", "vpc", "-o", "force_size=on", img, "8M")
+	out, err := exec.Command("qemu-io", "-f", "vpc", "-c", "write -P 0xab 0 3M", "-c", "write -P 0xcd 5M 1M", img).CombinedOutput()
+	if err != nil {
+		t.Fatalf("qemu-io: %v\n%s", err, out)
 	}
 }
