@@ -37,9 +37,10 @@ type ResetIDResult struct {
 // ResetID gives the image at path a new UUID (Hyper-V's Set-VHD
 // -ResetDiskIdentifier, VirtualBox's sethduuid), so a copy can be used
 // beside its original; see engine.Image.SetUUID for what is kept and
-// how a crash leaves the old UUID or the new. An undo disk is refused
-// (its UUID is how its pending writes are found), and so is an image
-// with one; an image other images depend on unless Force.
+// how a crash leaves the old UUID or the new. Refused: an undo disk (its
+// writes are pending over its image, for the user to keep or drop), an
+// image with one (it would lose its image), a file without write
+// permission, and an image children link to, unless Force.
 func ResetID(path string, opts ResetIDOptions) (ResetIDResult, error) {
 	if strings.EqualFold(filepath.Ext(path), ".vud") {
 		return ResetIDResult{}, undoDiskIDError(path)
