@@ -62,6 +62,7 @@ func TestCrashDuringSetUUID(t *testing.T) {
 			if seen[newID] == 0 || len(seen) != 2 {
 				t.Errorf("crashes left UUIDs %v: want both the old and the new", seen)
 			}
+			t.Logf("%d writes, %d syncs; crashed files by UUID: %v", writes, syncs, seen)
 		})
 	}
 }
