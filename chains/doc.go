@@ -28,9 +28,9 @@
 //
 // An image whose undo disk exists, or that differencing children record
 // as their parent, is never opened for writing (ErrHasUndoDisk,
-// ErrHasChildren): writing it would change what they read. Merge, Resize
-// and RefuseReplace check the same; their Force overrides children, never
-// an undo disk. guard.go lists every path that writes an image and why
+// ErrHasChildren): writing it would change what they read. Merge, Resize,
+// ResetID and RefuseReplace check the same; their Force overrides
+// children, never an undo disk. guard.go lists every path that writes an image and why
 // the ones it allows (compaction, repair, set-parent) keep the view.
 //
 // # Reads

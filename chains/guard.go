@@ -28,6 +28,9 @@ import (
 //     target are refused unless MergeOptions.Force.
 //   - Resize: refused while the image has an undo disk; children unless
 //     ResizeOptions.Force (they stop opening: their size no longer fits).
+//   - Reset-id (a new UUID): refused while the image has an undo disk;
+//     children whose link leads to it unless ResetIDOptions.Force (they
+//     name it by UUID, so they stop opening until re-linked).
 //   - Replacing an image (vhd convert --force onto it): RefuseReplace.
 //   - Rebase writes the child through Open for writing: refused as above.
 //   - Compact keeps the view (same data, UUID, timestamp and parent link),

@@ -23,14 +23,15 @@
 // one, and if power fails before that footer is durable the copy at
 // offset 0 stands in (see allocate in sparse_write.go). Close, after its
 // flush, cuts off space that deallocated blocks left at the end of the
-// file (trimTail). Metadata changes (parent link, size) are written past
-// the end and committed by the footer (relocate.go).
+// file (trimTail). Metadata changes (parent link, size, UUID) are written
+// into free space and committed by the footer (relocate.go, setuuid.go).
 //
 // The tests that hold the engine to this are crash_test.go (power loss
 // simulated by package crashfile at every Sync and many WriteAts),
 // crash_flush_test.go (exact interleavings around Flush, failed syncs),
 // crash_kill_test.go (a writer process killed), crash_relocate_test.go
-// (power loss during set-parent and resize) and concurrency_test.go.
+// (power loss during set-parent and resize), crash_setuuid_test.go (a
+// new UUID) and concurrency_test.go.
 //
 // # Errors
 //

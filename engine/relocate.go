@@ -26,7 +26,8 @@ import (
 // file (or, if the file grew and the end is not a valid footer, the copy
 // at offset 0), naming the old header, BAT and locators, none of which
 // step 2 touched: the old image, whole. A crash between 3 and 4 leaves
-// the copy at offset 0 stale (vhd check warns, repair rewrites it).
+// the copy at offset 0 stale (vhd check warns, repair rewrites it); a
+// new UUID commits at step 4 instead (setuuid.go says why).
 //
 // Free space is sought first before the first data block: Xen's tools
 // want every structure there (relocate_space.go), and vhdkit's own images
@@ -43,6 +44,7 @@ import (
 type metaChange struct {
 	size   int64       // new virtual size; 0 keeps it
 	parent *ParentInfo // new parent link; nil keeps it (its locators are rewritten as they are)
+	uuid   UUID        // the image's new identifier; the nil UUID keeps it (setuuid.go)
 }
 
 // relocate commits a metadata change as above, then tidies the layout.

@@ -36,6 +36,9 @@ func (s *sparse) planMeta(ch metaChange, ms *metaSpace, tidy bool) (*metaPlan, e
 		newSize = ch.size
 		setSize(&p.footer, ch.size)
 	}
+	if !ch.uuid.IsZero() {
+		p.footer.UUID = ch.uuid
+	}
 	entries := (newSize + s.blockSize - 1) >> s.blockShift
 	if entries > int64(batUnused) {
 		return nil, errors.New("vhd: too many blocks")

@@ -31,6 +31,7 @@ func TestCompletionBash(t *testing.T) {
 		"vhd undo c":           "commit",
 		"vhd help um":          "umount",
 		"vhd umount --al":      "--all",
+		"vhd reset-id --u":     "--uuid",
 		"vhd resize --size ''": "", // a value: left to the shell's files
 		"vhd undo commit ''":   "", // the image: files
 	}

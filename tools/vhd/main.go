@@ -45,6 +45,7 @@ func init() {
 		measureCmd,
 		compactCmd,
 		resizeCmd,
+		resetIDCmd,
 		serveCmd,
 		ctlCmd,
 		backupCmd,

@@ -11,6 +11,7 @@ func TestDidYouMean(t *testing.T) {
 	for in, want := range map[string]string{
 		"conver": "vhd convert", "commit": "vhd merge", "reabse": "vhd rebase", "Dismount": "vhd umount",
 		"meas": "vhd measure", "flatten": "vhd convert", "snapshoot": "vhd snapshot",
+		"sethduuid": "vhd reset-id", "set-uuid": "vhd reset-id", "set-id": "vhd reset-id",
 	} {
 		r := vhdCode(t, 2, in)
 		if !strings.Contains(r.stderr, "did you mean '"+want+"'") || strings.Count(r.stderr, "\n") != 1 {

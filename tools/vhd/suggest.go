@@ -24,6 +24,14 @@ var otherNames = map[string]string{
 	"shrink":   "resize",
 	"status":   "info",
 	"get":      "info", // Get-VHD
+	// VBoxManage internalcommands sethduuid, Set-VHD -ResetDiskIdentifier
+	"sethduuid":           "reset-id",
+	"set-uuid":            "reset-id",
+	"setuuid":             "reset-id",
+	"set-id":              "reset-id",
+	"new-uuid":            "reset-id",
+	"reset-uuid":          "reset-id",
+	"resetdiskidentifier": "reset-id",
 }
 
 // notACommand is the error for an unknown command name: the nearest
