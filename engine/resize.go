@@ -26,7 +26,7 @@ func (img *Image) Resize(newSize int64, allowShrink bool) error {
 	old := img.Size()
 	if newSize < old {
 		if !allowShrink {
-			return fmt.Errorf("%s: shrinking from %d to %d bytes cuts off data; ask for it explicitly (--shrink)", img.name, old, newSize)
+			return fmt.Errorf("%s: shrinking from %d to %d bytes needs --shrink (or --size -N); it is refused anyway if the part cut off holds data", img.name, old, newSize)
 		}
 		if err := img.tailIsZero(newSize); err != nil {
 			return err

@@ -9,6 +9,7 @@ import (
 
 	"vhdkit/chains"
 	"vhdkit/engine"
+	"vhdkit/vhdfs"
 )
 
 var resizeCmd = &command{
@@ -23,7 +24,8 @@ footer moves. When there is no room before the first block the metadata
 goes after the data, and vhd says so: Xen's vhd-util check rejects such
 an image ('vhd compact' lays it out anew). A Xen (blktap) image keeps
 its creator, hidden flag and batmap. Shrinking needs --shrink and is
-refused if the part cut off holds any data. --size +SIZE grows by SIZE
+refused if the part cut off holds any data, or (unless --force) if it
+would cut a partition or a GPT's backup table, even an empty one. --size +SIZE grows by SIZE
 and --size -SIZE shrinks by SIZE (no --shrink needed: the sign asks for
 it); --to-minimum shrinks to the end of the last partition (Resize-VHD
 -ToMinimumSize). On a GPT disk the backup table (header and entry array,
@@ -43,7 +45,7 @@ differencing images depend on is refused unless --force.
 		fs.VarP(&size, "size", "s", "the new virtual size, or +SIZE / -SIZE to grow or shrink by that much")
 		toMin := fs.Bool("to-minimum", false, "shrink to the end of the last partition (and a GPT's backup table)")
 		shrink := fs.Bool("shrink", false, "allow a smaller size (only if the part cut off is empty)")
-		force := fs.Bool("force", false, "resize although differencing images depend on IMAGE (they stop opening)")
+		force := fs.Bool("force", false, "resize although differencing images depend on IMAGE (they stop opening), or although the new size cuts a partition")
 		return func(ctx context.Context, e *env, args []string) error {
 			if err := wantArgs(args, "IMAGE"); err != nil {
 				return err
@@ -51,7 +53,7 @@ differencing images depend on is refused unless --force.
 			if size.set == *toMin {
 				return usageErr("give --size (for example --size 20G or --size +10G) or --to-minimum")
 			}
-			n, old, gpt, err := resizeTarget(args[0], &size, *toMin)
+			n, old, gpt, err := resizeTarget(args[0], &size, *toMin, *force)
 			if err != nil {
 				return err
 			}
@@ -63,6 +65,9 @@ differencing images depend on is refused unless --force.
 				return usageErr("--size: %v", err)
 			}
 			allowShrink := *shrink || *toMin || size.sign < 0
+			if n < old && !allowShrink {
+				return usageErr("shrinking %s from %s to %s needs --shrink (or --size -N); it is refused anyway if the part cut off holds data", args[0], human(old), human(n))
+			}
 			opts := chains.ResizeOptions{Shrink: allowShrink, Force: *force, Open: cf.options(false)}
 			if gpt {
 				opts.Prepare = func(img *engine.Image) error { return moveGPTBackup(img, n) }
@@ -85,7 +90,7 @@ differencing images depend on is refused unless --force.
 // and, for --to-minimum, its partition table; it returns the current
 // size too (0 for a differencing image, which is not resized), and
 // whether a GPT's backup table must move first.
-func resizeTarget(path string, size *resizeSizeFlag, toMin bool) (n, old int64, gpt bool, err error) {
+func resizeTarget(path string, size *resizeSizeFlag, toMin, force bool) (n, old int64, gpt bool, err error) {
 	img, err := engine.Open(path, engine.Options{ReadOnly: true})
 	if err != nil {
 		return 0, 0, false, err
@@ -97,8 +102,29 @@ func resizeTarget(path string, size *resizeSizeFlag, toMin bool) (n, old int64, 
 	}
 	if toMin {
 		n, gpt, err = minimumSize(img)
-	} else {
-		n, err = size.target(old)
+	} else if n, err = size.target(old); err == nil && n < old && !force {
+		err = refuseCuttingPartitions(img, n)
 	}
 	return n, old, gpt, err
+}
+
+// refuseCuttingPartitions refuses a shrink to n that would cut a
+// partition, or a GPT's backup table (which fills the disk's last
+// sectors), even where the part cut off reads zeros: Resize-VHD will not
+// shrink below the last partition either. A table that cannot be read
+// says nothing: the data check of the shrink still applies.
+func refuseCuttingPartitions(img *engine.Image, n int64) error {
+	t, err := vhdfs.ReadTable(img, img.Size())
+	if err != nil || t.Kind == "" {
+		return nil
+	}
+	if t.Kind == "gpt" {
+		return fmt.Errorf("%s has a GPT partition table, whose backup copy fills the disk's last sectors: shrinking to %s would cut it off; use --to-minimum, which moves it first (or --force to cut anyway)", img.Name(), human(n))
+	}
+	for _, p := range t.Partitions {
+		if end := p.Start + p.Len; end > n {
+			return fmt.Errorf("shrinking %s to %s would cut partition %d, which ends at %s: shrink its file system and partition first, or shrink to its end with --to-minimum (or --force to cut anyway)", img.Name(), human(n), p.Number, human(end))
+		}
+	}
+	return nil
 }

@@ -107,3 +107,43 @@ func TestResizeToMinimum(t *testing.T) {
 		checkOK(t, v)
 	}
 }
+
+// TestResizeRefusesCuttingPartitions: a shrink below the end of the last
+// partition, or any shrink of a GPT disk by --size, is refused naming
+// the partition (or the backup table) and what to do, even where the
+// part cut off reads zeros; --force cuts anyway. A shrink without
+// --shrink is a usage error that does not claim to cut off data. Before,
+// the MBR shrink went through silently and the message without --shrink
+// said "cuts off data" of an empty tail.
+func TestResizeRefusesCuttingPartitions(t *testing.T) {
+	dir := t.TempDir()
+	raw, img := filepath.Join(dir, "d.raw"), filepath.Join(dir, "d.vhd")
+	os.WriteFile(raw, nil, 0o644)
+	os.Truncate(raw, 100<<20)
+	sfdisk(t, raw, "label: dos\nstart=2048, size=40960, type=83\nstart=43008, size=122880, type=83\n")
+	vhdOK(t, "convert", "--to", "dynamic", raw, img)
+	if r := vhdCode(t, exitUsage, "resize", "--size", "90M", img); !strings.Contains(r.stderr, "needs --shrink") || strings.Contains(r.stderr, "cuts off data") {
+		t.Errorf("shrink without --shrink:\n%s", r)
+	}
+	for _, args := range [][]string{{"--size", "60M", "--shrink"}, {"--size", "-30M"}} {
+		r := vhdCode(t, exitFailed, append(append([]string{"resize"}, args...), img)...)
+		if !strings.Contains(r.stderr, "would cut partition 2, which ends at 81 MiB") || !strings.Contains(r.stderr, "--to-minimum") {
+			t.Errorf("resize %v:\n%s", args, r)
+		}
+	}
+	if got := qemuVirtualSize(t, img, "vpc"); got != 100<<20 {
+		t.Fatalf("a refused shrink changed the size to %d", got)
+	}
+	vhdOK(t, "resize", "--size", "60M", "--shrink", "--force", img)
+	checkOK(t, img)
+
+	gpt, gimg := filepath.Join(dir, "g.raw"), filepath.Join(dir, "g.vhd")
+	os.WriteFile(gpt, nil, 0o644)
+	os.Truncate(gpt, 64<<20)
+	sfdisk(t, gpt, "label: gpt\nstart=2048, size=20480\n")
+	vhdOK(t, "convert", "--to", "dynamic", gpt, gimg)
+	if r := vhdCode(t, exitFailed, "resize", "--size", "-1M", gimg); !strings.Contains(r.stderr, "backup copy") || !strings.Contains(r.stderr, "--to-minimum") {
+		t.Errorf("GPT shrink by --size:\n%s", r)
+	}
+	checkOK(t, gimg)
+}
