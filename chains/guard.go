@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 
 	"vhdkit/engine"
 )
@@ -43,7 +42,8 @@ import (
 
 // refuseDependents refuses to change the image at path (UUID id), as r
 // describes, when its undo disk exists or, unless force, other
-// differencing images found by Dependents record it as their parent.
+// differencing images found by Dependents depend on it (their link
+// leads to it, or cannot be followed).
 // exclude lists images that go away with the operation (a merge's own
 // layers).
 func refuseDependents(path string, id engine.UUID, allowed, exclude []string, force bool, r refusal) error {
@@ -58,7 +58,7 @@ func refuseDependents(path string, id engine.UUID, allowed, exclude []string, fo
 		return fmt.Errorf("%s: looking for images that depend on it: %w", path, err)
 	}
 	if len(deps) > 0 {
-		return fmt.Errorf("%s: %w: %s; %s: %s", path, ErrHasChildren, strings.Join(deps, ", "), r.childrenWhy, r.childrenInstead)
+		return fmt.Errorf("%s: %w: %s; %s: %s", path, ErrHasChildren, joinDependents(deps), r.childrenWhy, r.childrenInstead)
 	}
 	return nil
 }

@@ -314,16 +314,17 @@ func firstLine(s string) string {
 	return s
 }
 
-// Dependents lists the differencing images that record uuid as their
-// parent, found in the folder of targetPath (and its subfolders) and in
-// the allowed folders, leaving out the paths in exclude. It reads each
-// image's metadata only (see Scan).
-func Dependents(uuid engine.UUID, targetPath string, exclude, allowed []string) ([]string, error) {
+// Dependents lists the differencing images that depend on the image at
+// targetPath (UUID uuid), found in its folder (and subfolders) and in the
+// allowed folders, leaving out the paths in exclude: those recording
+// uuid whose link leads to targetPath or cannot be followed (see
+// dependentOf). It reads each image's metadata only (see Scan).
+func Dependents(uuid engine.UUID, targetPath string, exclude, allowed []string) ([]Dependent, error) {
 	byParent, err := childrenByParent(append([]string{filepath.Dir(targetPath)}, allowed...), exclude)
 	if err != nil {
 		return nil, err
 	}
-	return byParent[uuid], nil
+	return resolveDependents(byParent[uuid], targetPath, allowed)
 }
 
 // childrenByParent maps each parent UUID to the differencing images

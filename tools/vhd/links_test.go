@@ -141,3 +141,39 @@ func TestMergeTypeWithoutTo(t *testing.T) {
 	checkOK(t, c)
 	checkOK(t, base)
 }
+
+// TestCopyOfAParentHasNoDependents is the reviewer's case: child.vhd
+// records orig.vhd's UUID, which copy.vhd shares, but its link leads to
+// orig.vhd. Resizing the copy was refused: "copy.vhd: other differencing
+// images depend on this image: child.vhd".
+func TestCopyOfAParentHasNoDependents(t *testing.T) {
+	dir := t.TempDir()
+	orig, child, cp := filepath.Join(dir, "orig.vhd"), filepath.Join(dir, "child.vhd"), filepath.Join(dir, "copy.vhd")
+	vhdOK(t, "create", "-q", "-s", "64M", orig)
+	vhdOK(t, "snapshot", orig, child)
+	copyFile(t, orig, cp)
+	vhdOK(t, "resize", "-s", "128M", cp)
+	r := vhdCode(t, 1, "resize", "-s", "128M", orig)
+	if !strings.Contains(r.stderr, "depend on this image: "+child) {
+		t.Errorf("resize of the original does not name its child:\n%s", r)
+	}
+	vhdOK(t, "convert", "-q", "--force", "--to", "dynamic", child, cp)
+	checkOK(t, cp)
+	checkOK(t, orig)
+	checkOK(t, child)
+}
+
+// TestConvertOntoItselfSaysSameFile: 'vhd convert --force d1.vhd d1.vhd'
+// reported d1's dependents before noticing SRC and DST are one file.
+func TestConvertOntoItselfSaysSameFile(t *testing.T) {
+	dir := t.TempDir()
+	d1, c := filepath.Join(dir, "d1.vhd"), filepath.Join(dir, "c.vhd")
+	vhdOK(t, "create", "-q", "-s", "4M", d1)
+	vhdOK(t, "snapshot", d1, c)
+	r := vhdCode(t, 1, "convert", "--force", "--to", "dynamic", d1, d1)
+	if !strings.Contains(r.stderr, "source and destination are the same file") || strings.Contains(r.stderr, "depend") {
+		t.Errorf("convert --force onto itself:\n%s", r)
+	}
+	checkOK(t, d1)
+	checkOK(t, c)
+}
