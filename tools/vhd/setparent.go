@@ -20,7 +20,8 @@ differ: past a parent's end the chain reads zeros);
 --ignore-uuid accepts another UUID (only right when PARENT holds the
 same data, e.g. a copy a tool gave a new UUID). PARENT must also have
 the time CHILD recorded, in its footer or as its file time (Xen's
-tools record that), as when the chain is opened: a parent written
+tools record that), as when the chain is opened (not a PARENT with
+another UUID, linked with --ignore-uuid): a parent written
 after CHILD was made is refused, naming both times, because CHILD's
 changes may sit over different data. --accept-modified-parent links it
 anyway: only right when PARENT's data is known unchanged (a tool
