@@ -75,8 +75,9 @@ func TestVhdkitChainRelinkedByXen(t *testing.T) {
 }
 
 // TestModifiedParentNamesWhatWasCompared: the refusal names the recorded
-// time and both times it was compared with, and points at vhd set-parent,
-// which re-links after checking the UUID.
+// time and both times it was compared with, and points at vhd set-parent
+// --accept-modified-parent, the explicit choice for a parent whose data
+// is known unchanged; plain set-parent refuses it as Open does.
 func TestModifiedParentNamesWhatWasCompared(t *testing.T) {
 	paths, _ := vhdkitChain(t, t.TempDir(), 2, 2)
 	img, err := engine.Open(paths[0], engine.Options{})
@@ -92,16 +93,19 @@ func TestModifiedParentNamesWhatWasCompared(t *testing.T) {
 	if !errors.Is(err, ErrParentModified) {
 		t.Fatalf("open: %v, want ErrParentModified", err)
 	}
-	for _, want := range []string{"recorded parent time", "footer says", "file was modified", "vhd set-parent " + paths[1] + " " + paths[0]} {
+	for _, want := range []string{"recorded parent time", "footer says", "file was modified", "vhd set-parent --accept-modified-parent " + paths[1] + " " + paths[0]} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("the error does not say %q: %v", want, err)
 		}
 	}
-	if strings.Contains(err.Error(), "--accept-modified-parent") {
-		t.Errorf("the error offers --accept-modified-parent: %v", err)
+	if strings.Count(err.Error(), "--accept-modified-parent") != strings.Count(err.Error(), "vhd set-parent --accept-modified-parent") {
+		t.Errorf("the error offers --accept-modified-parent other than on set-parent: %v", err)
 	}
-	if err := SetParent(paths[1], paths[0], SetParentOptions{}); err != nil {
-		t.Fatalf("set-parent after the UUID check: %v", err)
+	if err := SetParent(paths[1], paths[0], SetParentOptions{}); !errors.Is(err, ErrParentModified) {
+		t.Fatalf("plain set-parent onto a modified parent: %v, want ErrParentModified", err)
+	}
+	if err := SetParent(paths[1], paths[0], SetParentOptions{AcceptModified: true}); err != nil {
+		t.Fatalf("set-parent --accept-modified-parent: %v", err)
 	}
 	c, err := Open(paths[1], Options{ReadOnly: true})
 	if err != nil {

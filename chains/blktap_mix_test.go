@@ -380,7 +380,9 @@ func (m *mixRun) vhdResize() bool {
 // vhdSetParent renames a parent and re-links its child with vhd
 // set-parent. When the child has a child of its own that Xen's tools
 // made (recording the file time the re-link changed), vhdkit refuses that
-// one as its error says, and the remedy it names, vhd set-parent, is run.
+// one as its error says, and the remedy it names for a parent whose data
+// is known unchanged (as here: only its link was rewritten), vhd
+// set-parent --accept-modified-parent, is run.
 func (m *mixRun) vhdSetParent() bool {
 	if len(m.layers) < 2 {
 		return false
@@ -399,8 +401,8 @@ func (m *mixRun) vhdSetParent() bool {
 	if i+2 < len(m.layers) {
 		above := m.layers[i+2].path
 		c, err := Open(above, Options{ReadOnly: true})
-		if errors.Is(err, ErrParentModified) && strings.Contains(err.Error(), "vhd set-parent "+above+" "+child.path) {
-			if err := SetParent(above, child.path, SetParentOptions{}); err != nil {
+		if errors.Is(err, ErrParentModified) && strings.Contains(err.Error(), "vhd set-parent --accept-modified-parent "+above+" "+child.path) {
+			if err := SetParent(above, child.path, SetParentOptions{AcceptModified: true}); err != nil {
 				m.fatalf("vhd set-parent as the refusal advised: %v", err)
 			}
 			m.note("vhd set-parent of layer %d (advised)", i+2)

@@ -230,7 +230,7 @@ func openParent(child Layer, conf *confinement, opts Options, seen map[fileID]st
 	})
 	var nf *ParentNotFoundError
 	if errors.As(err, &nf) {
-		nf.Found = findByUUID(append([]string{filepath.Dir(absPath(child.Path))}, conf.dirs...), nf.UUID, absPath(child.Path))
+		nf.lookForMoved(append([]string{filepath.Dir(absPath(child.Path))}, conf.dirs...), child.Image)
 	}
 	return p, err
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 
 	"vhdkit/engine"
 )
@@ -46,7 +45,8 @@ import (
 
 // refuseDependents refuses to change the image at path (UUID id), as r
 // describes, when its undo disk exists or, unless force, other
-// differencing images found by Dependents record it as their parent.
+// differencing images found by Dependents depend on it (their link
+// leads to it, or cannot be followed).
 // exclude lists images that go away with the operation (a merge's own
 // layers).
 func refuseDependents(path string, id engine.UUID, allowed, exclude []string, force bool, r refusal) error {
@@ -61,7 +61,7 @@ func refuseDependents(path string, id engine.UUID, allowed, exclude []string, fo
 		return fmt.Errorf("%s: looking for images that depend on it: %w", path, err)
 	}
 	if len(deps) > 0 {
-		return fmt.Errorf("%s: %w: %s; %s: %s%s", path, ErrHasChildren, strings.Join(deps, ", "), r.childrenWhy, r.childrenInstead, onlyChildHint(deps, r))
+		return fmt.Errorf("%s: %w: %s; %s: %s%s", path, ErrHasChildren, joinDependents(deps), r.childrenWhy, r.childrenInstead, onlyChildHint(deps, r))
 	}
 	return nil
 }
@@ -168,9 +168,9 @@ func containsFile(list []string, p string) bool {
 // open the child: after a snapshot (or a backup, whose point is frozen
 // under a new top) the newest writes are there, and a user who opens
 // the image by its old name means to go on where they left off.
-func onlyChildHint(deps []string, r refusal) string {
-	if len(deps) != 1 || r != forWriting {
+func onlyChildHint(deps []Dependent, r refusal) string {
+	if len(deps) != 1 || r != forWriting || deps[0].Unresolved != "" {
 		return ""
 	}
-	return fmt.Sprintf("; the newest writes are in %s: open that to go on where they left off", deps[0])
+	return fmt.Sprintf("; the newest writes are in %s: open that to go on where they left off", deps[0].Path)
 }

@@ -64,6 +64,9 @@ type ParentNotFoundError struct {
 	// Found is an image with the recorded UUID that none of the child's
 	// locators names (a moved or renamed parent), or "".
 	Found string
+	// FoundModified says, when Found fails the time check (writtenAfter),
+	// that it was written after the child was made; "" when it passes.
+	FoundModified string
 }
 
 func (e *ParentNotFoundError) Unwrap() error { return ErrParentNotFound }
@@ -109,12 +112,28 @@ func (e *ParentNotFoundError) TriedLines() []string {
 }
 
 // Advice is what to do: re-link to the image found with the right UUID,
-// or to one the user finds.
+// or to one the user finds. A found image written after the child was
+// made is offered only with --accept-modified-parent, saying so.
 func (e *ParentNotFoundError) Advice() string {
+	if e.Found != "" && e.FoundModified != "" {
+		return fmt.Sprintf("%s has that UUID but %s; only if you know its data did not change, re-link the child with 'vhd set-parent --accept-modified-parent %s %s'", e.Found, e.FoundModified, e.Child, e.Found)
+	}
 	if e.Found != "" {
 		return fmt.Sprintf("%s has that UUID: re-link the child with vhd set-parent %s %s", e.Found, e.Child, e.Found)
 	}
 	return fmt.Sprintf("find the parent (vhd tree FOLDER shows every image's UUID) and re-link the child with vhd set-parent %s PARENT", e.Child)
+}
+
+// lookForMoved fills Found (and FoundModified) of e, the parent of child
+// not found where it names it, with an image in dirs with its UUID.
+func (e *ParentNotFoundError) lookForMoved(dirs []string, child metadata) {
+	e.Found = findByUUID(dirs, e.UUID, absPath(e.Child))
+	if e.Found == "" {
+		return
+	}
+	if m, err := readMeta(e.Found); err == nil {
+		e.FoundModified = writtenAfter(e.Child, child, e.Found, m)
+	}
 }
 
 // maxUUIDSearch bounds how many files of one folder findByUUID reads.

@@ -27,7 +27,8 @@ import (
 //
 // Dependents are found as Dependents finds them: by the parent UUID they
 // record, in the folders of the chain's layers (and subfolders) and the
-// allowed folders.
+// allowed folders, kept when their link leads to the layer or cannot be
+// followed (dependentOf).
 
 // blocker is an image that stops a merge, and why.
 type blocker struct {
@@ -51,13 +52,22 @@ func planMerge(c *Chain, k int, opts MergeOptions) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	conf, err := newConfinement(opts.Open.ParentDirs)
+	if err != nil {
+		return nil, err
+	}
+	metas := metaCache{}
 	var relink []string
 	var stop []blocker
 	for i, l := range c.layers[:k+1] {
-		for _, d := range byParent[l.Image.Footer().UUID] {
+		for _, p := range byParent[l.Image.Footer().UUID] {
+			d, ok := dependentOf(p, l.Path, conf, metas)
+			if !ok {
+				continue // it sits on another image with that UUID (a copy)
+			}
 			switch b := judgeDependent(c, k, i, d, opts); {
 			case b == nil:
-				relink = append(relink, d)
+				relink = append(relink, d.Path)
 			case !b.forceable || !opts.Force:
 				stop = append(stop, *b)
 			}
@@ -71,18 +81,20 @@ func planMerge(c *Chain, k int, opts MergeOptions) ([]string, error) {
 
 // judgeDependent decides about d, a child of layer i: nil means it is
 // moved onto the target.
-func judgeDependent(c *Chain, k, i int, d string, opts MergeOptions) *blocker {
-	layer, target := c.layers[i].Path, c.layers[k].Path
+func judgeDependent(c *Chain, k, i int, dep Dependent, opts MergeOptions) *blocker {
+	layer, target, d := c.layers[i].Path, c.layers[k].Path, dep.Path
 	switch {
 	case absPath(d) == absPath(UndoPath(layer)):
 		return &blocker{d, fmt.Sprintf("the undo disk of %s, which the merge changes or deletes: commit or discard it first (vhd undo commit|discard %s)", layer, layer), false}
+	case dep.Unresolved != "":
+		return &blocker{d, fmt.Sprintf("it records %s's UUID, but its parent link does not resolve: %s", layer, dep.Unresolved), i == k}
 	case i == k:
 		return &blocker{d, fmt.Sprintf("a child of %s, whose data the merge changes", target), true}
 	case i > 0:
 		return &blocker{d, fmt.Sprintf("a child of %s, which the merge deletes; on %s it would see the data of %s", layer, target, c.layers[0].Path), false}
 	}
 	if err := linksTo(d, layer, opts.Open); err != nil {
-		return &blocker{d, fmt.Sprintf("it records %s's UUID but its link does not lead there (%s)", layer, firstLine(err.Error())), false}
+		return &blocker{d, fmt.Sprintf("its link leads to %s but does not hold (%s)", layer, firstLine(err.Error())), false}
 	}
 	return nil
 }

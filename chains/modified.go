@@ -40,7 +40,7 @@ func modifiedParentError(childPath string, child metadata, parentPath string, pa
 	if isUndoDiskOf(childPath, parentPath) {
 		return fmt.Errorf("%s: %w: %s; it is the undo disk of %s, and its changes were made over data that has since been written, so they can no longer be used: drop them with 'vhd undo discard %s'", childPath, ErrParentModified, when, parentPath, parentPath)
 	}
-	return fmt.Errorf("%s: %w: %s; its changes may now sit over different data: restore the parent from a backup, or, only if you know the parent's data did not change (a tool rewrote its footer or touched its file), re-link the child with 'vhd set-parent %s %s', which checks the parent's UUID and records its time now", childPath, ErrParentModified, when, childPath, parentPath)
+	return fmt.Errorf("%s: %w: %s; its changes may now sit over different data: restore the parent from a backup, or, only if you know the parent's data did not change (a tool rewrote its footer or touched its file), re-link the child with 'vhd set-parent --accept-modified-parent %s %s', which records the parent's time now", childPath, ErrParentModified, when, childPath, parentPath)
 }
 
 // isUndoDiskOf reports whether child is parent's undo disk by name (an
@@ -50,4 +50,22 @@ func isUndoDiskOf(child, parent string) bool {
 		return false
 	}
 	return sameFile(child, UndoPath(parent)) || filepath.Base(child) == filepath.Base(UndoPath(parent))
+}
+
+// writtenAfter says, when parent (at parentPath, with the UUID child
+// records) fails the time check Open makes (linkTimeMatches), that it
+// was written after child was made, with both times; "" when it passes.
+// Advice that offers parent to re-link to says it, so a plain set-parent
+// is never offered for a modified parent.
+func writtenAfter(childPath string, child metadata, parentPath string, parent metadata) string {
+	if linkTimeMatches(childPath, child, parent, parentPath) {
+		return ""
+	}
+	const layout = "2006-01-02 15:04:05 UTC"
+	pt := parent.Footer().Timestamp
+	if mtime, ok := fileTime(parentPath); ok && pt == 0 { // a raw parent: its file time
+		pt = mtime
+	}
+	return fmt.Sprintf("was written after the child was made (parent time %s, the child recorded %s): its data may differ from what the child was made over",
+		engine.VHDTime(pt).Format(layout), engine.VHDTime(child.Header().ParentTimestamp).Format(layout))
 }

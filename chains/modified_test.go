@@ -54,7 +54,7 @@ func TestModifiedParentOfAChildSaysWhenToAccept(t *testing.T) {
 	if !errors.Is(err, ErrParentModified) {
 		t.Fatalf("child of a written parent: %v, want ErrParentModified", err)
 	}
-	if !strings.Contains(err.Error(), "only if you know the parent's data did not change") || !strings.Contains(err.Error(), "vhd set-parent "+paths[1]+" "+paths[0]) {
+	if !strings.Contains(err.Error(), "only if you know the parent's data did not change") || !strings.Contains(err.Error(), "vhd set-parent --accept-modified-parent "+paths[1]+" "+paths[0]) {
 		t.Errorf("the error offers vhd set-parent without saying when it is right: %v", err)
 	}
 	checkClean(t, paths...)

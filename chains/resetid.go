@@ -80,51 +80,21 @@ func ResetID(path string, opts ResetIDOptions) (ResetIDResult, error) {
 
 var forResetID = refusal{undoWhy: "a new UUID would leave them without their image"}
 
-// linkedChildren are the differencing images that record id as their
-// parent's UUID (found as Dependents finds them) and whose parent link
-// does not lead to another file: after a copy, the original's children
-// record the copy's UUID too, but their locators lead to the original,
-// which keeps it. A child whose link leads nowhere counts: it may be
-// this image's, moved.
+// linkedChildren are the differencing images that depend on the image
+// (Dependents: they record id as their parent's UUID and their link
+// leads to this file, or nowhere: it may be this image's, moved). After a
+// copy, the original's children record the copy's UUID too, but their
+// links lead to the original, which keeps it.
 func linkedChildren(path string, id engine.UUID, allowed []string) ([]string, error) {
 	deps, err := Dependents(id, path, []string{path}, allowed)
 	if err != nil {
 		return nil, err
 	}
-	var out []string
-	for _, d := range deps {
-		if p := parentByLink(d, allowed); p == "" || sameFile(p, path) {
-			out = append(out, d)
-		}
+	out := make([]string, len(deps))
+	for i, d := range deps {
+		out[i] = d.Path
 	}
 	return out, nil
-}
-
-// parentByLink is the file the differencing image child's parent link
-// leads to (the first candidate holding the UUID it records, as Open
-// looks), or "" when it leads to none.
-func parentByLink(child string, allowed []string) string {
-	m, err := readMeta(child)
-	if err != nil {
-		return ""
-	}
-	conf, err := newConfinement(allowed)
-	if err != nil {
-		return ""
-	}
-	var found string
-	err = findParent(child, m, conf, func(cand candidate, real string) (string, error) {
-		pm, err := readMeta(real)
-		if err != nil || pm.Footer().UUID != m.Header().ParentUUID {
-			return "not it", nil
-		}
-		found = real
-		return "", nil
-	})
-	if err != nil {
-		return ""
-	}
-	return found
 }
 
 // refuseReadOnlyFile refuses an image file no one may write (root could,

@@ -25,14 +25,18 @@ type Node struct {
 	// Broken says why the link to the parent does not hold: parent
 	// missing, UUID or timestamp mismatch, outside the allowed folders.
 	Broken string `json:"broken,omitempty"`
-	// Merge says that a merge out of or into this image did not finish,
-	// and how to finish it.
 	// Tried lists, when the parent was not found, where it was looked
 	// for and what was there.
 	Tried []string `json:"tried,omitempty"`
 	// Found is, when the parent was not found, a scanned image with the
 	// UUID the child records: what to re-link it to.
-	Found    string  `json:"parent_found,omitempty"`
+	Found string `json:"parent_found,omitempty"`
+	// FoundModified says, when Found was written after the child was
+	// made (its time fails Open's check), so and with which times: it is
+	// then offered only with --accept-modified-parent.
+	FoundModified string `json:"parent_found_modified,omitempty"`
+	// Merge says that a merge out of or into this image did not finish,
+	// and how to finish it.
 	Merge    string  `json:"merge_interrupted,omitempty"`
 	Error    string  `json:"error,omitempty"`
 	Children []*Node `json:"children,omitempty"`
@@ -96,7 +100,7 @@ func Scan(dirs []string, opts Options) ([]*Node, error) {
 		nodes[p] = scanOne(p, conf, opts, metas)
 	}
 	markCycles(nodes, paths)
-	pointAtMovedParents(nodes, paths)
+	pointAtMovedParents(nodes, paths, metas)
 	var roots []*Node
 	for _, p := range paths {
 		n := nodes[p]
@@ -276,8 +280,9 @@ func brokenReason(path string, err error) string {
 
 // pointAtMovedParents fills Found of every image whose parent was not
 // found with a scanned image that has the UUID it records: the parent
-// moved or was renamed, and re-linking the child to it mends the link.
-func pointAtMovedParents(nodes map[string]*Node, paths []string) {
+// moved or was renamed, and re-linking the child to it mends the link,
+// unless it was written after the child was made (FoundModified).
+func pointAtMovedParents(nodes map[string]*Node, paths []string, metas metaCache) {
 	byUUID := map[string]string{}
 	for _, p := range paths {
 		if n := nodes[p]; n.Error == "" && n.UUID != "" {
@@ -293,6 +298,11 @@ func pointAtMovedParents(nodes map[string]*Node, paths []string) {
 		}
 		if f, ok := byUUID[n.ParentUUID]; ok && f != p {
 			n.Found = f
+			cm, cerr := metas.read(p)
+			fm, ferr := metas.read(f)
+			if cerr == nil && ferr == nil {
+				n.FoundModified = writtenAfter(p, cm, f, fm)
+			}
 		}
 	}
 }
@@ -304,16 +314,17 @@ func firstLine(s string) string {
 	return s
 }
 
-// Dependents lists the differencing images that record uuid as their
-// parent, found in the folder of targetPath (and its subfolders) and in
-// the allowed folders, leaving out the paths in exclude. It reads each
-// image's metadata only (see Scan).
-func Dependents(uuid engine.UUID, targetPath string, exclude, allowed []string) ([]string, error) {
+// Dependents lists the differencing images that depend on the image at
+// targetPath (UUID uuid), found in its folder (and subfolders) and in the
+// allowed folders, leaving out the paths in exclude: those recording
+// uuid whose link leads to targetPath or cannot be followed (see
+// dependentOf). It reads each image's metadata only (see Scan).
+func Dependents(uuid engine.UUID, targetPath string, exclude, allowed []string) ([]Dependent, error) {
 	byParent, err := childrenByParent(append([]string{filepath.Dir(targetPath)}, allowed...), exclude)
 	if err != nil {
 		return nil, err
 	}
-	return byParent[uuid], nil
+	return resolveDependents(byParent[uuid], targetPath, allowed)
 }
 
 // childrenByParent maps each parent UUID to the differencing images

@@ -120,7 +120,7 @@ func TestScanOfHostileImageIsCheap(t *testing.T) {
 	if took > 2*time.Second || alloc > 8<<20 {
 		t.Errorf("scanning took %v and allocated %d MiB; want well under 2 s and 8 MiB", took, alloc>>20)
 	}
-	if len(deps) != 1 || deps[0] != paths[1] {
+	if len(deps) != 1 || deps[0] != (Dependent{Path: paths[1]}) {
 		t.Errorf("dependents of the base: %q, want %s", deps, paths[1])
 	}
 	if len(roots) != 2 {

@@ -131,7 +131,7 @@ func Discard(image string) error {
 		return err
 	}
 	if len(deps) > 0 {
-		return fmt.Errorf("%s: %w: %s; deleting it would leave them without their parent: merge or delete them first", vud, ErrHasChildren, strings.Join(deps, ", "))
+		return fmt.Errorf("%s: %w: %s; deleting it would leave them without their parent: merge or delete them first", vud, ErrHasChildren, joinDependents(deps))
 	}
 	if err := os.Remove(vud); err != nil {
 		return err

@@ -91,8 +91,10 @@ the device partly written, and says so.
 			if bar != nil {
 				opts.Progress = bar.update
 			}
-			if *force {
+			if *force && !sameExistingFile(args[0], args[1]) {
 				// Replacing an image others depend on would orphan them.
+				// SRC == DST is refused by engine.Convert, and that is
+				// what to say first: nothing would be replaced.
 				if err := chains.RefuseReplace(args[1], cf.options(true).ParentDirs); err != nil {
 					return err
 				}
@@ -132,6 +134,17 @@ the device partly written, and says so.
 			return nil
 		}
 	},
+}
+
+// sameExistingFile reports whether a and b are one existing file
+// (device and inode).
+func sameExistingFile(a, b string) bool {
+	sa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	sb, err := os.Stat(b)
+	return err == nil && os.SameFile(sa, sb)
 }
 
 func kind(to string) string {

@@ -29,7 +29,10 @@ intact, and every image of the chain refuses to open until the same
 merge is run again to finish it.
 
 With --to: writes the whole chain as one new fixed or dynamic image,
-NEW, leaving the chain as it is (like 'vhd convert').
+NEW, leaving the chain as it is (like 'vhd convert'). --type applies
+only with --to (without it, it is refused: never a merge into the
+parent); --to takes a file name, so a --to of exactly fixed, dynamic,
+raw, vpc or vhd is refused too (write ./dynamic for a file so named).
 
 ` + chainHelp,
 	setup: func(fs *pflag.FlagSet) runFunc {
@@ -42,6 +45,9 @@ NEW, leaving the chain as it is (like 'vhd convert').
 		asJSON := fs.Bool("json", false, "print {target, removed, relinked, bytes_copied} as JSON")
 		return func(ctx context.Context, e *env, args []string) error {
 			if err := wantArgs(args, "CHILD"); err != nil {
+				return err
+			}
+			if err := checkMergeTarget(*to, fs.Changed("type")); err != nil {
 				return err
 			}
 			bar := maybeBar(e, *noProgress)
@@ -67,6 +73,21 @@ NEW, leaving the chain as it is (like 'vhd convert').
 			return nil
 		}
 	},
+}
+
+// checkMergeTarget refuses the two slips that would do something else
+// than meant: --type without --to (a flatten was meant, and plain merge
+// would write into the parent and delete CHILD) and a format name given
+// as --to's file name (the flatten would write a file named 'dynamic').
+func checkMergeTarget(to string, typeSet bool) error {
+	if typeSet && to == "" {
+		return usageErr("--type applies to --to NEW.vhd (flatten the chain into a new image); without --to, merge writes CHILD into its parent and deletes it")
+	}
+	switch to {
+	case "fixed", "dynamic", "raw", "vpc", "vhd":
+		return usageErr("--to %q: --to takes the new image's file name (to flatten into a file named '%s', write ./%s); the format is --type", to, to, to)
+	}
+	return nil
 }
 
 // flatten writes the whole chain of child as a new image.

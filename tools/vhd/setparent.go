@@ -11,17 +11,22 @@ import (
 
 var setParentCmd = &command{
 	name:    "set-parent",
-	args:    "[--ignore-uuid] [flags] CHILD PARENT",
+	args:    "[--ignore-uuid] [--accept-modified-parent] [flags] CHILD PARENT",
 	summary: "re-link a differencing image to its parent after files moved",
 	doc: `Points CHILD at PARENT: rewrites its parent name and locators (W2ru,
 W2ku, MacX) for PARENT's place, atomically (a crash leaves the old link
 or the new one). PARENT must have the UUID CHILD recorded (its size may
 differ: past a parent's end the chain reads zeros);
 --ignore-uuid accepts another UUID (only right when PARENT holds the
-same data, e.g. a copy a tool gave a new UUID). CHILD then records
-PARENT's timestamp as it is now, so this is also how to re-link a child
-refused because its parent's time changed while its data did not (a
-tool rewrote the footer, Xen's tools touched the file).
+same data, e.g. a copy a tool gave a new UUID). PARENT must also have
+the time CHILD recorded, in its footer or as its file time (Xen's
+tools record that), as when the chain is opened (not a PARENT with
+another UUID, linked with --ignore-uuid): a parent written
+after CHILD was made is refused, naming both times, because CHILD's
+changes may sit over different data. --accept-modified-parent links it
+anyway: only right when PARENT's data is known unchanged (a tool
+rewrote its footer). CHILD then records PARENT's footer time as it is
+now. An image cannot be its own parent.
 
 ` + chainHelp,
 	setup: func(fs *pflag.FlagSet) runFunc {
@@ -31,7 +36,8 @@ tool rewrote the footer, Xen's tools touched the file).
 			if err := wantArgs(args, "CHILD", "PARENT"); err != nil {
 				return err
 			}
-			if err := chains.SetParent(args[0], args[1], chains.SetParentOptions{IgnoreUUID: *ignore, Open: cf.options(true)}); err != nil {
+			opts := chains.SetParentOptions{IgnoreUUID: *ignore, AcceptModified: cf.acceptModified, Open: cf.options(true)}
+			if err := chains.SetParent(args[0], args[1], opts); err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "%s now names %s as its parent\n", args[0], args[1])

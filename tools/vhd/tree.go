@@ -24,12 +24,16 @@ broken is shown as a root, with the reason. When a parent is not
 found, the tree lists where it looked (each locator and name, and what
 the file there was) and, when a scanned image has the UUID the child
 records (the parent moved or was renamed), the 'vhd set-parent' that
-re-links the child to it. Images a merge left unfinished are marked
+re-links the child to it; if that image was written after the child
+was made (its time is not the one the child recorded), the tree says
+so, with both times, and offers 'vhd set-parent
+--accept-modified-parent' only as a choice for data known unchanged.
+Images a merge left unfinished are marked
 with the command that finishes it.
 
 JSON: a list of nodes {path, type, uuid, virtual_size, parent,
 parent_uuid, parent_name, broken, tried, parent_found,
-merge_interrupted, error, children: [...]}.
+parent_found_modified, merge_interrupted, error, children: [...]}.
 
 ` + chainHelp,
 	setup: func(fs *pflag.FlagSet) runFunc {
@@ -91,6 +95,10 @@ func brokenDetail(n *chains.Node) []string {
 		return nil
 	}
 	lines := append([]string{fmt.Sprintf("the child records parent %q, UUID %s", n.ParentName, n.ParentUUID)}, n.Tried...)
+	if n.Found != "" && n.FoundModified != "" {
+		return append(lines, fmt.Sprintf("%s has that UUID but %s", n.Found, n.FoundModified),
+			fmt.Sprintf("only if you know its data did not change: vhd set-parent --accept-modified-parent %s %s", n.Path, n.Found))
+	}
 	if n.Found != "" {
 		return append(lines, fmt.Sprintf("%s has that UUID: vhd set-parent %s %s", n.Found, n.Path, n.Found))
 	}
