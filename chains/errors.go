@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"vhdkit/internal/shq"
 )
 
 // Errors callers test for (with errors.Is).
@@ -48,7 +50,7 @@ func (e *MergeStoppedError) Error() string {
 		why = " (" + e.Err.Error() + ")"
 	}
 	return fmt.Sprintf("%s%s: %s is half merged into %s; %s still reads as before, but its chain opens only once the merge is done: run `vhd merge %s` again to finish",
-		ErrMergeInterrupted, why, e.Child, e.Target, e.Child, e.Child)
+		ErrMergeInterrupted, why, e.Child, e.Target, e.Child, shq.Quote(e.Child))
 }
 
 func (e *MergeStoppedError) Unwrap() []error { return []error{ErrMergeInterrupted, e.Err} }

@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"vhdkit/engine"
+	"vhdkit/internal/shq"
 )
 
 // Writing an image changes what every image over it reads: its undo disk
@@ -140,9 +141,9 @@ func refuseUndoDisk(path string, id engine.UUID, exclude []string, r refusal) er
 	}
 	if err := engine.CheckLock(vud, false); err != nil {
 		// Mounted or served through its undo disk right now: say by whom.
-		return fmt.Errorf("%s: %w, %s, in use right now (%w); when that ends, keep its changes with 'vhd undo commit %s' or drop them with 'vhd undo discard %s'", path, ErrHasUndoDisk, vud, err, path, path)
+		return fmt.Errorf("%s: %w, %s, in use right now (%w); when that ends, keep its changes with 'vhd undo commit %s' or drop them with 'vhd undo discard %s'", path, ErrHasUndoDisk, vud, err, shq.Quote(path), shq.Quote(path))
 	}
-	return fmt.Errorf("%s: %w, %s, holding changes made over it as it is now: %s; keep them with 'vhd undo commit %s' or drop them with 'vhd undo discard %s' first%s", path, ErrHasUndoDisk, vud, r.undoWhy, path, path, r.undoInstead)
+	return fmt.Errorf("%s: %w, %s, holding changes made over it as it is now: %s; keep them with 'vhd undo commit %s' or drop them with 'vhd undo discard %s' first%s", path, ErrHasUndoDisk, vud, r.undoWhy, shq.Quote(path), shq.Quote(path), r.undoInstead)
 }
 
 // sameFile reports whether a and b name the same existing file.

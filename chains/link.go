@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"vhdkit/engine"
+	"vhdkit/internal/shq"
 )
 
 // findParent tries the places child's header names for its parent, in
@@ -116,12 +117,12 @@ func (e *ParentNotFoundError) TriedLines() []string {
 // made is offered only with --accept-modified-parent, saying so.
 func (e *ParentNotFoundError) Advice() string {
 	if e.Found != "" && e.FoundModified != "" {
-		return fmt.Sprintf("%s has that UUID but %s; only if you know its data did not change, re-link the child with 'vhd set-parent --accept-modified-parent %s %s'", e.Found, e.FoundModified, e.Child, e.Found)
+		return fmt.Sprintf("%s has that UUID but %s; only if you know its data did not change, re-link the child with 'vhd set-parent --accept-modified-parent %s %s'", e.Found, e.FoundModified, shq.Quote(e.Child), shq.Quote(e.Found))
 	}
 	if e.Found != "" {
-		return fmt.Sprintf("%s has that UUID: re-link the child with vhd set-parent %s %s", e.Found, e.Child, e.Found)
+		return fmt.Sprintf("%s has that UUID: re-link the child with vhd set-parent %s %s", e.Found, shq.Quote(e.Child), shq.Quote(e.Found))
 	}
-	return fmt.Sprintf("find the parent (vhd tree FOLDER shows every image's UUID) and re-link the child with vhd set-parent %s PARENT", e.Child)
+	return fmt.Sprintf("find the parent (vhd tree FOLDER shows every image's UUID) and re-link the child with vhd set-parent %s PARENT", shq.Quote(e.Child))
 }
 
 // lookForMoved fills Found (and FoundModified) of e, the parent of child

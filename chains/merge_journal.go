@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"vhdkit/internal/shq"
 )
 
 // A merge leaves two files while it runs, both written durably before
@@ -136,12 +138,12 @@ func mergeUnderway(path string) error {
 // which way it was going and the command that finishes it.
 func mergeNote(path string) (string, error) {
 	if j, err := readJournal(path); err == nil {
-		return fmt.Sprintf("it was being merged into %s; run `vhd merge %s` again to finish", j.Target, path), nil
+		return fmt.Sprintf("it was being merged into %s; run `vhd merge %s` again to finish", j.Target, shq.Quote(path)), nil
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return "", err
 	}
 	if m, err := readMark(path); err == nil {
-		return fmt.Sprintf("%s was being merged into it; run `vhd merge %s` again to finish", m.Child, m.Child), nil
+		return fmt.Sprintf("%s was being merged into it; run `vhd merge %s` again to finish", m.Child, shq.Quote(m.Child)), nil
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return "", err
 	}

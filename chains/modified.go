@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"vhdkit/engine"
+	"vhdkit/internal/shq"
 )
 
 // A parent whose footer timestamp no longer matches the one its child
@@ -38,9 +39,9 @@ func modifiedParentError(childPath string, child metadata, parentPath string, pa
 		when += " file time cannot be read"
 	}
 	if isUndoDiskOf(childPath, parentPath) {
-		return fmt.Errorf("%s: %w: %s; it is the undo disk of %s, and its changes were made over data that has since been written, so they can no longer be used: drop them with 'vhd undo discard %s'", childPath, ErrParentModified, when, parentPath, parentPath)
+		return fmt.Errorf("%s: %w: %s; it is the undo disk of %s, and its changes were made over data that has since been written, so they can no longer be used: drop them with 'vhd undo discard %s'", childPath, ErrParentModified, when, parentPath, shq.Quote(parentPath))
 	}
-	return fmt.Errorf("%s: %w: %s; its changes may now sit over different data: restore the parent from a backup, or, only if you know the parent's data did not change (a tool rewrote its footer or touched its file), re-link the child with 'vhd set-parent --accept-modified-parent %s %s', which records the parent's time now", childPath, ErrParentModified, when, childPath, parentPath)
+	return fmt.Errorf("%s: %w: %s; its changes may now sit over different data: restore the parent from a backup, or, only if you know the parent's data did not change (a tool rewrote its footer or touched its file), re-link the child with 'vhd set-parent --accept-modified-parent %s %s', which records the parent's time now", childPath, ErrParentModified, when, shq.Quote(childPath), shq.Quote(parentPath))
 }
 
 // isUndoDiskOf reports whether child is parent's undo disk by name (an

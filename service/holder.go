@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"vhdkit/engine"
+	"vhdkit/internal/shq"
 )
 
 // HolderHint names the vhd mount or server holding a locked image, from
@@ -18,7 +19,7 @@ func HolderHint(le *engine.LockedError) string {
 		return ""
 	}
 	if st := mountByPID(le.PID); st != nil && st.Server == "" {
-		return fmt.Sprintf("the mount at %s (pid %d) has it: unmount it first ('vhd umount %s')", st.Mountpoint, le.PID, st.Mountpoint)
+		return fmt.Sprintf("the mount at %s (pid %d) has it: unmount it first ('vhd umount %s')", st.Mountpoint, le.PID, shq.Quote(st.Mountpoint))
 	}
 	args := processArgs(le.PID)
 	if len(args) >= 2 && args[1] == "merge" {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"vhdkit/chains"
+	"vhdkit/internal/shq"
 	"vhdkit/vhdfs"
 )
 
@@ -48,7 +49,7 @@ func PrepareMount(mnt string) error {
 		return err
 	}
 	if st, err := LoadMountState(mnt); err == nil && st.Alive {
-		return fmt.Errorf("%s is already a mount of %s (pid %d); 'vhd umount %s' first", mnt, st.Image, st.PID, mnt)
+		return fmt.Errorf("%s is already a mount of %s (pid %d); 'vhd umount %s' first", mnt, st.Image, st.PID, shq.Quote(mnt))
 	}
 	if fi, err := os.Stat(mnt); err != nil || !fi.IsDir() {
 		var pe *fs.PathError

@@ -8,6 +8,7 @@ import (
 
 	"vhdkit/chains"
 	"vhdkit/engine"
+	"vhdkit/internal/shq"
 )
 
 var checkCmd = &command{
@@ -91,7 +92,7 @@ func printReport(e *env, path string, rep *engine.Report) {
 	}
 	fmt.Fprintf(e.stdout, "%s: %d problem(s) found", path, len(rep.Problems))
 	if fixable > 0 {
-		fmt.Fprintf(e.stdout, ", %d of them fixable: run 'vhd repair %s'", fixable, path)
+		fmt.Fprintf(e.stdout, ", %d of them fixable: run 'vhd repair %s'", fixable, shq.Quote(path))
 	}
 	fmt.Fprintln(e.stdout)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"vhdkit/internal/shq"
 	"vhdkit/service"
 )
 
@@ -154,7 +155,7 @@ func serveMount(ctx context.Context, e *env, req service.MountRequest, readyFD i
 func printMounted(e *env, st *service.MountState) {
 	fmt.Fprintf(e.stdout, "mounted %s at %s (%s, pid %d)\n", st.Image, st.Mountpoint, st.Mode, st.PID)
 	if st.Mode == service.ModeUndo {
-		fmt.Fprintf(e.stdout, "changes go to the undo disk %s: 'vhd umount --commit %s' keeps them in the image, 'vhd umount --discard %s' drops them\n", st.UndoDisk, st.Mountpoint, st.Mountpoint)
+		fmt.Fprintf(e.stdout, "changes go to the undo disk %s: 'vhd umount --commit %s' keeps them in the image, 'vhd umount --discard %s' drops them\n", st.UndoDisk, shq.Quote(st.Mountpoint), shq.Quote(st.Mountpoint))
 	}
 	for _, f := range st.FS {
 		if f.Mounted {

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"vhdkit/chains"
+	"vhdkit/internal/shq"
 )
 
 var treeCmd = &command{
@@ -97,10 +98,10 @@ func brokenDetail(n *chains.Node) []string {
 	lines := append([]string{fmt.Sprintf("the child records parent %q, UUID %s", n.ParentName, n.ParentUUID)}, n.Tried...)
 	if n.Found != "" && n.FoundModified != "" {
 		return append(lines, fmt.Sprintf("%s has that UUID but %s", n.Found, n.FoundModified),
-			fmt.Sprintf("only if you know its data did not change: vhd set-parent --accept-modified-parent %s %s", n.Path, n.Found))
+			fmt.Sprintf("only if you know its data did not change: vhd set-parent --accept-modified-parent %s %s", shq.Quote(n.Path), shq.Quote(n.Found)))
 	}
 	if n.Found != "" {
-		return append(lines, fmt.Sprintf("%s has that UUID: vhd set-parent %s %s", n.Found, n.Path, n.Found))
+		return append(lines, fmt.Sprintf("%s has that UUID: vhd set-parent %s %s", n.Found, shq.Quote(n.Path), shq.Quote(n.Found)))
 	}
-	return append(lines, fmt.Sprintf("no image scanned has that UUID: find the parent and run vhd set-parent %s PARENT", n.Path))
+	return append(lines, fmt.Sprintf("no image scanned has that UUID: find the parent and run vhd set-parent %s PARENT", shq.Quote(n.Path)))
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -66,3 +67,32 @@ func TestTreeShowsWhatItTried(t *testing.T) {
 	}
 	vhdOK(t, "check", child)
 }
+
+// TestSuggestedSetParentPastes: in a folder whose name has a space, the
+// set-parent command tree prints runs as printed through the shell and
+// mends the link. Before, the paths were not quoted, and the pasted
+// command failed with 'unexpected argument'.
+func TestSuggestedSetParentPastes(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "my disks")
+	os.Mkdir(dir, 0o755)
+	base, child := filepath.Join(dir, "base.vhd"), filepath.Join(dir, "child.vhd")
+	vhdOK(t, "create", "--size", "1M", base)
+	vhdOK(t, "snapshot", base, child)
+	moved := filepath.Join(dir, "moved base.vhd")
+	if err := os.Rename(base, moved); err != nil {
+		t.Fatal(err)
+	}
+	out := vhdOK(t, "tree", dir).stdout
+	i := strings.Index(out, "has that UUID: vhd set-parent ")
+	if i < 0 {
+		t.Fatalf("no set-parent suggested:\n%s", out)
+	}
+	line := out[i+len("has that UUID: vhd "):]
+	line = line[:strings.IndexByte(line, '\n')]
+	if o, err := exec.Command("bash", "-c", shellQuoteWord(vhdBin)+" "+line).CombinedOutput(); err != nil {
+		t.Fatalf("the suggested 'vhd %s' failed: %v\n%s", line, err, o)
+	}
+	vhdOK(t, "check", child)
+}
+
+func shellQuoteWord(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"vhdkit/chains"
+	"vhdkit/internal/shq"
 	"vhdkit/service"
 )
 
@@ -194,7 +195,7 @@ func (u *unmounter) one(ctx context.Context, st *service.MountState) error {
 	case u.commit:
 		res, err := chains.Commit(ctx, st.Image, chains.MergeOptions{Open: u.open})
 		if errors.Is(err, chains.ErrHasChildren) {
-			return fmt.Errorf("commit: %w; the undo disk %s is kept ('vhd undo commit --force %s' commits it anyway, and they become invalid)", err, st.UndoDisk, st.Image)
+			return fmt.Errorf("commit: %w; the undo disk %s is kept ('vhd undo commit --force %s' commits it anyway, and they become invalid)", err, st.UndoDisk, shq.Quote(st.Image))
 		}
 		if err != nil {
 			return fmt.Errorf("commit: %w (the undo disk %s is kept)", err, st.UndoDisk)
@@ -206,7 +207,7 @@ func (u *unmounter) one(ctx context.Context, st *service.MountState) error {
 		}
 		fmt.Fprintf(u.e.stdout, "discarded %s; %s is as it was\n", st.UndoDisk, st.Image)
 	default:
-		fmt.Fprintf(u.e.stdout, "the changes are kept in the undo disk %s ('vhd undo commit|discard %s')\n", st.UndoDisk, st.Image)
+		fmt.Fprintf(u.e.stdout, "the changes are kept in the undo disk %s ('vhd undo commit|discard %s')\n", st.UndoDisk, shq.Quote(st.Image))
 	}
 	return nil
 }
