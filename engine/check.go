@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -138,6 +139,9 @@ func (c *checker) run(size int64, opts CheckOptions) error {
 		if ferr := otherFormat(c.f, c.name, err); ferr != nil {
 			return ferr // not a VHD: nothing to report on, or to repair
 		}
+		if errors.Is(err, ErrNoFooter) && !c.vhdRemains(size) {
+			return err // no VHD structure anywhere: a raw file, not damage
+		}
 		c.add(CodeFooterInvalid, true, false, err)
 		return nil
 	}
@@ -152,6 +156,33 @@ func (c *checker) run(size int64, opts CheckOptions) error {
 		return c.checkFixed(ft, size)
 	}
 	return c.checkSparse(img, size, opts)
+}
+
+// vhdRemains reports whether a file with no footer cookie still shows
+// the remains of a VHD: a footer whose cookie alone was damaged (version
+// 1.0 and a known disk type where a footer belongs: at the end, one byte
+// before it, or at 0) or a dynamic header at 512. Such a file is a
+// damaged VHD and check reports it; a file with none of them (a raw
+// disk of zeros, a text file) is not a VHD at all, and check says so
+// with exit status 1, as its help promises.
+func (c *checker) vhdRemains(size int64) bool {
+	var tail, head [FooterSize + 8]byte
+	c.f.ReadAt(tail[:FooterSize], size-FooterSize)
+	if n, _ := c.f.ReadAt(head[:], 0); n == len(head) && string(head[FooterSize:]) == headerCookie {
+		return true
+	}
+	return footerShaped(tail[:FooterSize]) || footerShaped(tail[1:FooterSize]) || footerShaped(head[:FooterSize])
+}
+
+// footerShaped reports whether b carries a footer's version and disk
+// type at their offsets, whatever its cookie and checksum say.
+func footerShaped(b []byte) bool {
+	if len(b) < offFooterDiskType+4 {
+		return false
+	}
+	v := binary.BigEndian.Uint32(b[offFooterVersion:])
+	t := DiskType(binary.BigEndian.Uint32(b[offFooterDiskType:]))
+	return v>>16 == 1 && (t == TypeFixed || t == TypeDynamic || t == TypeDifferencing)
 }
 
 func (c *checker) checkFooterFields(ft Footer) {

@@ -534,6 +534,9 @@ func openCorrupt(t *testing.T, path string, c corruptCase, parent Disk) {
 // checkCorrupt runs Check: it must report the damage, not fail.
 func checkCorrupt(t *testing.T, path string, c corruptCase) {
 	rep, err := CheckPath(path, CheckOptions{Bitmaps: true})
+	if errors.Is(err, ErrNoFooter) && c.code == CodeFooterInvalid {
+		return // nothing of a VHD is left (a fixed disk cut before its footer): "not a VHD"
+	}
 	if err != nil {
 		t.Fatalf("check returned an error instead of a report: %v", err)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/spf13/pflag"
@@ -47,6 +48,9 @@ it is (docs/CLI.md lists them); match codes, not messages.`,
 			}
 			path := args[0]
 			rep, err := engine.CheckPath(path, engine.CheckOptions{})
+			if errors.Is(err, engine.ErrNoFooter) {
+				return fmt.Errorf("%s: %w", path, err) // the engine's message names no file
+			}
 			if err != nil {
 				return err
 			}

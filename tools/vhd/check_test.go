@@ -193,3 +193,28 @@ func TestCheckSaysChainIsBroken(t *testing.T) {
 	vhdOK(t, "set-parent", child, moved)
 	vhdOK(t, "check", child)
 }
+
+// TestCheckNotAVHD: a file with no VHD structure left anywhere (a raw
+// disk of zeros) is "not a VHD", exit 1, as check's help says; a fixed
+// VHD whose footer cookie alone was damaged is still a damaged VHD,
+// reported with exit 3.
+func TestCheckNotAVHD(t *testing.T) {
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "zeros.raw")
+	if err := os.WriteFile(raw, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := vhdCode(t, 1, "check", raw)
+	if !strings.Contains(r.stderr, raw+": ") || !strings.Contains(r.stderr, "not a VHD") || strings.Contains(r.stdout, "problem") {
+		t.Errorf("raw file: want the path and 'not a VHD' on stderr, no report; got %s", r)
+	}
+	vhdCode(t, 1, "check", "--json", raw)
+
+	fixed := filepath.Join(dir, "fixed.vhd")
+	vhdOK(t, "create", "--type", "fixed", "--size", "1M", fixed)
+	flipByte(t, fixed, -512) // the 'c' of "conectix"
+	r = vhdCode(t, 3, "check", fixed)
+	if !strings.Contains(r.stdout, "footer-invalid") {
+		t.Errorf("fixed VHD with a damaged cookie: want footer-invalid reported; got %s", r)
+	}
+}
