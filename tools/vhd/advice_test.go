@@ -109,6 +109,13 @@ func TestSnapshotRefusedWhileServedOrMounted(t *testing.T) {
 			os.Mkdir(mnt, 0o755)
 			mountImage(t, "--no-undo", img, mnt)
 			refused("snapshot of an image mounted --no-undo", "the mount at "+mnt, "'vhd umount "+mnt+"'")
+			var info struct {
+				InUse []inUseJSON `json:"in_use"`
+			}
+			vhdJSON(t, &info, "info", "--json", "-U", img)
+			if len(info.InUse) != 1 || info.InUse[0].Kind != "mount" || info.InUse[0].Mountpoint != mnt || !info.InUse[0].Writing {
+				t.Errorf("info --json of the mounted image: in_use %+v, want kind mount at %s, writing", info.InUse, mnt)
+			}
 			vhdOK(t, "umount", mnt)
 			mountImage(t, img, mnt)
 			refused("snapshot of an image mounted with an undo disk", chains.UndoPath(img), "the mount at "+mnt)

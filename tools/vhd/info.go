@@ -33,9 +33,11 @@ null, or for a differencing image {name, uuid, timestamp, locators:
 "path"); for a differencing image also chain: [{file, type, uuid,
 found_via}] top to base, or chain_error; merge_interrupted when a merge
 out of or into IMAGE did not finish; in_use: [{pid, program, writing,
-by}], the processes that have IMAGE open (its OS lock, from
-/proc/locks), "by" naming a vhd mount by its mount point and a vhd serve
-by its sockets; empty when none. Sizes are bytes.
+by, kind, mount_point, sockets, control}], the processes that have IMAGE
+open (its OS lock, from /proc/locks): "by" says in words what kind
+(mount, serve, run, process) and mount_point, sockets and control (a
+vhd serve's control socket) say for scripts; empty when none. Sizes are
+bytes.
 
 ` + chainHelp,
 	setup: func(fs *pflag.FlagSet) runFunc {

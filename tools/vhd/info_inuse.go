@@ -11,9 +11,12 @@ type inUseJSON struct {
 	PID     int    `json:"pid"`
 	Program string `json:"program"`
 	Writing bool   `json:"writing"`
-	// By names it: the mount (its mount point), the vhd serve (its
-	// sockets), the vhd run, or the program.
+	// By names it in words: the mount (its mount point), the vhd serve
+	// (its sockets), the vhd run, or the program.
 	By string `json:"by"`
+	// Holder says the same for scripts: kind (mount, serve, run,
+	// process), mount_point, sockets, control.
+	service.Holder
 }
 
 // inUse lists the processes other than this one that hold the image's
@@ -22,7 +25,8 @@ type inUseJSON struct {
 func inUse(path string) []inUseJSON {
 	list := []inUseJSON{}
 	for _, h := range engine.LockHolders(path) {
-		list = append(list, inUseJSON{PID: h.PID, Program: h.Command, Writing: h.Write, By: service.DescribeHolder(h.PID, h.Command)})
+		d := service.DescribeHolder(h.PID, h.Command)
+		list = append(list, inUseJSON{PID: h.PID, Program: h.Command, Writing: h.Write, By: d.String(), Holder: d})
 	}
 	return list
 }

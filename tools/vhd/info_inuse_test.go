@@ -2,6 +2,7 @@ package main
 
 import (
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -30,6 +31,9 @@ func TestInfoInUse(t *testing.T) {
 	vhdJSON(t, &got, "info", "--json", base)
 	if len(got.InUse) != 1 || got.InUse[0].PID != srv.Process.Pid || got.InUse[0].Writing || !strings.Contains(got.InUse[0].By, sock) {
 		t.Errorf("info of the served chain's parent: in_use %+v, want the server (pid %s, socket %s) reading", got.InUse, pid, sock)
+	}
+	if h := got.InUse[0].Holder; h.Kind != "serve" || !slices.Contains(h.Sockets, sock) || h.Control == "" || slices.Contains(h.Sockets, h.Control) {
+		t.Errorf("in_use for scripts: %+v, want kind serve, sockets holding %s, its control socket apart", h, sock)
 	}
 	vhdJSON(t, &got, "info", "--json", "-U", top)
 	if len(got.InUse) != 1 || !got.InUse[0].Writing || !strings.Contains(got.InUse[0].By, "'vhd serve' (pid "+pid) {
