@@ -91,6 +91,10 @@ type ConvertOptions struct {
 	// differencing image can be read with its parents (chains.Open).
 	// Without it a differencing source is refused.
 	OpenVHD func(path string) (Disk, string, error)
+	// OpenSource, if set, opens the source in place of a file named src
+	// and describes it (vhd convert reads NBD URIs through it); From and
+	// OpenVHD then do not apply.
+	OpenSource func(src string) (Disk, string, error)
 }
 
 // ConvertResult says what Convert did.
@@ -134,7 +138,7 @@ func Convert(ctx context.Context, src, dst string, opts ConvertOptions) (*Conver
 		// opens it for writing meanwhile.
 		defer old.Close()
 	}
-	in, desc, err := openSource(src, opts.From, opts.OpenVHD)
+	in, desc, err := opts.openSource(src)
 	if err != nil {
 		return nil, err
 	}
@@ -216,7 +220,16 @@ func claimDestination(src, dst string, force bool) (*os.File, bool, error) {
 	return f, true, nil
 }
 
-// openSource opens src read-only and describes it.
+// openSource opens the source read-only and describes it: through
+// OpenSource when set, else the file src.
+func (o *ConvertOptions) openSource(src string) (Disk, string, error) {
+	if o.OpenSource != nil {
+		return o.OpenSource(src)
+	}
+	return openSource(src, o.From, o.OpenVHD)
+}
+
+// openSource opens the file src read-only and describes it.
 func openSource(src string, from Format, openVHD func(string) (Disk, string, error)) (Disk, string, error) {
 	if from == FormatAuto {
 		var err error

@@ -32,7 +32,7 @@ func WriteOntoDevice(ctx context.Context, src, dev string, opts ConvertOptions) 
 		return nil, err
 	}
 	defer excl.Close()
-	in, desc, err := openSource(src, opts.From, opts.OpenVHD)
+	in, desc, err := opts.openSource(src)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,8 @@
 // Package nbdclient is an NBD client (NetworkBlockDevice/nbd
 // doc/proto.md) for reading exports: what `vhd backup pull` copies a
-// backup with. It speaks to any server: nbdserve, nbdkit, qemu-nbd.
+// backup with, and (Disk: an export as an engine.Disk) what `vhd
+// convert` reads an NBD URI with. It speaks to any server: nbdserve,
+// nbdkit, qemu-nbd.
 //
 //	c, err := nbdclient.Dial(ctx, "nbd+unix:///disk?socket=/run/vhd.sock",
 //		nbdclient.Options{MetaContexts: []string{"base:allocation"}})

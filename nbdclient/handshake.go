@@ -166,7 +166,7 @@ func optionError(what string, typ uint32, data []byte) error {
 	case repErrUnknown:
 		return fmt.Errorf("nbd: the server has no such export (%s): %s", what, msg)
 	case repErrTLSReqd:
-		return fmt.Errorf("nbd: the server requires TLS (it refused %s until TLS is on): use an nbds:// URI, trusting the CA that signed its certificate ('vhd backup pull --tls-ca FILE')", what)
+		return fmt.Errorf("nbd: the server requires TLS (it refused %s until TLS is on): use an nbds:// URI, trusting the CA that signed its certificate (--tls-ca FILE)", what)
 	case repErrPolicy:
 		return fmt.Errorf("nbd: the server refused %s by policy: %s", what, msg)
 	}

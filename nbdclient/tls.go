@@ -90,18 +90,18 @@ func explainTLS(err error, cfg *tls.Config) error {
 	var remote *net.OpError
 	switch {
 	case errors.As(err, &unknown):
-		trust := "the system's CAs: name the CA that signed it ('vhd backup pull --tls-ca FILE')"
+		trust := "the system's CAs: name the CA that signed it (--tls-ca FILE)"
 		if cfg.RootCAs != nil {
 			trust = "the CA file given: is it the CA that signed the server's certificate?"
 		}
 		return fmt.Errorf("nbd: TLS: the server's certificate is not signed by a CA trusted here, %s: %w", trust, err)
 	case errors.As(err, &host):
-		return fmt.Errorf("nbd: TLS: the server's certificate is not for the name %q: connect by a name it holds, or name one ('vhd backup pull --tls-server-name NAME'): %w", cfg.ServerName, err)
+		return fmt.Errorf("nbd: TLS: the server's certificate is not for the name %q: connect by a name it holds, or name one (--tls-server-name NAME): %w", cfg.ServerName, err)
 	case errors.As(err, &invalid):
 		return fmt.Errorf("nbd: TLS: the server's certificate is not valid (expired, not yet valid, or not for a server): %w", err)
 	case errors.As(err, &remote) && remote.Op == "remote error" && isCertAlert(remote.Err):
 		if len(cfg.Certificates) == 0 {
-			return fmt.Errorf("nbd: TLS: the server wants a client certificate and none was given ('vhd backup pull --tls-cert FILE --tls-key FILE'): %w", err)
+			return fmt.Errorf("nbd: TLS: the server wants a client certificate and none was given (--tls-cert FILE --tls-key FILE): %w", err)
 		}
 		return fmt.Errorf("nbd: TLS: the server refused the client certificate: is it signed by the CA the server trusts ('vhd serve --tls-ca FILE')? %w", err)
 	}
@@ -118,7 +118,7 @@ func hungUpAfterTLS(err error, cfg *tls.Config) error {
 		return err
 	}
 	if len(cfg.Certificates) == 0 {
-		return fmt.Errorf("nbd: TLS: the server hung up right after the TLS handshake, before any reply: it likely wants a client certificate, and none was given ('vhd backup pull --tls-cert FILE --tls-key FILE'): %w", err)
+		return fmt.Errorf("nbd: TLS: the server hung up right after the TLS handshake, before any reply: it likely wants a client certificate, and none was given (--tls-cert FILE --tls-key FILE): %w", err)
 	}
 	return fmt.Errorf("nbd: TLS: the server hung up right after the TLS handshake, before any reply: it likely refused the client certificate: is it signed by the CA the server trusts? %w", err)
 }

@@ -71,6 +71,10 @@ func ParseURI(s string) (*URI, error) {
 	return nil, fmt.Errorf("nbd URI %q: scheme %q is not one an NBD client dials: write nbd[s]://HOST[:PORT]/EXPORT or nbd[s]+unix:///EXPORT?socket=PATH", s, u.Scheme)
 }
 
+// queryPath escapes a path for a URI's query, leaving its slashes as
+// they are (a query may hold them), so a socket's path reads as written.
+func queryPath(p string) string { return strings.ReplaceAll(url.QueryEscape(p), "%2F", "/") }
+
 // String writes the URI back in the form ParseURI reads.
 func (u *URI) String() string {
 	name := (&url.URL{Path: u.Export}).EscapedPath()
@@ -80,10 +84,10 @@ func (u *URI) String() string {
 	}
 	certs := ""
 	if u.CertDir != "" {
-		certs = "tls-certificates=" + url.QueryEscape(u.CertDir)
+		certs = "tls-certificates=" + queryPath(u.CertDir)
 	}
 	if u.Network == "unix" {
-		s := scheme + "+unix:///" + name + "?socket=" + url.QueryEscape(u.Address)
+		s := scheme + "+unix:///" + name + "?socket=" + queryPath(u.Address)
 		if certs != "" {
 			s += "&" + certs
 		}

@@ -8,7 +8,6 @@ import (
 
 	"vhdkit/backup"
 	"vhdkit/engine"
-	"vhdkit/nbdclient"
 	"vhdkit/service"
 )
 
@@ -123,15 +122,6 @@ func backupPull(ctx context.Context, e *env, o *backupOptions, args []string) er
 	return nil
 }
 
-// tlsGoesWith refuses --tls-* flags with a plaintext URI: they would
-// be ignored, and the pull would cross the network in the clear.
-func tlsGoesWith(uri string, f nbdclient.TLSFiles) error {
-	u, err := nbdclient.ParseURI(uri)
-	if err == nil && !u.TLS && f != (nbdclient.TLSFiles{}) {
-		return usageErr("--tls-ca, --tls-cert, --tls-key and --tls-server-name go with an nbds:// or nbds+unix:// URI, not %s: write nbds:// to pull over TLS", uri)
-	}
-	return nil
-}
 
 func orUnknown(s string) string {
 	if s == "" {

@@ -10,6 +10,7 @@ import (
 
 	"vhdkit/chains"
 	"vhdkit/engine"
+	"vhdkit/nbdclient"
 )
 
 var convertCmd = &command{
@@ -23,6 +24,13 @@ image format (qcow2, VHDX, VMDK, VDI...) or compressed (gzip, xz, zip,
 tar/OVA...) is refused, saying how to convert or unpack it; --from raw
 copies its bytes anyway. A raw disk with an MBR, a GPT or an ISO 9660
 volume is a raw disk: it needs no flag.
+
+SRC may also be an NBD export, named by its URI as qemu-img and nbdcopy
+take it: nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH, or
+nbds:// and nbds+unix:// for TLS (--tls-ca, --tls-cert, --tls-key,
+--tls-server-name, or ?tls-certificates=DIR as libnbd reads it). The
+export is the disk's bytes, as raw; what its server's base:allocation
+says are holes and zeros is not read.
 
 Only SRC's data is copied: its holes, unallocated blocks and runs of
 zeros are skipped, so a raw DST is sparse and a dynamic DST allocates no
@@ -55,10 +63,15 @@ the device partly written, and says so.
 		onto := fs.Bool("onto-device", false, "DST is a block device to restore onto, in place (with --to raw): its contents up to SRC's size are overwritten")
 		noProgress := fs.Bool("no-progress", false, "never show a progress bar")
 		asJSON := fs.Bool("json", false, "print {source, source_type, source_size, destination, format, virtual_size, data_written, zeros_skipped, replaced} as JSON")
+		var tlsFiles nbdclient.TLSFiles
+		addTLSFlags(fs, &tlsFiles, "")
 		cf := addChainFlags(fs)
 		cf.addForceShare(fs)
 		return func(ctx context.Context, e *env, args []string) error {
 			if err := wantArgs(args, "SRC", "DST"); err != nil {
+				return err
+			}
+			if err := tlsGoesWith(args[0], tlsFiles); err != nil {
 				return err
 			}
 			if *to == "vpc" || *to == "vhd" {
@@ -80,6 +93,18 @@ the device partly written, and says so.
 				opts.From = engine.FormatVHD
 			default:
 				return usageErr("--from %q: want auto, vhd or raw", *from)
+			}
+			if nbdclient.IsURI(args[0]) {
+				if opts.From != "" && opts.From != engine.FormatRaw {
+					return usageErr("--from %s: an NBD export is a disk's bytes, read as raw; leave --from out", *from)
+				}
+				opts.OpenSource = func(uri string) (engine.Disk, string, error) {
+					d, err := nbdclient.OpenDisk(ctx, uri, tlsFiles)
+					if err != nil {
+						return nil, "", err
+					}
+					return d, "NBD export", nil
+				}
 			}
 			if bs.set && *to != "dynamic" {
 				return usageErr("--block-size applies only to --to dynamic")
