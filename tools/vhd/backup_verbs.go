@@ -122,7 +122,6 @@ func backupPull(ctx context.Context, e *env, o *backupOptions, args []string) er
 	return nil
 }
 
-
 func orUnknown(s string) string {
 	if s == "" {
 		return "not named by the server"

@@ -142,7 +142,8 @@ func TestChainWorkflow(t *testing.T) {
 	if got := qemuVirtualSize(t, base, "vpc"); got != 20<<20 {
 		t.Errorf("qemu-img sees %d bytes after resize", got)
 	}
-	vhdCode(t, 1, "resize", "--size", "4M", base)
+	vhdCode(t, 2, "resize", "--size", "4M", base)             // a shrink must be asked for
+	vhdCode(t, 1, "resize", "--size", "4M", "--shrink", base) // and is refused: data past 4M
 	vhdCode(t, 2, "resize", base)
 	got := rawOf(t, base, filepath.Join(dir, "out.raw"))
 	if !bytes.Equal(got[:size], model) || !bytes.Equal(got[size:], make([]byte, 8<<20)) {

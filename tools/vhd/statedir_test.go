@@ -207,6 +207,10 @@ func TestForgedStateFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A change, so the undo disk is kept at close (an empty one goes).
+	if _, err := c.WriteAt(bytes.Repeat([]byte{7}, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
