@@ -33,6 +33,10 @@ type Options struct {
 	AcceptModifiedParent bool
 	// NoLock skips OS locks (inspection only).
 	NoLock bool
+	// Salvage opens every layer as engine.Options.Salvage does, to copy
+	// what a damaged chain still holds (with ReadOnly); Lost says what
+	// could not be read.
+	Salvage bool
 	// ReadCacheBytes bounds the memory of the chain's read cache
 	// (resolve_cache.go); DefaultReadCacheBytes if 0.
 	ReadCacheBytes int64
@@ -138,7 +142,7 @@ func open(path string, opts Options) (*Chain, error) {
 	if err != nil {
 		return nil, err
 	}
-	top, err := engine.Open(path, engine.Options{ReadOnly: opts.ReadOnly, NoLock: opts.NoLock, Logger: opts.Logger})
+	top, err := engine.Open(path, engine.Options{ReadOnly: opts.ReadOnly, NoLock: opts.NoLock, Logger: opts.Logger, Salvage: opts.Salvage})
 	if err != nil {
 		return nil, err
 	}
@@ -250,7 +254,7 @@ func openCandidate(path string, want engine.UUID, raw bool, opts Options) (img *
 		img, err = engine.OpenRawParent(f, path, engine.Options{ReadOnly: true, NoLock: opts.NoLock, Logger: opts.Logger})
 		return img, "", err
 	}
-	img, err = engine.OpenOS(f, path, engine.Options{ReadOnly: true, NoLock: opts.NoLock, Logger: opts.Logger})
+	img, err = engine.OpenOS(f, path, engine.Options{ReadOnly: true, NoLock: opts.NoLock, Logger: opts.Logger, Salvage: opts.Salvage})
 	if errors.Is(err, engine.ErrCorrupt) || errors.Is(err, engine.ErrOtherFormat) {
 		return nil, fmt.Sprintf("not a usable VHD (%v)", err), nil
 	}
@@ -331,6 +335,25 @@ func fileTime(path string) (uint32, bool) {
 		return 0, false
 	}
 	return engine.TimestampOf(st.ModTime()), true
+}
+
+// LostIn is what a salvage open (Options.Salvage) could not read of one
+// layer.
+type LostIn struct {
+	Layer string
+	*engine.LostReport
+}
+
+// Lost lists, top first, the layers a salvage open could not wholly
+// read; none for any other open.
+func (c *Chain) Lost() []LostIn {
+	var out []LostIn
+	for _, l := range c.Layers() {
+		if r := l.Image.Lost(); r != nil {
+			out = append(out, LostIn{Layer: l.Path, LostReport: r})
+		}
+	}
+	return out
 }
 
 // Layers lists the chain, top first, as it stands now.

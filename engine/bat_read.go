@@ -21,8 +21,10 @@ import (
 // batChunk is how much of the table each read takes.
 const batChunk = 1 << 20
 
-// readBAT reads the n entries of the table at off in f.
-func readBAT(f File, off, n int64) ([]uint32, error) {
+// readBAT reads the n entries of the table at off in f. An entry of
+// zero is damage, unless onZero is set (a salvage open): then it is
+// told of each, which reads as unused.
+func readBAT(f File, off, n int64, onZero func(i int64)) ([]uint32, error) {
 	var bat []uint32
 	if holdsAll(f, off, 4*n) {
 		bat = make([]uint32, 0, n)
@@ -38,7 +40,15 @@ func readBAT(f File, off, n int64) ([]uint32, error) {
 		}
 		bat = bat[:i+c]
 		if k := decodeNonZero(bat[i:], buf); k >= 0 {
-			return nil, zeroEntry(off+4*(i+int64(k)), i+int64(k))
+			if onZero == nil {
+				return nil, zeroEntry(off+4*(i+int64(k)), i+int64(k))
+			}
+			for j := i + int64(k); j < i+c; j++ {
+				if bat[j] == 0 {
+					bat[j] = batUnused
+					onZero(j)
+				}
+			}
 		}
 		i += c
 	}

@@ -61,6 +61,7 @@ func (s *sparse) loadBitmap(b int64, e uint32) (*bitmap, error) {
 	if err := s.pread(bm.bits, int64(e)*SectorSize); err != nil {
 		return nil, err
 	}
+	s.clearPastEnd(e, bm.bits)
 	if s.entry(b) != e {
 		// A reader that took the entry before the block was freed (and
 		// perhaps allocated anew): it may read the old place, but what

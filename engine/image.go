@@ -72,6 +72,10 @@ type Options struct {
 	NoLock bool
 	// Logger receives notices (a footer repaired, ...). Silent if nil.
 	Logger *slog.Logger
+	// Salvage opens a damaged image to copy what can still be read
+	// (salvage.go): read-only; blocks past the end of the file or over
+	// other blocks read as never written; Image.Lost lists them.
+	Salvage bool
 }
 
 // Image is one open VHD file. It implements Disk.
@@ -79,6 +83,7 @@ type Image struct {
 	f        File
 	name     string
 	readOnly bool
+	salvage  bool
 	log      *slog.Logger
 	unlock   func()
 	// share turns the OS lock into a shared one (Freeze); a no-op when
@@ -161,7 +166,13 @@ func OpenOS(osf *os.File, path string, opts Options) (*Image, error) {
 // OpenFile opens the image held by f; name is used in messages. The image
 // owns f from then on, unless an error is returned.
 func OpenFile(f File, name string, opts Options) (*Image, error) {
-	img := &Image{f: f, name: name, readOnly: opts.ReadOnly, log: opts.Logger, unlock: func() {}, share: func() error { return nil }}
+	if err := checkSalvage(opts); err != nil {
+		return nil, err
+	}
+	if opts.Salvage {
+		f = zeroPastEOF{f}
+	}
+	img := &Image{f: f, name: name, readOnly: opts.ReadOnly, salvage: opts.Salvage, log: opts.Logger, unlock: func() {}, share: func() error { return nil }}
 	if img.log == nil {
 		img.log = slog.New(slog.DiscardHandler)
 	}

@@ -11,7 +11,11 @@ import (
 // sparse is the layout of dynamic and differencing images: a BAT maps
 // each block of the disk to a bitmap and data in the file, or to nothing.
 type sparse struct {
-	img          *Image
+	img *Image
+	// lost is set in a salvage open: what it could not read, and
+	// salvageEnd where the file's data ends (salvage.go).
+	lost         *LostReport
+	salvageEnd   int64
 	f            File
 	hdr          DynamicHeader
 	hdrOff       int64
@@ -148,6 +152,10 @@ func openSparse(img *Image, fileSize int64) (*sparse, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.lost != nil {
+		s.salvageBAT(fileSize)
+		return s, nil
+	}
 	if errs := batProblems(s.bat, s.tableOff, s.bitmapSize+s.blockSize, img.dataLimit(fileSize), s.reserved, 1); len(errs) > 0 {
 		return nil, errs[0]
 	}
@@ -185,6 +193,9 @@ func parseSparse(img *Image, fileSize int64) (*sparse, error) {
 		dirtyBitmaps: make(map[uint32]struct{}),
 		dirtyBAT:     make(map[int64]struct{}),
 		flushing:     make(map[uint32]struct{}),
+	}
+	if img.salvage {
+		s.lost = &LostReport{}
 	}
 	for int64(1)<<s.blockShift < s.blockSize {
 		s.blockShift++
@@ -274,7 +285,11 @@ func (s *sparse) loadBAT(fileSize int64) error {
 		return err
 	}
 	s.setReserved(reserved)
-	s.bat, err = readBAT(s.f, s.tableOff, n)
+	var onZero func(int64)
+	if s.lost != nil {
+		onZero = s.zeroEntryLost
+	}
+	s.bat, err = readBAT(s.f, s.tableOff, n, onZero)
 	return err
 }
 

@@ -74,6 +74,14 @@ func FuzzOpen(f *testing.F) {
 			}
 			return
 		}
+		if errors.Is(err, engine.ErrNoFooter) {
+			// Nothing of a VHD anywhere: check says "not a VHD", and
+			// open must refuse it the same way.
+			if _, err := engine.OpenFile(NewMemFile(data, 0), "fuzz.vhd", engine.Options{ReadOnly: true}); !errors.Is(err, engine.ErrNoFooter) {
+				t.Fatalf("Check says there is no VHD footer, open says %v", err)
+			}
+			return
+		}
 		if err != nil {
 			t.Fatalf("Check of an in-memory file failed: %v", err)
 		}
@@ -86,10 +94,73 @@ func FuzzOpen(f *testing.F) {
 		} else {
 			exercise(t, img, data, rep)
 		}
+		salvageOpen(t, data, err == nil)
 		if got := totalAlloc() - before; got > openBudget(len(data)) {
 			t.Fatalf("a %d-byte image made Check, open and reads allocate %d bytes (budget %d)", len(data), got, openBudget(len(data)))
 		}
 	})
+}
+
+// salvageOpen opens data as vhd convert --salvage does. An image that
+// opens the usual way opens so too, loses nothing and reads the same;
+// one that does not may be refused, as corrupt; one that opens reads
+// wholly (within readBudget) without an error, and its lost ranges lie
+// in the disk, in order, on sector boundaries, and add up.
+func salvageOpen(t *testing.T, data []byte, opens bool) {
+	img, err := engine.OpenFile(NewMemFile(data, 0), "fuzz.vhd", engine.Options{ReadOnly: true, Salvage: true})
+	if err != nil {
+		if opens {
+			t.Fatalf("salvage open of an image that opens: %v", err)
+		}
+		corruptOnly(t, err)
+		return
+	}
+	defer img.Close()
+	size := img.Size()
+	if img.Type() == engine.TypeDifferencing {
+		img.SetParent(patternDisk{size})
+	}
+	if lost := img.Lost(); lost != nil {
+		if opens {
+			t.Fatalf("salvage of an image that opens lost %d bytes: %+v", lost.Bytes, lost.Ranges)
+		}
+		var at, sum int64
+		for _, r := range lost.Ranges {
+			if r.Off < at || r.Len <= 0 || r.Off+r.Len > size || r.Off%engine.SectorSize != 0 || r.Why == "" {
+				t.Fatalf("lost range %+v after %#x in a disk of %d bytes", r, at, size)
+			}
+			at, sum = r.Off+r.Len, sum+r.Len
+		}
+		if sum+lost.MoreBytes != lost.Bytes || lost.Bytes > size {
+			t.Fatalf("lost ranges add up to %d+%d, report says %d (disk %d)", sum, lost.MoreBytes, lost.Bytes, size)
+		}
+	}
+	var usual *engine.Image
+	if opens {
+		if usual, err = engine.OpenFile(NewMemFile(data, 0), "fuzz.vhd", engine.Options{ReadOnly: true}); err != nil {
+			t.Fatal(err)
+		}
+		defer usual.Close()
+		if usual.Type() == engine.TypeDifferencing {
+			usual.SetParent(patternDisk{size})
+		}
+	}
+	buf, want := make([]byte, chunk), make([]byte, chunk)
+	for off := int64(0); off < min(size, readBudget); off += chunk {
+		n := min(size-off, chunk)
+		if _, err := img.ReadAt(buf[:n], off); err != nil {
+			t.Fatalf("salvage read %d at %#x: %v", n, off, err)
+		}
+		if usual == nil {
+			continue
+		}
+		if _, err := usual.ReadAt(want[:n], off); err != nil {
+			t.Fatalf("read %d at %#x: %v", n, off, err)
+		}
+		if !bytes.Equal(buf[:n], want[:n]) {
+			t.Fatalf("salvage read %d at %#x differs from the usual open's", n, off)
+		}
+	}
 }
 
 // exercise uses every read accessor of img, opened from data, and closes

@@ -95,10 +95,43 @@ func printReport(e *env, path string, rep *engine.Report) {
 		return
 	}
 	fmt.Fprintf(e.stdout, "%s: %d problem(s) found", path, len(rep.Problems))
-	if fixable > 0 {
+	switch {
+	case fixable > 0 && !unfixable(rep):
 		fmt.Fprintf(e.stdout, ", %d of them fixable: run 'vhd repair %s'", fixable, shq.Quote(path))
+	case fixable > 0:
+		fmt.Fprintf(e.stdout, ", %d of them fixable, but 'vhd repair' changes nothing while the others remain", fixable)
+	}
+	if salvageable(rep) {
+		fmt.Fprintf(e.stdout, "; 'vhd convert --to dynamic --salvage %s COPY.vhd' copies all that can still be read, and lists what cannot", shq.Quote(path))
 	}
 	fmt.Fprintln(e.stdout)
+}
+
+// salvageable reports whether the report's fatal problems are all ones
+// convert --salvage reads past: misplaced blocks, and the footer copy
+// standing in for a lost footer.
+func salvageable(rep *engine.Report) bool {
+	misplaced := false
+	for _, p := range rep.Problems {
+		switch {
+		case p.Code == engine.CodeBATOutOfRange || p.Code == engine.CodeBATOverlap:
+			misplaced = true
+		case p.Fatal && !p.Fixable:
+			return false
+		}
+	}
+	return misplaced
+}
+
+// unfixable reports whether a fatal problem repair cannot fix is among
+// the report's: then repair changes nothing (engine.Repair).
+func unfixable(rep *engine.Report) bool {
+	for _, p := range rep.Problems {
+		if p.Fatal && !p.Fixable {
+			return true
+		}
+	}
+	return false
 }
 
 func hasFatal(rep *engine.Report) bool {

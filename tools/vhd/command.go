@@ -131,7 +131,7 @@ func hint(cmdName string, err error) string {
 	case errors.Is(err, unix.ENOSPC):
 		return "free some space on the destination's file system, or write elsewhere"
 	case errors.Is(err, engine.ErrCorrupt) && cmdName == "repair":
-		return "the damage needs more than a safe repair: copy what can still be read with 'vhd convert', or restore the image from a backup"
+		return "the damage needs more than a safe repair: copy what can still be read with 'vhd convert --salvage', or restore the image from a backup"
 	case errors.Is(err, engine.ErrCorrupt):
 		return "the image is damaged: 'vhd check IMAGE' lists the problems and 'vhd repair IMAGE' fixes those it can safely"
 	case errors.Is(err, engine.ErrUnsupportedImage):

@@ -44,6 +44,16 @@ or an interrupt (Ctrl-C) the temporary file is removed. An existing DST
 is refused unless --force (and never replaced if it is a device, or in
 use by another vhd process).
 
+--salvage copies what a damaged VHD still holds, where every other
+command (and qemu-img) refuses it: a dynamic or differencing image cut
+short (a download or copy that did not finish) or whose block table
+puts blocks over each other. Each layer is opened read-only; a block
+cut by the end of the file keeps the sectors before the cut; a block
+past the end, over another block or a structure, or whose table entry
+is zero reads as never written (zeros, or the parent's data in a
+differencing layer). The output lists the disk ranges lost, layer by
+layer (--json: "lost" and "lost_bytes"). SRC is never changed.
+
 --onto-device restores onto a block device instead (with --to raw): DST
 must be a block device at least as large as SRC, not mounted or claimed
 by another program (it is opened exclusively). Its first SRC-size bytes
@@ -60,6 +70,7 @@ the device partly written, and says so.
 		fs.Var(&bs, "block-size", "block size of a dynamic DST (default 2M)")
 		fs.Var(&align, "align", "round DST's size up to a whole multiple of SIZE, e.g. 1M")
 		force := fs.Bool("force", false, "replace DST if it exists")
+		salvage := fs.Bool("salvage", false, "copy what a damaged VHD SRC still holds (blocks cut off or over each other read as never written) and list what was lost")
 		onto := fs.Bool("onto-device", false, "DST is a block device to restore onto, in place (with --to raw): its contents up to SRC's size are overwritten")
 		noProgress := fs.Bool("no-progress", false, "never show a progress bar")
 		asJSON := fs.Bool("json", false, "print {source, source_type, source_size, destination, format, virtual_size, data_written, zeros_skipped, replaced} as JSON")
@@ -106,6 +117,13 @@ the device partly written, and says so.
 					return d, "NBD export", nil
 				}
 			}
+			var salvaged *chains.Chain
+			if *salvage {
+				if nbdclient.IsURI(args[0]) || opts.From == engine.FormatRaw {
+					return usageErr("--salvage reads a damaged VHD; SRC %s is read as raw bytes, which need no salvage", args[0])
+				}
+				opts.OpenVHD = salvageOpener(cf, &salvaged)
+			}
 			if bs.set && *to != "dynamic" {
 				return usageErr("--block-size applies only to --to dynamic")
 			}
@@ -125,7 +143,11 @@ the device partly written, and says so.
 				}
 			}
 			if *onto {
-				return restoreOntoDevice(ctx, e, args[0], args[1], opts, bar, *asJSON)
+				err := restoreOntoDevice(ctx, e, args[0], args[1], opts, bar, *asJSON)
+				if err == nil && salvaged != nil && !*asJSON {
+					printLost(e, salvaged, args[1])
+				}
+				return err
 			}
 			res, err := engine.Convert(ctx, args[0], args[1], opts)
 			if bar != nil {
@@ -138,11 +160,15 @@ the device partly written, and says so.
 				return err
 			}
 			if *asJSON {
-				return writeJSON(e, map[string]any{
+				out := map[string]any{
 					"source": args[0], "source_type": res.Source, "source_size": res.SrcSize,
 					"destination": args[1], "format": *to, "virtual_size": res.Size,
 					"data_written": res.Stats.Written, "zeros_skipped": res.Stats.Zeroed, "replaced": res.Replaced,
-				})
+				}
+				if salvaged != nil {
+					out["lost"], out["lost_bytes"] = lostJSON(salvaged), lostBytes(salvaged)
+				}
+				return writeJSON(e, out)
 			}
 			fmt.Fprintf(e.stdout, "converted %s (%s, %s) to %s (%s, %s)\n", args[0], res.Source, human(res.SrcSize), args[1], kind(*to), human(res.Size))
 			if res.Size != res.SrcSize {
@@ -155,6 +181,9 @@ the device partly written, and says so.
 			fmt.Fprintf(e.stdout, "wrote %s of data; skipped %s of holes and zeros\n", human(res.Stats.Written), human(res.Stats.Zeroed))
 			if res.Replaced {
 				fmt.Fprintf(e.stdout, "replaced the previous %s\n", args[1])
+			}
+			if salvaged != nil {
+				printLost(e, salvaged, args[1])
 			}
 			return nil
 		}

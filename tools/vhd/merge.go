@@ -111,12 +111,18 @@ func chainOpener(cf *chainFlags) func(string) (engine.Disk, string, error) {
 		if err != nil {
 			return nil, "", err
 		}
-		desc := c.Top().Type().String() + " VHD"
-		if c.Depth() > 1 {
-			desc += fmt.Sprintf(", a chain of %d layers", c.Depth())
-		}
-		return c, desc, nil
+		return c, describeChain(c), nil
 	}
+}
+
+// describeChain says what a convert's source is: "dynamic VHD, a chain
+// of 3 layers".
+func describeChain(c *chains.Chain) string {
+	desc := c.Top().Type().String() + " VHD"
+	if c.Depth() > 1 {
+		desc += fmt.Sprintf(", a chain of %d layers", c.Depth())
+	}
+	return desc
 }
 
 // maybeBar returns a progress bar when stderr is a terminal, progress
