@@ -26,10 +26,13 @@ a VHD (another format, named). Close every program
 using the image first: repair takes it for writing.
 
 Prints each thing it did, or "nothing to repair", then any problems
-'vhd check' still finds that repair leaves alone (warnings).`,
+'vhd check' still finds that repair leaves alone (warnings). JSON keys:
+file, repaired (what it did, in words; [] for nothing), left (the
+problems left, as 'vhd check --json' lists them).`,
 	setup: func(fs *pflag.FlagSet) runFunc {
 		fs.Bool("bitmaps", false, "accepted for old scripts: bitmaps are always repaired now")
 		fs.MarkHidden("bitmaps")
+		asJSON := fs.Bool("json", false, "print what was repaired and what is left as JSON (keys above)")
 		return func(ctx context.Context, e *env, args []string) error {
 			if err := wantArgs(args, "IMAGE"); err != nil {
 				return err
@@ -37,17 +40,31 @@ Prints each thing it did, or "nothing to repair", then any problems
 			path := args[0]
 			did, err := engine.Repair(path, engine.RepairOptions{})
 			for _, d := range did {
-				fmt.Fprintf(e.stdout, "%s: %s\n", path, d)
+				if !*asJSON || err != nil {
+					fmt.Fprintf(e.stdout, "%s: %s\n", path, d)
+				}
 			}
 			if err != nil {
 				return err
-			}
-			if len(did) == 0 {
-				fmt.Fprintf(e.stdout, "%s: nothing to repair\n", path)
 			}
 			rep, err := engine.CheckPath(path, engine.CheckOptions{})
 			if err != nil {
 				return err
+			}
+			if *asJSON {
+				out := struct {
+					File     string           `json:"file"`
+					Repaired []string         `json:"repaired"`
+					Left     []engine.Problem `json:"left"`
+				}{path, []string{}, []engine.Problem{}}
+				for _, d := range did {
+					out.Repaired = append(out.Repaired, fmt.Sprint(d))
+				}
+				out.Left = append(out.Left, rep.Problems...)
+				return writeJSON(e, out)
+			}
+			if len(did) == 0 {
+				fmt.Fprintf(e.stdout, "%s: nothing to repair\n", path)
 			}
 			for _, p := range rep.Problems {
 				fmt.Fprintf(e.stdout, "%s: left as is: %s\n", path, p)

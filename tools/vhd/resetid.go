@@ -40,6 +40,7 @@ image with one ('vhd undo commit' or 'discard' first).
 		cf := addChainFlags(fs)
 		uuid := fs.String("uuid", "", "the new UUID (8-4-4-4-12 hex digits) instead of a random one")
 		force := fs.Bool("force", false, "give the new UUID although differencing images depend on IMAGE (they stop opening until re-linked)")
+		asJSON := fs.Bool("json", false, "print {image, uuid, old_uuid, changed, cut_off} as JSON (cut_off: the children that no longer open)")
 		return func(ctx context.Context, e *env, args []string) error {
 			if err := wantArgs(args, "IMAGE"); err != nil {
 				return err
@@ -59,8 +60,12 @@ image with one ('vhd undo commit' or 'discard' first).
 			if err != nil {
 				return err
 			}
-			printResetID(e, args[0], r)
 			noteMetadataAfterData(e, "reset-id", args[0])
+			if *asJSON {
+				cut := append([]string{}, r.Children...)
+				return writeJSON(e, map[string]any{"image": args[0], "uuid": r.New.String(), "old_uuid": r.Old.String(), "changed": r.New != r.Old, "cut_off": cut})
+			}
+			printResetID(e, args[0], r)
 			return nil
 		}
 	},

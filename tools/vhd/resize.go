@@ -46,6 +46,7 @@ differencing images depend on is refused unless --force.
 		toMin := fs.Bool("to-minimum", false, "shrink to the end of the last partition (and a GPT's backup table)")
 		shrink := fs.Bool("shrink", false, "allow a smaller size (only if the part cut off is empty)")
 		force := fs.Bool("force", false, "resize although differencing images depend on IMAGE (they stop opening), or although the new size cuts a partition")
+		asJSON := fs.Bool("json", false, "print {image, size, old_size, changed} as JSON (sizes in bytes)")
 		return func(ctx context.Context, e *env, args []string) error {
 			if err := wantArgs(args, "IMAGE"); err != nil {
 				return err
@@ -58,6 +59,9 @@ differencing images depend on is refused unless --force.
 				return err
 			}
 			if *toMin && n >= old && old > 0 {
+				if *asJSON {
+					return writeJSON(e, map[string]any{"image": args[0], "size": old, "old_size": old, "changed": false})
+				}
 				fmt.Fprintf(e.stdout, "%s is already at its minimum size, %s; nothing changed\n", args[0], human(old))
 				return nil
 			}
@@ -79,8 +83,11 @@ differencing images depend on is refused unless --force.
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "%s is now %s (was %s)\n", args[0], human(n), human(old))
 			noteMetadataAfterData(e, "resize", args[0])
+			if *asJSON {
+				return writeJSON(e, map[string]any{"image": args[0], "size": n, "old_size": old, "changed": n != old})
+			}
+			fmt.Fprintf(e.stdout, "%s is now %s (was %s)\n", args[0], human(n), human(old))
 			return nil
 		}
 	},

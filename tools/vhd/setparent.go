@@ -32,6 +32,7 @@ now. An image cannot be its own parent.
 	setup: func(fs *pflag.FlagSet) runFunc {
 		cf := addChainFlags(fs)
 		ignore := fs.Bool("ignore-uuid", false, "link even if PARENT's UUID is not the one CHILD recorded")
+		asJSON := fs.Bool("json", false, "print {child, parent} as JSON")
 		return func(ctx context.Context, e *env, args []string) error {
 			if err := wantArgs(args, "CHILD", "PARENT"); err != nil {
 				return err
@@ -40,8 +41,11 @@ now. An image cannot be its own parent.
 			if err := chains.SetParent(args[0], args[1], opts); err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "%s now names %s as its parent\n", args[0], args[1])
 			noteMetadataAfterData(e, "set-parent", args[0])
+			if *asJSON {
+				return writeJSON(e, map[string]any{"child": args[0], "parent": args[1]})
+			}
+			fmt.Fprintf(e.stdout, "%s now names %s as its parent\n", args[0], args[1])
 			return nil
 		}
 	},

@@ -31,6 +31,7 @@ or 'vhd serve': the error names it). Processes that only read IMAGE
 		cf := addChainFlags(fs)
 		var bs blockSizeFlag
 		fs.Var(&bs, "block-size", "block size of NEWTOP (default: IMAGE's, or 2M)")
+		asJSON := fs.Bool("json", false, "print {image, top, top_uuid, depth} as JSON")
 		return func(ctx context.Context, e *env, args []string) error {
 			if err := wantArgs(args, "IMAGE", "NEWTOP"); err != nil {
 				return err
@@ -42,9 +43,12 @@ or 'vhd serve': the error names it). Processes that only read IMAGE
 			if err != nil {
 				return err
 			}
-			depth := c.Depth()
+			depth, topUUID := c.Depth(), c.Top().Footer().UUID.String()
 			if err := c.Close(); err != nil {
 				return err
+			}
+			if *asJSON {
+				return writeJSON(e, map[string]any{"image": args[0], "top": args[1], "top_uuid": topUUID, "depth": depth})
 			}
 			fmt.Fprintf(e.stdout, "%s is now read-only; writes go to %s (a chain of %d layers)\n", args[0], args[1], depth)
 			return nil

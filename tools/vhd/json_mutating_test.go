@@ -1,0 +1,83 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestMutatingJSON: the commands that change images say what they did
+// as JSON with --json, for scripts: snapshot, set-parent, resize (grown,
+// and --to-minimum with nothing to do), reset-id and repair (of a
+// damaged footer copy). Each JSON says what the image then is.
+func TestMutatingJSON(t *testing.T) {
+	dir := t.TempDir()
+	base, top := filepath.Join(dir, "base.vhd"), filepath.Join(dir, "top.vhd")
+	vhdOK(t, "create", "--size", "8M", base)
+
+	var snap struct {
+		Image, Top string
+		TopUUID    string `json:"top_uuid"`
+		Depth      int
+	}
+	vhdJSON(t, &snap, "snapshot", "--json", base, top)
+	var info struct{ UUID string }
+	vhdJSON(t, &info, "info", "--json", top)
+	if snap.Image != base || snap.Top != top || snap.Depth != 2 || snap.TopUUID != info.UUID {
+		t.Errorf("snapshot --json: %+v (top's UUID %s)", snap, info.UUID)
+	}
+
+	moved := filepath.Join(dir, "moved.vhd")
+	if err := os.Rename(base, moved); err != nil {
+		t.Fatal(err)
+	}
+	var link map[string]any
+	vhdJSON(t, &link, "set-parent", "--json", top, moved)
+	if link["child"] != top || link["parent"] != moved {
+		t.Errorf("set-parent --json: %v", link)
+	}
+
+	solo := filepath.Join(dir, "solo.vhd")
+	vhdOK(t, "create", "--size", "8M", solo)
+	var rs struct {
+		Image   string
+		Size    int64
+		OldSize int64 `json:"old_size"`
+		Changed bool
+	}
+	vhdJSON(t, &rs, "resize", "--json", "--size", "+8M", solo)
+	if rs.Image != solo || rs.Size != 16<<20 || rs.OldSize != 8<<20 || !rs.Changed {
+		t.Errorf("resize --json: %+v", rs)
+	}
+
+	var id struct {
+		UUID    string
+		OldUUID string `json:"old_uuid"`
+		Changed bool
+		CutOff  []string `json:"cut_off"`
+	}
+	vhdJSON(t, &info, "info", "--json", solo)
+	old := info.UUID
+	vhdJSON(t, &id, "reset-id", "--json", solo)
+	vhdJSON(t, &info, "info", "--json", solo)
+	if id.OldUUID != old || id.UUID != info.UUID || id.UUID == old || !id.Changed || id.CutOff == nil || len(id.CutOff) != 0 {
+		t.Errorf("reset-id --json: %+v (was %s, now %s)", id, old, info.UUID)
+	}
+
+	flipByte(t, solo, 0) // the footer copy at offset 0
+	var rep struct {
+		File     string
+		Repaired []string
+		Left     []any
+	}
+	vhdJSON(t, &rep, "repair", "--json", solo)
+	if rep.File != solo || len(rep.Repaired) != 1 || rep.Left == nil || len(rep.Left) != 0 {
+		t.Errorf("repair --json: %+v", rep)
+	}
+	vhdJSON(t, &rep, "repair", "--json", solo)
+	if rep.Repaired == nil || len(rep.Repaired) != 0 {
+		t.Errorf("repair --json of a sound image: %+v, want repaired []", rep)
+	}
+	checkOK(t, solo)
+	checkOK(t, top)
+}
