@@ -4,6 +4,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"vhdkit/chains"
+	"vhdkit/nbdclient"
 )
 
 // chainFlags are the flags of every command that opens a differencing
@@ -15,6 +16,8 @@ type chainFlags struct {
 	acceptModified bool
 	// forceShare is -U of the commands that only read (addForceShare).
 	forceShare bool
+	// tls are the files for an nbds:// source (addNBDSource).
+	tls nbdclient.TLSFiles
 }
 
 const chainHelp = `Parents of differencing images are found through their locators (W2ru,
@@ -49,4 +52,21 @@ func (c *chainFlags) options(readOnly bool) chains.Options {
 // read them even while another process writes them.
 func (c *chainFlags) addForceShare(fs *pflag.FlagSet) {
 	fs.BoolVarP(&c.forceShare, "force-share", "U", false, "read the images without a lock, even while another process writes them (what is read may then be inconsistent)")
+}
+
+// addNBDSource gives a command that reads disks the client's TLS files
+// for a source named by an nbds:// URI (openView, convert).
+func (c *chainFlags) addNBDSource(fs *pflag.FlagSet) {
+	addTLSFlags(fs, &c.tls, "")
+}
+
+// tlsFor refuses the --tls-* flags when none of srcs is an nbds:// URI:
+// they would be ignored.
+func (c *chainFlags) tlsFor(srcs ...string) error {
+	for _, s := range srcs {
+		if nbdclient.IsURI(s) && tlsGoesWith(s, c.tls) == nil {
+			return nil
+		}
+	}
+	return tlsGoesWith(srcs[0], c.tls)
 }

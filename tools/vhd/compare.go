@@ -14,8 +14,10 @@ var compareCmd = &command{
 	args:    "[flags] A B",
 	summary: "tell whether two disks hold the same data, as qemu-img compare does",
 	doc: `A and B are each a VHD (fixed, dynamic, or differencing with its
-chain of parents), a raw image or a block device, in any mix: what is
-compared is the disk each shows. Runs a disk does not store (holes,
+chain of parents), a raw image, a block device or an NBD export (its
+URI: nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH, nbds://
+with --tls-ca FILE or ?tls-certificates=DIR), in any mix: what is compared is the disk
+each shows. Runs a disk does not store (holes,
 unallocated blocks) read as zeros and are not read when the other disk
 does not store them either, so sparse images compare fast.
 
@@ -39,8 +41,12 @@ store data differently by design.
 		noProgress := fs.Bool("no-progress", false, "never show a progress bar")
 		cf := addChainFlags(fs)
 		cf.addForceShare(fs)
+		cf.addNBDSource(fs)
 		return func(ctx context.Context, e *env, args []string) error {
 			if err := wantArgs(args, "A", "B"); err != nil {
+				return err
+			}
+			if err := cf.tlsFor(args...); err != nil {
 				return err
 			}
 			fromA, err := parseFormat("--format-a", *fa)
@@ -67,12 +73,12 @@ type comparison struct {
 
 // compareDisks compares the two disks and ends with qemu-img compare's exit status.
 func (c *comparison) compareDisks(ctx context.Context, pathA, pathB string, fromA, fromB sourceFormat, cf *chainFlags) error {
-	a, _, err := openView(pathA, fromA, cf)
+	a, _, err := openView(ctx, pathA, fromA, cf)
 	if err != nil {
 		return c.fail(ctx, err)
 	}
 	defer a.Close()
-	b, _, err := openView(pathB, fromB, cf)
+	b, _, err := openView(ctx, pathB, fromB, cf)
 	if err != nil {
 		return c.fail(ctx, err)
 	}

@@ -74,15 +74,14 @@ the device partly written, and says so.
 		onto := fs.Bool("onto-device", false, "DST is a block device to restore onto, in place (with --to raw): its contents up to SRC's size are overwritten")
 		noProgress := fs.Bool("no-progress", false, "never show a progress bar")
 		asJSON := fs.Bool("json", false, "print {source, source_type, source_size, destination, format, virtual_size, data_written, zeros_skipped, replaced} as JSON")
-		var tlsFiles nbdclient.TLSFiles
-		addTLSFlags(fs, &tlsFiles, "")
 		cf := addChainFlags(fs)
 		cf.addForceShare(fs)
+		cf.addNBDSource(fs)
 		return func(ctx context.Context, e *env, args []string) error {
 			if err := wantArgs(args, "SRC", "DST"); err != nil {
 				return err
 			}
-			if err := tlsGoesWith(args[0], tlsFiles); err != nil {
+			if err := cf.tlsFor(args[0]); err != nil {
 				return err
 			}
 			if *to == "vpc" || *to == "vhd" {
@@ -110,7 +109,7 @@ the device partly written, and says so.
 					return usageErr("--from %s: an NBD export is a disk's bytes, read as raw; leave --from out", *from)
 				}
 				opts.OpenSource = func(uri string) (engine.Disk, string, error) {
-					d, err := nbdclient.OpenDisk(ctx, uri, tlsFiles)
+					d, err := nbdclient.OpenDisk(ctx, uri, cf.tls)
 					if err != nil {
 						return nil, "", err
 					}

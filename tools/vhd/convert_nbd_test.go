@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -104,4 +106,79 @@ func sameDisk(t *testing.T, a, b string) {
 	if r := vhd(t, "compare", "-U", a, b); r.code != 0 {
 		t.Errorf("%s and %s differ: %s", a, b, r)
 	}
+}
+
+// TestReadersTakeNBD: compare, map and measure read an NBD export named
+// by its URI, as qemu-img's do: the export of an image compares equal to
+// the image and differs from another at the first differing byte, its
+// map shows the image's data and zeros, and it measures as the image
+// does; over TLS with --tls-ca too. -f vpc with a URI is refused (an
+// export is raw), and --tls-ca with no nbds:// URI.
+func TestReadersTakeNBD(t *testing.T) {
+	dir := t.TempDir()
+	img, other := filepath.Join(dir, "disk.vhd"), filepath.Join(dir, "other.vhd")
+	vhdOK(t, "create", "--size", "32M", img)
+	writeAt(t, img, 3<<20, bytes.Repeat([]byte{7}, 1<<20))
+	writeAt(t, img, 20<<20+4096, bytes.Repeat([]byte{9}, 8192))
+	vhdOK(t, "convert", "--to", "dynamic", img, other)
+	writeAt(t, other, 20<<20+8192, []byte{1})
+	srv := startServed(t, nil, "--read-only", "--socket", filepath.Join(dir, "nbd.sock"), img+"=disk")
+	uri := srv.uris[0]
+
+	vhdOK(t, "compare", "-U", img, uri)
+	if r := vhdCode(t, 1, "compare", "-U", other, uri); !strings.Contains(r.stdout, "offset 20979712") {
+		t.Errorf("compare with a differing image: %s", r)
+	}
+	vhdCode(t, 2, "compare", "-U", "-F", "vpc", img, uri)
+
+	pki := t.TempDir()
+	writeTestPKI(t, pki)
+	tlsSrv := startServed(t, nil, "--read-only", "--listen", "127.0.0.1:0", "--tls-cert", filepath.Join(pki, "server-cert.pem"),
+		"--tls-key", filepath.Join(pki, "server-key.pem"), img+"=disk")
+	ca := filepath.Join(pki, "ca-cert.pem")
+	vhdOK(t, "compare", "-U", "--tls-ca", ca, img, tcpURI(t, tlsSrv.uris))
+	vhdCode(t, 2, "compare", "-U", "--tls-ca", ca, img, other) // no nbds:// URI to use it
+	tlsSrv.stop(t)
+
+	if f, n := mapRuns(t, "-U", img), mapRuns(t, uri); !slices.Equal(f, n) {
+		t.Errorf("map of the export differs from the image's:\n%v\n%v", n, f)
+	}
+	var mf, mn map[string]any
+	vhdJSON(t, &mf, "measure", "--output=json", "-U", "--image", img)
+	vhdJSON(t, &mn, "measure", "--output=json", "--image", uri)
+	if mf["required"] != mn["required"] {
+		t.Errorf("measure of the export %v, of the image %v", mn, mf)
+	}
+	srv.stop(t)
+	checkOK(t, img)
+	checkOK(t, other)
+}
+
+// mapRuns is vhd map --json of src as runs of "start+length data|zero",
+// neighbours of one kind joined (a file's map splits where the data's
+// place in the file jumps).
+func mapRuns(t *testing.T, args ...string) []string {
+	t.Helper()
+	var m []struct {
+		Start, Length int64
+		Data          bool
+	}
+	vhdJSON(t, &m, append([]string{"map", "--json"}, args...)...)
+	var runs []string
+	var start, end int64
+	data := false
+	flush := func() {
+		if end > start {
+			runs = append(runs, fmt.Sprintf("%d+%d %v", start, end-start, data))
+		}
+	}
+	for _, e := range m {
+		if e.Data != data || e.Start != end {
+			flush()
+			start, data = e.Start, e.Data
+		}
+		end = e.Start + e.Length
+	}
+	flush()
+	return runs
 }

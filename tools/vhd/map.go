@@ -15,8 +15,9 @@ var mapCmd = &command{
 	name:    "map",
 	args:    "[--json] [flags] IMAGE",
 	summary: "show which runs of a disk hold data, zeros or nothing, and which layer holds them",
-	doc: `Lists the disk IMAGE shows (a VHD with its chain of parents, or a raw
-image) as runs, adjacent runs of one kind in one layer merged:
+	doc: `Lists the disk IMAGE shows (a VHD with its chain of parents, a raw
+image, or an NBD export named by its URI, as its server's
+base:allocation describes it) as runs, adjacent runs of one kind in one layer merged:
   data   stored data, read from the layer named
   zero   space known to read as zeros that has a place in the file (a
          hole in a fixed VHD's or a raw file's host file)
@@ -38,8 +39,12 @@ path, when present).
 		format := fs.StringP("format", "f", "auto", "how IMAGE is read: auto, vhd (qemu's vpc) or raw")
 		cf := addChainFlags(fs)
 		cf.addForceShare(fs)
+		cf.addNBDSource(fs)
 		return func(ctx context.Context, e *env, args []string) error {
 			if err := wantArgs(args, "IMAGE"); err != nil {
+				return err
+			}
+			if err := cf.tlsFor(args[0]); err != nil {
 				return err
 			}
 			switch *output {
@@ -53,7 +58,7 @@ path, when present).
 			if err != nil {
 				return err
 			}
-			d, chain, err := openView(args[0], from, cf)
+			d, chain, err := openView(ctx, args[0], from, cf)
 			if err != nil {
 				return err
 			}

@@ -22,7 +22,8 @@ write, without writing it, as qemu-img measure does:
   fully allocated size  a dynamic VHD with every block allocated
 For --to fixed both are the disk's size and a footer. IMAGE is a VHD
 (a differencing image with its chain of parents: what a flatten makes),
-a raw image or a block device; with --image the size is IMAGE's. Sizes
+a raw image, a block device or an NBD export named by its URI; with
+--image the size is IMAGE's. Sizes
 are rounded up to a whole sector (and --align), as convert rounds them.
 
 The required size counts blocks IMAGE stores data in (from its extent
@@ -47,6 +48,7 @@ fully_allocated} (qemu-img's "fully-allocated" is fully_allocated).
 		output := fs.String("output", "human", "human or json (qemu-img's spelling of --json)")
 		cf := addChainFlags(fs)
 		cf.addForceShare(fs)
+		cf.addNBDSource(fs)
 		return func(ctx context.Context, e *env, args []string) error {
 			m := measurement{blockSize: bs.n, align: align.n}
 			if err := m.parseTarget(*to, bs.set, align); err != nil {
@@ -191,7 +193,10 @@ func (m *measurement) measure(n, blocks int64) error {
 // ofImage measures the VHD convert would make of path: it counts the
 // blocks (of the VHD's block size) that the disk's data extents touch.
 func (m *measurement) ofImage(ctx context.Context, path string, from sourceFormat, cf *chainFlags) error {
-	d, _, err := openView(path, from, cf)
+	if err := cf.tlsFor(path); err != nil {
+		return err
+	}
+	d, _, err := openView(ctx, path, from, cf)
 	if err != nil {
 		return err
 	}

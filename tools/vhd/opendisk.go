@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
+
 	"vhdkit/chains"
 	"vhdkit/engine"
+	"vhdkit/nbdclient"
 )
 
 // sourceFormat is how a command reads an existing disk: detect it, or a
@@ -30,10 +33,21 @@ func parseFormat(flag, v string) (sourceFormat, error) {
 }
 
 // openView opens path read-only as the disk a user sees: a VHD with its
-// chain of parents (chain is then set), or a raw image or block device.
-// A file holding another image format, or compressed, is refused unless
-// from is fromRaw.
-func openView(path string, from sourceFormat, cf *chainFlags) (d engine.Disk, chain *chains.Chain, err error) {
+// chain of parents (chain is then set), a raw image or block device, or
+// an NBD export named by its URI (as qemu-img reads nbd://; TLS files
+// from --tls-* or the URI's tls-certificates=DIR). A file holding another image
+// format, or compressed, is refused unless from is fromRaw.
+func openView(ctx context.Context, path string, from sourceFormat, cf *chainFlags) (d engine.Disk, chain *chains.Chain, err error) {
+	if nbdclient.IsURI(path) {
+		if from == fromVHD {
+			return nil, nil, usageErr("%s is an NBD export: its bytes are the disk's, read as raw, not a VHD file; leave the format out", path)
+		}
+		nd, err := nbdclient.OpenDisk(ctx, path, cf.tls)
+		if err != nil {
+			return nil, nil, err
+		}
+		return nd, nil, nil
+	}
 	if from == fromAuto {
 		isVHD, err := engine.IsVHD(path)
 		if err != nil {
