@@ -21,8 +21,9 @@ import (
 
 // TestBackupServerKilled is the crash must-show: vhd serve is
 // killed (SIGKILL) at a random moment of a backup's begin, pull or end
-// while an NBD client writes. After each kill every image checks clean,
-// (sectors under a clear bitmap bit aside: unflushed writes), the
+// while an NBD client writes. After each kill every image checks clean
+// (sectors under a clear bitmap bit aside: unflushed writes; and a fold
+// the kill cut short, which check names as merge-unfinished), the
 // server restarts on the chain (finishing an interrupted fold with
 // 'vhd merge', as the refusal says), every write acknowledged before the
 // backup is read back, and a new backup succeeds and reads as its
@@ -267,7 +268,9 @@ func checkKilled(t *testing.T, path string) {
 		t.Fatalf("vhd check %s after a kill: %v\n%s", path, err, r)
 	}
 	for _, p := range rep.Problems {
-		if p.Fatal || (p.Code != "data-under-clear-bit" && p.Code != "orphan-tail") {
+		// merge-unfinished: a kill during end's fold; the next
+		// restartServer finishes it, and the last check wants all clean.
+		if p.Fatal || (p.Code != "data-under-clear-bit" && p.Code != "orphan-tail" && p.Code != "merge-unfinished") {
 			t.Errorf("vhd check %s after a kill: %s: %s", path, p.Code, p.Message)
 		}
 	}
