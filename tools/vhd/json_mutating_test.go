@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"testing"
@@ -80,4 +81,62 @@ func TestMutatingJSON(t *testing.T) {
 	}
 	checkOK(t, solo)
 	checkOK(t, top)
+}
+
+// TestUmountJSON: umount --json says, for each mount, what became of its
+// undo disk: committed (with the bytes), removed when nothing was
+// written, none for a --no-undo mount, kept otherwise; with --all and
+// nothing mounted, an empty list.
+func TestUmountJSON(t *testing.T) {
+	needFUSE(t)
+	dir := t.TempDir()
+	img, mnt := filepath.Join(dir, "disk.vhd"), filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	vhdOK(t, "create", "--size", "8M", img)
+	type done struct {
+		Mountpoint string `json:"mount_point"`
+		Image      string
+		Undo       string
+		UndoDisk   string `json:"undo_disk"`
+		Copied     int64  `json:"committed_bytes"`
+	}
+	umount := func(args ...string) []done {
+		var d []done
+		vhdJSON(t, &d, append([]string{"umount", "--json"}, args...)...)
+		return d
+	}
+	write := func() {
+		f, err := os.OpenFile(filepath.Join(mnt, "disk"), os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt(bytes.Repeat([]byte{5}, 65536), 1<<20); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	mountImage(t, img, mnt)
+	write()
+	if d := umount("--commit", mnt); len(d) != 1 || d[0].Undo != "committed" || d[0].Copied < 65536 || d[0].Mountpoint != mnt || d[0].Image != img {
+		t.Errorf("umount --commit --json: %+v", d)
+	}
+	mountImage(t, img, mnt)
+	if d := umount(mnt); len(d) != 1 || d[0].Undo != "removed" {
+		t.Errorf("umount --json of a mount nothing wrote: %+v", d)
+	}
+	mountImage(t, img, mnt)
+	write()
+	if d := umount(img); len(d) != 1 || d[0].Undo != "kept" || d[0].UndoDisk == "" {
+		t.Errorf("umount --json IMAGE with changes: %+v", d)
+	}
+	vhdOK(t, "undo", "discard", img)
+	mountImage(t, "--no-undo", img, mnt)
+	if d := umount(mnt); len(d) != 1 || d[0].Undo != "none" {
+		t.Errorf("umount --json of a --no-undo mount: %+v", d)
+	}
+	if d := umount("--all"); d == nil || len(d) != 0 {
+		t.Errorf("umount --all --json with nothing mounted: %+v", d)
+	}
+	checkOK(t, img)
 }

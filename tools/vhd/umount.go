@@ -41,6 +41,11 @@ umount detaches it lazily, cleans up its loop devices and state, and
 can still commit or discard: the image and undo disk are as consistent
 as after any crash, every flushed write in place.
 
+--json prints a list, one entry per mount: {mount_point, image, undo,
+undo_disk, committed_bytes, error}, undo being "none" (not mounted with
+an undo disk), "removed" (it took no write), "committed", "discarded"
+or "kept"; error is set for a mount that is still mounted.
+
 ` + chainHelp,
 	setup: func(fs *pflag.FlagSet) runFunc {
 		cf := addChainFlags(fs)
@@ -49,6 +54,7 @@ as after any crash, every flushed write in place.
 		fs.BoolVar(&u.discard, "discard", false, "delete the undo disk, dropping the changes")
 		fs.DurationVar(&u.timeout, "timeout", time.Minute, "how long to wait for the server to flush and exit")
 		all := fs.Bool("all", false, "unmount every 'vhd mount' of this user")
+		fs.BoolVar(&u.json, "json", false, "print what was done to each mount as JSON (keys above)")
 		return func(ctx context.Context, e *env, args []string) error {
 			u.e, u.open = e, cf.options(false)
 			if u.commit && u.discard {
@@ -134,6 +140,25 @@ type unmounter struct {
 	open            chains.Options
 	commit, discard bool
 	timeout         time.Duration
+	json            bool
+}
+
+// unmounted is what umount did to one mount (--json).
+type unmounted struct {
+	Mountpoint string `json:"mount_point"`
+	Image      string `json:"image"`
+	// Undo: none, removed (empty), committed, discarded or kept.
+	Undo     string `json:"undo"`
+	UndoDisk string `json:"undo_disk,omitempty"`
+	Copied   int64  `json:"committed_bytes"`
+	Error    string `json:"error,omitempty"`
+}
+
+// say prints a line of text, unless umount speaks JSON.
+func (u *unmounter) say(format string, args ...any) {
+	if !u.json {
+		fmt.Fprintf(u.e.stdout, format, args...)
+	}
 }
 
 // all unmounts every mount listed, going on past failures.
@@ -151,6 +176,9 @@ func (u *unmounter) all(ctx context.Context) error {
 		own = append(own, st)
 	}
 	if len(own) == 0 {
+		if u.json {
+			return writeJSON(u.e, []unmounted{})
+		}
 		fmt.Fprintln(u.e.stdout, "nothing is mounted")
 		return nil
 	}
@@ -160,13 +188,28 @@ func (u *unmounter) all(ctx context.Context) error {
 // each unmounts sts in turn; it stops at nothing but says what failed.
 func (u *unmounter) each(ctx context.Context, sts []*service.MountState) error {
 	failed := 0
+	var done []unmounted
 	for _, st := range sts {
-		if err := u.one(ctx, st); err != nil {
+		r := unmounted{Mountpoint: st.Mountpoint, Image: st.Image, Undo: "none"}
+		err := u.one(ctx, st, &r)
+		if err != nil {
+			r.Error = err.Error()
+		}
+		done = append(done, r)
+		if err != nil {
 			if len(sts) == 1 {
+				if u.json {
+					writeJSON(u.e, done)
+				}
 				return err
 			}
 			fmt.Fprintf(u.e.stderr, "vhd umount: %s: %v\n", st.Mountpoint, err)
 			failed++
+		}
+	}
+	if u.json {
+		if err := writeJSON(u.e, done); err != nil {
+			return err
 		}
 	}
 	if failed > 0 {
@@ -175,22 +218,25 @@ func (u *unmounter) each(ctx context.Context, sts []*service.MountState) error {
 	return nil
 }
 
-func (u *unmounter) one(ctx context.Context, st *service.MountState) error {
+func (u *unmounter) one(ctx context.Context, st *service.MountState, r *unmounted) error {
 	if !st.Alive {
 		fmt.Fprintf(u.e.stderr, "vhd umount: the server of %s is gone; cleaning up the dead mount\n", st.Mountpoint)
 	}
 	if err := service.Unmount(ctx, st, u.timeout); err != nil {
 		return err
 	}
-	fmt.Fprintf(u.e.stdout, "unmounted %s (%s)\n", st.Mountpoint, st.Image)
+	u.say("unmounted %s (%s)\n", st.Mountpoint, st.Image)
 	if st.Mode != service.ModeUndo {
 		return nil
 	}
+	r.UndoDisk = st.UndoDisk
 	if _, err := os.Stat(st.UndoDisk); errors.Is(err, os.ErrNotExist) {
 		// The server deleted it: it held nothing (chains/undo_empty.go).
-		fmt.Fprintf(u.e.stdout, "no changes; the undo disk %s was removed\n", st.UndoDisk)
+		r.Undo = "removed"
+		u.say("no changes; the undo disk %s was removed\n", st.UndoDisk)
 		return nil
 	}
+	r.Undo = "kept"
 	switch {
 	case u.commit:
 		res, err := chains.Commit(ctx, st.Image, chains.MergeOptions{Open: u.open})
@@ -200,14 +246,16 @@ func (u *unmounter) one(ctx context.Context, st *service.MountState) error {
 		if err != nil {
 			return fmt.Errorf("commit: %w (the undo disk %s is kept)", err, st.UndoDisk)
 		}
-		fmt.Fprintf(u.e.stdout, "committed %s of changes into %s; removed %s\n", human(res.Copied), st.Image, st.UndoDisk)
+		r.Undo, r.Copied = "committed", res.Copied
+		u.say("committed %s of changes into %s; removed %s\n", human(res.Copied), st.Image, st.UndoDisk)
 	case u.discard:
 		if err := chains.Discard(st.Image); err != nil {
 			return err
 		}
-		fmt.Fprintf(u.e.stdout, "discarded %s; %s is as it was\n", st.UndoDisk, st.Image)
+		r.Undo = "discarded"
+		u.say("discarded %s; %s is as it was\n", st.UndoDisk, st.Image)
 	default:
-		fmt.Fprintf(u.e.stdout, "the changes are kept in the undo disk %s ('vhd undo commit|discard %s')\n", st.UndoDisk, shq.Quote(st.Image))
+		u.say("the changes are kept in the undo disk %s ('vhd undo commit|discard %s')\n", st.UndoDisk, shq.Quote(st.Image))
 	}
 	return nil
 }
