@@ -40,7 +40,10 @@ func readBAT(f File, off, n int64, onZero func(i int64)) ([]uint32, error) {
 		}
 		bat = bat[:i+c]
 		if k := decodeNonZero(bat[i:], buf); k >= 0 {
-			if onZero == nil {
+			// A salvage takes a zero entry as a block lost, but a whole
+			// chunk of them is a hole the file does not hold: read on,
+			// and a sparse file claiming a huge table would fill memory.
+			if onZero == nil || isZero(buf[:4*c]) {
 				return nil, zeroEntry(off+4*(i+int64(k)), i+int64(k))
 			}
 			for j := i + int64(k); j < i+c; j++ {

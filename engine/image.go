@@ -169,9 +169,6 @@ func OpenFile(f File, name string, opts Options) (*Image, error) {
 	if err := checkSalvage(opts); err != nil {
 		return nil, err
 	}
-	if opts.Salvage {
-		f = zeroPastEOF{f}
-	}
 	img := &Image{f: f, name: name, readOnly: opts.ReadOnly, salvage: opts.Salvage, log: opts.Logger, unlock: func() {}, share: func() error { return nil }}
 	if img.log == nil {
 		img.log = slog.New(slog.DiscardHandler)
@@ -190,6 +187,9 @@ func OpenFile(f File, name string, opts Options) (*Image, error) {
 	case TypeFixed:
 		img.lay, err = openFixed(img, size)
 	default:
+		if img.salvage {
+			img.f = zeroPastEOF{img.f} // salvage.go: blocks cut by the end keep their start
+		}
 		img.sparse, err = openSparse(img, size)
 		img.lay = img.sparse
 	}

@@ -84,7 +84,8 @@ func (img *Image) Lost() *LostReport {
 	return img.sparse.lost
 }
 
-// zeroPastEOF is a salvage open's file: reads past its end return
+// zeroPastEOF is a salvage open's file for a dynamic or differencing
+// image (a fixed one has no blocks to cut): reads past its end return
 // zeros, as if the file went on; it is never written.
 type zeroPastEOF struct{ File }
 
@@ -99,35 +100,87 @@ func (z zeroPastEOF) ReadAt(p []byte, off int64) (int, error) {
 
 func (z zeroPastEOF) WriteAt([]byte, int64) (int, error) { return 0, ErrReadOnly }
 
-// salvageBAT drops the entries batProblems found and lists what they
-// cost. A block past the end is kept (its sectors before the end still
-// read), and the part of it past the end is lost.
+// NextData passes SEEK_DATA through, where the file has it (readBAT's
+// holdsAll); past the end there is no data, only zeros.
+func (z zeroPastEOF) NextData(off int64) (int64, int64, error) {
+	if ds, ok := z.File.(dataSeeker); ok {
+		return ds.NextData(off)
+	}
+	return 0, 0, ErrUnsupported
+}
+
+// salvageBAT places every allocated block as the usual open checks it
+// (batProblems), but drops what is misplaced instead of refusing, and
+// lists each block it drops or cuts once:
+//
+//   - a block whose bitmap is not wholly in the file is dropped;
+//   - a block over a structure (footer copy, header, BAT, locators,
+//     batmap) is dropped;
+//   - blocks over each other are all dropped: which of them holds the
+//     data cannot be told, and reading one's data at another's place
+//     would be wrong data, not lost data;
+//   - a block cut by the end of the file is kept (its part before the
+//     end checked like the rest); its part past the end is lost.
 func (s *sparse) salvageBAT(fileSize int64) {
 	dataEnd := s.img.dataLimit(fileSize)
 	s.salvageEnd = dataEnd
-	errs := batProblems(s.bat, s.tableOff, s.bitmapSize+s.blockSize, dataEnd, s.reserved, len(s.bat)+len(s.reserved)+1)
-	for _, err := range errs {
-		var ce *CorruptError
-		if !errors.As(err, &ce) {
+	type placed struct{ b, off, end int64 }
+	var kept []placed
+	for b, e := range s.bat {
+		if e == batUnused {
 			continue
 		}
-		b := (ce.Offset - s.tableOff) / 4
-		start := b << s.blockShift
-		n := min(s.blockSize, s.size-start)
-		if ce.Code != CodeBATOutOfRange {
-			s.bat[b] = batUnused
-			s.lost.add(start, n, "the block overlaps another block or a structure of the file")
-			continue
+		off := int64(e) * SectorSize
+		end := min(off+s.bitmapSize+s.blockSize, dataEnd)
+		switch {
+		case off+s.bitmapSize > dataEnd:
+			s.drop(int64(b), "the block lies past the end of the file")
+		case s.overStructure(span{off, end - off, ""}):
+			s.drop(int64(b), "the block lies over a structure of the file (header, table, locator)")
+		default:
+			kept = append(kept, placed{int64(b), off, end})
 		}
-		data := int64(s.bat[b])*SectorSize + s.bitmapSize
-		if data > dataEnd {
-			s.lost.add(start, n, "the block lies past the end of the file")
-			continue
+	}
+	slices.SortFunc(kept, func(a, b placed) int { return cmp.Compare(a.off, b.off) })
+	for i := 0; i < len(kept); {
+		j, reach := i+1, kept[i].end
+		for j < len(kept) && kept[j].off < reach {
+			reach = max(reach, kept[j].end)
+			j++
 		}
-		keep := (dataEnd - data) / SectorSize * SectorSize
-		s.lost.add(start+keep, n-keep, "the block runs past the end of the file")
+		for _, p := range kept[i:j] {
+			if j-i > 1 {
+				s.drop(p.b, "the block shares its place in the file with another block: which of them holds the data cannot be told")
+				continue
+			}
+			data := p.off + s.bitmapSize
+			if data+s.blockSize > dataEnd {
+				start := p.b << s.blockShift
+				keep := (dataEnd - data) / SectorSize * SectorSize
+				s.lost.add(start+keep, min(s.blockSize, s.size-start)-keep, "the block runs past the end of the file")
+			}
+		}
+		i = j
 	}
 	s.lost.sort()
+}
+
+// drop makes block b unallocated (it reads as never written) and lists
+// it as lost, for why.
+func (s *sparse) drop(b int64, why string) {
+	s.bat[b] = batUnused
+	start := b << s.blockShift
+	s.lost.add(start, min(s.blockSize, s.size-start), why)
+}
+
+// overStructure reports whether sp overlaps a structure of the file.
+func (s *sparse) overStructure(sp span) bool {
+	for _, r := range s.reserved {
+		if sp.overlaps(r) {
+			return true
+		}
+	}
+	return false
 }
 
 // clearPastEnd clears, in a salvage open, the bits of a block's sectors

@@ -108,7 +108,8 @@ func firstErr(errs []error) error {
 // as zeros is a hole, zeros are zeros, and anything else (a hole that
 // may not read as zeros included) is data. A server without block
 // status shows all of it as data, and so does one describing more runs
-// than the range has sectors.
+// than the range has sectors or answering about less than a sector at
+// a time.
 func (d *Disk) Extents(off, n int64) ([]engine.Extent, error) {
 	if off < 0 || n < 0 || off > d.Size() || n > d.Size()-off {
 		return nil, fmt.Errorf("nbd: extents of %d+%d: outside the export (%d bytes)", off, n, d.Size())
@@ -116,9 +117,11 @@ func (d *Disk) Extents(off, n int64) ([]engine.Extent, error) {
 	if _, ok := d.c.Info().Contexts["base:allocation"]; !ok {
 		return []engine.Extent{{Off: off, Len: n, State: engine.ExtentData}}, nil
 	}
-	start, limit := off, n/512+1
+	start, limit := off, max(1, n/512)
+	asData := []engine.Extent{{Off: start, Len: n, State: engine.ExtentData}}
 	var out []engine.Extent
 	for end := off + n; off < end; {
+		from := off
 		st, err := d.c.BlockStatus(d.ctx, off, uint32(min(end-off, MaxStatusLength)))
 		if err != nil {
 			return nil, fmt.Errorf("block status of %s at %d: %w", d.name, off, err)
@@ -131,10 +134,12 @@ func (d *Disk) Extents(off, n int64) ([]engine.Extent, error) {
 			out = appendExtent(out, engine.Extent{Off: off, Len: e.Len, State: allocationState(e.Flags)})
 			off += e.Len
 		}
-		if len(out) > int(limit) {
+		if len(out) > int(limit) || off-from < 512 && off < end {
 			// A server describing runs shorter than a sector (Disk
-			// promises at most one extent per sector): read it all.
-			return []engine.Extent{{Off: start, Len: n, State: engine.ExtentData}}, nil
+			// promises at most one extent per sector), or answering
+			// about less than a sector at a time (a request per byte):
+			// read it all.
+			return asData, nil
 		}
 	}
 	return out, nil

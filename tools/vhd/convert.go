@@ -49,8 +49,9 @@ command (and qemu-img) refuses it: a dynamic or differencing image cut
 short (a download or copy that did not finish) or whose block table
 puts blocks over each other. Each layer is opened read-only; a block
 cut by the end of the file keeps the sectors before the cut; a block
-past the end, over another block or a structure, or whose table entry
-is zero reads as never written (zeros, or the parent's data in a
+past the end, over a structure, over another block (both are dropped:
+which holds the data cannot be told), or whose table entry is zero
+reads as never written (zeros, or the parent's data in a
 differencing layer). The output lists the disk ranges lost, layer by
 layer (--json: "lost" and "lost_bytes"). SRC is never changed.
 
@@ -142,11 +143,7 @@ the device partly written, and says so.
 				}
 			}
 			if *onto {
-				err := restoreOntoDevice(ctx, e, args[0], args[1], opts, bar, *asJSON)
-				if err == nil && salvaged != nil && !*asJSON {
-					printLost(e, salvaged, args[1])
-				}
-				return err
+				return restoreOntoDevice(ctx, e, args[0], args[1], opts, bar, *asJSON, &salvaged)
 			}
 			res, err := engine.Convert(ctx, args[0], args[1], opts)
 			if bar != nil {

@@ -80,6 +80,23 @@ func TestConvertOntoDevice(t *testing.T) {
 		t.Fatal("the image's data is not on the device")
 	}
 
+	// --salvage onto a device: a copy cut in its last block restores,
+	// and --json says what was lost (found by review: it did not).
+	cut := filepath.Join(dir, "cut.vhd")
+	b, _ := os.ReadFile(img)
+	os.WriteFile(cut, b[:len(b)-512-1<<20], 0o644)
+	var res struct {
+		LostBytes int64 `json:"lost_bytes"`
+		Lost      []any
+	}
+	vhdJSON(t, &res, "convert", "--to", "raw", "--onto-device", "--salvage", "--json", cut, dev)
+	if res.LostBytes <= 0 || len(res.Lost) == 0 {
+		t.Errorf("--onto-device --salvage --json of a cut image: %+v, want what was lost", res)
+	}
+	if r := vhdOK(t, "convert", "--to", "raw", "--onto-device", "--salvage", cut, dev); !strings.Contains(r.stdout, "could not be read") {
+		t.Errorf("--onto-device --salvage of a cut image does not say what was lost:\n%s", r)
+	}
+
 	// A smaller device: refused, nothing written.
 	small := filepath.Join(dir, "small.img")
 	os.WriteFile(small, bytes.Repeat([]byte{0xEE}, 8<<20), 0o644)
