@@ -118,10 +118,10 @@ func TestReadersTakeNBD(t *testing.T) {
 	dir := t.TempDir()
 	img, other := filepath.Join(dir, "disk.vhd"), filepath.Join(dir, "other.vhd")
 	vhdOK(t, "create", "--size", "32M", img)
-	writeAt(t, img, 3<<20, bytes.Repeat([]byte{7}, 1<<20))
-	writeAt(t, img, 20<<20+4096, bytes.Repeat([]byte{9}, 8192))
+	writeChain(t, img, bytes.Repeat([]byte{7}, 1<<20), 3<<20)
+	writeChain(t, img, bytes.Repeat([]byte{9}, 8192), 20<<20+4096)
 	vhdOK(t, "convert", "--to", "dynamic", img, other)
-	writeAt(t, other, 20<<20+8192, []byte{1})
+	writeChain(t, other, []byte{1}, 20<<20+8192)
 	srv := startServed(t, nil, "--read-only", "--socket", filepath.Join(dir, "nbd.sock"), img+"=disk")
 	uri := srv.uris[0]
 

@@ -23,9 +23,9 @@ func TestConvertSalvage(t *testing.T) {
 	dir := t.TempDir()
 	base, child := filepath.Join(dir, "base.vhd"), filepath.Join(dir, "child.vhd")
 	vhdOK(t, "create", "--size", "16M", "--block-size", "1M", base)
-	writeAt(t, base, 0, bytes.Repeat([]byte{0xba}, 16<<20))
+	writeChain(t, base, bytes.Repeat([]byte{0xba}, 16<<20), 0)
 	vhdOK(t, "snapshot", base, child)
-	writeAt(t, child, 2<<20, bytes.Repeat([]byte{0xc1}, 6<<20)) // blocks 2..7
+	writeChain(t, child, bytes.Repeat([]byte{0xc1}, 6<<20), 2<<20) // blocks 2..7
 	img, err := engine.Open(child, engine.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
@@ -77,20 +77,6 @@ func TestConvertSalvage(t *testing.T) {
 		t.Error("salvage changed the damaged child")
 	}
 	checkOK(t, base)
-}
-
-func writeAt(t *testing.T, path string, off int64, b []byte) {
-	t.Helper()
-	img, err := engine.Open(path, engine.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := img.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	if err := img.Close(); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // batEntryOf reads block b's file offset from the BAT at tableOff.
