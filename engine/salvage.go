@@ -43,9 +43,14 @@ type LostReport struct {
 	Bytes int64
 	// MoreBytes is the part of Bytes in ranges past the list's bound.
 	MoreBytes int64
+	// disk is the disk's size: a Virtual PC or qemu image shows less
+	// than its blocks cover (Footer.DiskSize), and what it does not
+	// show is not lost.
+	disk int64
 }
 
 func (r *LostReport) add(off, n int64, why string) {
+	n = min(n, r.disk-off)
 	if n <= 0 {
 		return
 	}

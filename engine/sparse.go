@@ -195,7 +195,7 @@ func parseSparse(img *Image, fileSize int64) (*sparse, error) {
 		flushing:     make(map[uint32]struct{}),
 	}
 	if img.salvage {
-		s.lost = &LostReport{}
+		s.lost = &LostReport{disk: img.Size()}
 	}
 	for int64(1)<<s.blockShift < s.blockSize {
 		s.blockShift++
