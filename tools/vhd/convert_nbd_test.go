@@ -108,8 +108,9 @@ func sameDisk(t *testing.T, a, b string) {
 	}
 }
 
-// TestReadersTakeNBD: compare, map and measure read an NBD export named
-// by its URI, as qemu-img's do: the export of an image compares equal to
+// TestReadersTakeNBD: info, compare, map and measure read an NBD export
+// named by its URI, as qemu-img's do: info says its size, that it is
+// read-only and has block status; the export of an image compares equal to
 // the image and differs from another at the first differing byte, its
 // map shows the image's data and zeros, and it measures as the image
 // does; over TLS with --tls-ca too. -f vpc with a URI is refused (an
@@ -126,6 +127,16 @@ func TestReadersTakeNBD(t *testing.T) {
 	uri := srv.uris[0]
 
 	vhdOK(t, "compare", "-U", img, uri)
+	var ei struct {
+		Format      string
+		Size        int64 `json:"virtual_size"`
+		ReadOnly    bool  `json:"read_only"`
+		BlockStatus bool  `json:"block_status"`
+	}
+	vhdJSON(t, &ei, "info", "--json", uri)
+	if ei.Format != "raw" || ei.Size != 32<<20 || !ei.ReadOnly || !ei.BlockStatus {
+		t.Errorf("info --json of the export: %+v", ei)
+	}
 	if r := vhdCode(t, 1, "compare", "-U", other, uri); !strings.Contains(r.stdout, "offset 20979712") {
 		t.Errorf("compare with a differing image: %s", r)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"vhdkit/chains"
 	"vhdkit/engine"
+	"vhdkit/nbdclient"
 )
 
 var infoCmd = &command{
@@ -23,6 +24,13 @@ differencing image is shown on its own: its parent need not be there.
 A file in another format (qcow2, VHDX, VMDK, VDI, a compressed file, a
 raw disk with a partition table...) is named, with how to convert it,
 and info exits 1.
+
+IMAGE may be an NBD export's URI (nbd://HOST[:PORT]/EXPORT,
+nbd+unix:///EXPORT?socket=PATH, nbds:// with --tls-ca FILE), as
+qemu-img info takes it: info then says what its server does (size,
+read-only, description, block status, multi-conn); JSON keys: uri,
+format ("raw"), virtual_size, read_only, description, block_status,
+can_multi_conn, max_block.
 
 JSON keys: file, type ("fixed", "dynamic", "differencing"), virtual_size,
 block_size (0 for fixed), allocated_bytes, file_size, uuid, timestamp
@@ -44,9 +52,16 @@ bytes.
 		asJSON := fs.Bool("json", false, "print the information as JSON (keys above)")
 		cf := addChainFlags(fs)
 		share := fs.BoolP("force-share", "U", false, "open without a lock, even if another process has the image open for writing (what it shows may then be inconsistent)")
+		cf.addNBDSource(fs)
 		return func(ctx context.Context, e *env, args []string) error {
 			if err := wantArgs(args, "IMAGE"); err != nil {
 				return err
+			}
+			if err := cf.tlsFor(args[0]); err != nil {
+				return err
+			}
+			if nbdclient.IsURI(args[0]) {
+				return infoOfExport(ctx, e, args[0], cf.tls, *asJSON)
 			}
 			in, err := readInfo(args[0], *share)
 			if errors.Is(err, engine.ErrLocked) {
