@@ -209,8 +209,24 @@ func idOf(path string) (fileID, error) {
 	return fileID{uint64(sys.Dev), sys.Ino}, nil
 }
 
-// openParent finds, vets and opens the parent of child.
+// openParent finds, vets and opens the parent of child. A salvage looks
+// for a sound parent first, as every other open does, and opens a
+// damaged one for salvage only when there is none: a damaged copy next
+// to the child must not win over a sound parent a locator leads to.
 func openParent(child Layer, conf *confinement, opts Options, seen map[fileID]string) (Layer, error) {
+	if opts.Salvage {
+		sound := opts
+		sound.Salvage = false
+		p, err := openParentAs(child, conf, sound, seen)
+		if nf := (*ParentNotFoundError)(nil); !errors.As(err, &nf) {
+			return p, err
+		}
+	}
+	return openParentAs(child, conf, opts, seen)
+}
+
+// openParentAs is openParent with opts as they are.
+func openParentAs(child Layer, conf *confinement, opts Options, seen map[fileID]string) (Layer, error) {
 	var p Layer
 	err := findParent(child.Path, child.Image, conf, func(cand candidate, real string) (string, error) {
 		if id, err := idOf(real); err == nil {

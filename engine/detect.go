@@ -117,7 +117,9 @@ func Detect(head, tail []byte) Content {
 	if len(tail) != FooterSize {
 		tail = nil // too short for a VHD
 	}
-	if isVHDTail(tail) || tail != nil && hasAt(head, 0, footerCookie) {
+	// A file shorter than a footer that starts with a footer's cookie is
+	// a VHD cut short, not a raw disk to copy as it is.
+	if isVHDTail(tail) || hasAt(head, 0, footerCookie) {
 		return vhd
 	}
 	for _, detect := range []func([]byte) (Content, bool){detectQCOW, detectVDI, detectBzip2, detectHead(ContentImage), detectHead(ContentPacked)} {

@@ -41,7 +41,9 @@ func TestDetect(t *testing.T) {
 		{"511-byte footer at the end", make([]byte, 4096), footer511, ContentVHD, "vhd"},
 		{"footer copy at 0 only", at(4096, 0, footerCookie), zeros, ContentVHD, "vhd"},
 		{"dynamic header at 512 only", at(4096, 512, headerCookie), zeros, ContentVHD, "vhd"},
-		{"a 8-byte file saying conectix", []byte(footerCookie), nil, ContentUnknown, ""},
+		// A VHD cut short, as check calls it, not a raw disk to copy.
+		{"a 8-byte file saying conectix", []byte(footerCookie), nil, ContentVHD, "vhd"},
+		{"a 400-byte file starting conectix", at(400, 0, footerCookie), nil, ContentVHD, "vhd"},
 		// A fixed VHD's data comes first: a disk that begins with a qcow2
 		// image, an MBR or a gzip stream is still a VHD.
 		{"fixed VHD holding a qcow2", qcow2, footer, ContentVHD, "vhd"},

@@ -108,12 +108,20 @@ func wantArgs(args []string, names ...string) error {
 	return nil
 }
 
+// advised is an error whose message says what to do: hint adds nothing.
+type advised struct{ error }
+
+func (a advised) Unwrap() error { return a.error }
+
 // hint says what to do about err, when its message does not already.
 func hint(cmdName string, err error) string {
 	var le *engine.LockedError
 	var de *service.DialError
 	var fe *engine.FolderError
+	var ce *engine.CorruptError
 	switch {
+	case errors.As(err, &advised{}):
+		return ""
 	case errors.As(err, &fe):
 		return "" // the message names the folder and says what to do
 	case errors.As(err, &le):
@@ -130,6 +138,8 @@ func hint(cmdName string, err error) string {
 		return "check the permissions of the file and its folder (or run as a user who may write there)"
 	case errors.Is(err, unix.ENOSPC):
 		return "free some space on the destination's file system, or write elsewhere"
+	case errors.As(err, &ce) && (ce.Code == engine.CodeBATOutOfRange || ce.Code == engine.CodeBATOverlap) && cmdName != "repair":
+		return "blocks the table puts past the end of the file or over each other cannot be repaired: 'vhd convert --salvage IMAGE COPY' copies what can still be read, and lists what cannot ('vhd check IMAGE' lists the damage)"
 	case errors.Is(err, engine.ErrCorrupt) && cmdName == "repair":
 		return "the damage needs more than a safe repair: copy what can still be read with 'vhd convert --salvage', or restore the image from a backup"
 	case errors.Is(err, engine.ErrCorrupt):

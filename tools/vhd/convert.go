@@ -53,7 +53,10 @@ past the end, over a structure, over another block (both are dropped:
 which holds the data cannot be told), or whose table entry is zero
 reads as never written (zeros, or the parent's data in a
 differencing layer). The output lists the disk ranges lost, layer by
-layer (--json: "lost" and "lost_bytes"). SRC is never changed.
+layer (--json: "lost" and "lost_bytes"). SRC is never changed. A sound
+parent a locator leads to is taken before a damaged copy. Exit status 3
+when something was lost (the copy is made), 1 when nothing can be
+salvaged (the header, the table's place or the footers damaged).
 
 --onto-device restores onto a block device instead (with --to raw): DST
 must be a block device at least as large as SRC, not mounted or claimed
@@ -122,6 +125,11 @@ the device partly written, and says so.
 				if nbdclient.IsURI(args[0]) || opts.From == engine.FormatRaw {
 					return usageErr("--salvage reads a damaged VHD; SRC %s is read as raw bytes, which need no salvage", args[0])
 				}
+				if isVHD, err := engine.IsVHD(args[0]); err != nil {
+					return err
+				} else if !isVHD {
+					return fmt.Errorf("%s: --salvage: nothing of a VHD is left in it (no footer, no dynamic header): there is nothing to salvage; a raw disk converts without --salvage", args[0])
+				}
 				opts.OpenVHD = salvageOpener(cf, &salvaged)
 			}
 			if bs.set && *to != "dynamic" {
@@ -143,7 +151,8 @@ the device partly written, and says so.
 				}
 			}
 			if *onto {
-				return restoreOntoDevice(ctx, e, args[0], args[1], opts, bar, *asJSON, &salvaged)
+				err := restoreOntoDevice(ctx, e, args[0], args[1], opts, bar, *asJSON, &salvaged)
+				return salvageOutcome(err, *salvage, salvaged)
 			}
 			res, err := engine.Convert(ctx, args[0], args[1], opts)
 			if bar != nil {
@@ -153,7 +162,7 @@ the device partly written, and says so.
 				return fmt.Errorf("%w, or --force to replace it", err)
 			}
 			if err != nil {
-				return err
+				return salvageOutcome(err, *salvage, salvaged)
 			}
 			if *asJSON {
 				out := map[string]any{
@@ -164,7 +173,10 @@ the device partly written, and says so.
 				if salvaged != nil {
 					out["lost"], out["lost_bytes"] = lostJSON(salvaged), lostBytes(salvaged)
 				}
-				return writeJSON(e, out)
+				if err := writeJSON(e, out); err != nil {
+					return err
+				}
+				return salvageOutcome(nil, *salvage, salvaged)
 			}
 			fmt.Fprintf(e.stdout, "converted %s (%s, %s) to %s (%s, %s)\n", args[0], res.Source, human(res.SrcSize), args[1], kind(*to), human(res.Size))
 			if res.Size != res.SrcSize {
@@ -181,7 +193,7 @@ the device partly written, and says so.
 			if salvaged != nil {
 				printLost(e, salvaged, args[1])
 			}
-			return nil
+			return salvageOutcome(nil, *salvage, salvaged)
 		}
 	},
 }

@@ -89,11 +89,11 @@ func TestConvertOntoDevice(t *testing.T) {
 		LostBytes int64 `json:"lost_bytes"`
 		Lost      []any
 	}
-	vhdJSON(t, &res, "convert", "--to", "raw", "--onto-device", "--salvage", "--json", cut, dev)
+	vhdJSONCode(t, exitProblems, &res, "convert", "--to", "raw", "--onto-device", "--salvage", "--json", cut, dev)
 	if res.LostBytes <= 0 || len(res.Lost) == 0 {
 		t.Errorf("--onto-device --salvage --json of a cut image: %+v, want what was lost", res)
 	}
-	if r := vhdOK(t, "convert", "--to", "raw", "--onto-device", "--salvage", cut, dev); !strings.Contains(r.stdout, "could not be read") {
+	if r := vhdCode(t, exitProblems, "convert", "--to", "raw", "--onto-device", "--salvage", cut, dev); !strings.Contains(r.stdout, "could not be read") {
 		t.Errorf("--onto-device --salvage of a cut image does not say what was lost:\n%s", r)
 	}
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
 	"vhdkit/chains"
@@ -83,6 +84,25 @@ func layerImage(c *chains.Chain, path string) *engine.Image {
 		if l.Path == path {
 			return l.Image
 		}
+	}
+	return nil
+}
+
+// salvageOutcome is convert's result under --salvage: exit status 3 when
+// something could not be read (the copy is made, and what was lost
+// listed), and for an image salvage cannot read either (its header, the
+// place of its table or its footers damaged) an error that says so
+// instead of offering check and repair.
+func salvageOutcome(err error, salvage bool, c *chains.Chain) error {
+	switch {
+	case !salvage:
+		return err
+	case err != nil && errors.Is(err, engine.ErrCorrupt):
+		return advised{fmt.Errorf("%w; it cannot be salvaged: salvage reads past blocks the table puts past the end of the file or over each other, not damage to the header, the table's place or the footers; restore the image from a backup", err)}
+	case err != nil:
+		return err
+	case c != nil && lostBytes(c) > 0:
+		return exitStatus(exitProblems)
 	}
 	return nil
 }

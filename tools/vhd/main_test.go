@@ -86,7 +86,13 @@ func checkOK(t testing.TB, path string) {
 
 func vhdJSON(t testing.TB, v any, args ...string) {
 	t.Helper()
-	r := vhdOK(t, args...)
+	vhdJSONCode(t, 0, v, args...)
+}
+
+// vhdJSONCode is vhdJSON of a command that must end with exit status code.
+func vhdJSONCode(t testing.TB, code int, v any, args ...string) {
+	t.Helper()
+	r := vhdCode(t, code, args...)
 	if err := json.Unmarshal([]byte(r.stdout), v); err != nil {
 		t.Fatalf("vhd %v: output is not JSON: %v\n%s", args, err, r.stdout)
 	}
