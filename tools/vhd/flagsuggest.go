@@ -84,6 +84,10 @@ func unknownFlagText(cmd *command, fs *pflag.FlagSet, err error) string {
 	} else {
 		return ""
 	}
+	if len(flag) == 2 && flag[1] >= '0' && flag[1] <= '9' {
+		// resize IMAGE -16M, qemu-img's order: a negative number.
+		return fmt.Sprintf("unknown flag %s: a negative number is read as flags; put the arguments after -- ('vhd %s -- ARGS')", flag, cmd.name)
+	}
 	key := strings.TrimPrefix(flag, "--")
 	if s, ok := cmd.otherFlags[key]; ok {
 		if strings.HasPrefix(s, "-") {

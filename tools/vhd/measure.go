@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"vhdkit/engine"
+	"vhdkit/nbdclient"
 )
 
 var measureCmd = &command{
@@ -116,8 +117,8 @@ func measureSource(args []string, image string, size sizeFlag) (measured, error)
 	case size.set:
 		return measured{size: size.n}, nil
 	}
-	if st, err := os.Stat(args[0]); err == nil && !st.IsDir() {
-		return measured{image: args[0]}, nil
+	if st, err := os.Stat(args[0]); err == nil && !st.IsDir() || nbdclient.IsURI(args[0]) {
+		return measured{image: args[0]}, nil // qemu-img measure takes the image so too
 	}
 	n, err := parseSize(args[0])
 	if err != nil {

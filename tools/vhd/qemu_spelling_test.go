@@ -112,3 +112,25 @@ func TestQemuSpellingsKeepValues(t *testing.T) {
 		}
 	}
 }
+
+// TestQemuResizeOrder: qemu-img resize FILE [+|-]SIZE works as vhd resize
+// --size; a bare negative SIZE (read as a flag) is answered with --.
+func TestQemuResizeOrder(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "d.vhd")
+	vhdOK(t, "create", "--size", "16M", img)
+	vhdOK(t, "resize", img, "32M")
+	vhdOK(t, "resize", img, "+16M")
+	if r := vhdCode(t, exitUsage, "resize", img, "-16M"); !strings.Contains(r.stderr, "after --") {
+		t.Errorf("resize IMAGE -16M: %s", r)
+	}
+	vhdOK(t, "resize", "--", img, "-16M")
+	var info struct {
+		Size int64 `json:"virtual_size"`
+	}
+	vhdJSON(t, &info, "info", "--json", img)
+	if info.Size != 32<<20 {
+		t.Errorf("after 32M, +16M, -16M: %d bytes", info.Size)
+	}
+	vhdCode(t, exitUsage, "resize", "--size", "8M", img, "8M")
+	checkOK(t, img)
+}

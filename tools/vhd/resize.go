@@ -16,7 +16,9 @@ var resizeCmd = &command{
 	name:    "resize",
 	args:    "--size [+|-]SIZE | --to-minimum [--shrink] [--force] IMAGE",
 	summary: "grow (or, when asked, shrink) a fixed or dynamic image",
-	doc: `Sets IMAGE's virtual size. Growing is crash-safe: a dynamic image's new
+	doc: `Sets IMAGE's virtual size. qemu-img's order works too: vhd resize IMAGE
+SIZE, +SIZE, or after -- a -SIZE (vhd resize --shrink -- IMAGE -1G).
+Growing is crash-safe: a dynamic image's new
 metadata (a bigger block table when needed) is written where the image
 has room, before its first data block (the table grows in place when the
 space after it is free), and committed by the footer; a fixed image's
@@ -48,6 +50,13 @@ differencing images depend on is refused unless --force.
 		force := fs.Bool("force", false, "resize although differencing images depend on IMAGE (they stop opening), or although the new size cuts a partition")
 		asJSON := fs.Bool("json", false, "print {image, size, old_size, changed} as JSON (sizes in bytes)")
 		return func(ctx context.Context, e *env, args []string) error {
+			if len(args) == 2 && !size.set && !*toMin {
+				// qemu-img resize FILE [+|-]SIZE (a negative one after --)
+				if err := size.Set(args[1]); err != nil {
+					return usageErr("SIZE %q: %v", args[1], err)
+				}
+				args = args[:1]
+			}
 			if err := wantArgs(args, "IMAGE"); err != nil {
 				return err
 			}
