@@ -33,6 +33,7 @@ const (
 	CodeHeaderDataOffset   = "header-data-offset"   // the dynamic header's data offset is not all ones
 	CodeHeaderParentFields = "header-parent-fields" // a dynamic (not differencing) disk names a parent
 	CodeLocatorDuplicate   = "locator-duplicate"    // two parent locators share a code
+	CodeBitmapHole         = "bitmap-hole"          // an allocated block's bitmap is a hole in the file: never written there (a download or copy cut short?)
 
 	// Warnings about the chain, not the file: reported by
 	// chains.LinkProblem (vhd check), which opens the chain as every
@@ -51,6 +52,6 @@ var problemCodes = []string{
 	CodeFooterDamaged, CodeFooterCopyDamaged, CodeFooterCopyDiffers, CodeOrphanTail, CodeFixedGap,
 	CodeDataUnderClearBit, CodeBatmapStale, CodeBatmapInvalid,
 	CodeFooterFeatures, CodeFooterTimestamp, CodeFooterGeometry, CodeSavedState, CodeHeaderDataOffset,
-	CodeHeaderParentFields, CodeLocatorDuplicate,
+	CodeHeaderParentFields, CodeLocatorDuplicate, CodeBitmapHole,
 	CodeParentUnresolved, CodeParentModified, CodeParentMismatch, CodeMergeUnfinished,
 }

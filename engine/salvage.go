@@ -125,10 +125,20 @@ func (z zeroPastEOF) NextData(off int64) (int64, int64, error) {
 //     data cannot be told, and reading one's data at another's place
 //     would be wrong data, not lost data;
 //   - a block cut by the end of the file is kept (its part before the
-//     end checked like the rest); its part past the end is lost.
+//     end checked like the rest); its part past the end is lost;
+//   - a block whose bitmap the file holds as a hole is dropped
+//     (bitmap_hole.go).
 func (s *sparse) salvageBAT(fileSize int64) {
 	dataEnd := s.img.dataLimit(fileSize)
 	s.salvageEnd = dataEnd
+	// First the blocks whose bitmap the file holds as a hole (those past
+	// its end are placed below, and said so).
+	s.bitmapHoles(s.f, func(b, off int64) bool {
+		if off+s.bitmapSize <= dataEnd {
+			s.drop(b, "its bitmap is a hole in the file, never written there: a download or copy that set the file's length first and did not finish?")
+		}
+		return true
+	})
 	type placed struct{ b, off, end int64 }
 	var kept []placed
 	for b, e := range s.bat {

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // salvageImage makes a dynamic image of 16 MiB in 1 MiB blocks with
@@ -235,4 +237,63 @@ func TestSalvageSoundImage(t *testing.T) {
 		t.Fatalf("salvage of a sound image: %v, same %v, lost %v", err, bytes.Equal(got, model), img.Lost())
 	}
 	checkClean(t, path)
+}
+
+// TestBitmapHoles is a download that set the file's length first and
+// did not finish: from the middle of block 5 to the end the file is a
+// hole, the footer at the end included. check warns of each block whose
+// bitmap is a hole (before, it found only the footer, and after repair
+// nothing); a salvage lists them as lost; blocks before the cut read as
+// written.
+func TestBitmapHoles(t *testing.T) {
+	path, model, offs := salvageImage(t)
+	st, _ := os.Stat(path)
+	from := offs[5] + 512 + 300<<10
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, from, st.Size()-from)
+	f.Close()
+	if err != nil {
+		t.Skipf("this file system cannot punch holes: %v", err)
+	}
+	holes := func() (codes []string) {
+		rep, err := CheckPath(path, CheckOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range rep.Problems {
+			codes = append(codes, p.Code)
+		}
+		return codes
+	}
+	want := []string{CodeFooterDamaged, CodeBitmapHole, CodeBitmapHole}
+	if got := holes(); !slices.Equal(got, want) {
+		t.Errorf("check: %v, want %v (blocks 6 and 7's bitmaps are holes)", got, want)
+	}
+
+	img, err := Open(path, Options{ReadOnly: true, Salvage: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, img.Size())
+	if _, err := img.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	lost := img.Lost()
+	img.Close()
+	if !bytes.Equal(got[:5<<20], model[:5<<20]) {
+		t.Errorf("blocks before the cut read differently, at byte %d", firstDiff(got[:5<<20], model[:5<<20]))
+	}
+	if lost == nil || len(lost.Ranges) != 1 || lost.Ranges[0].Off != 6<<20 || lost.Ranges[0].Len != 2<<20 || !strings.Contains(lost.Ranges[0].Why, "hole") {
+		t.Errorf("salvage lost %+v, want blocks 6 and 7 (bitmaps in the hole)", lost)
+	}
+
+	if _, err := Repair(path, RepairOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := holes(); !slices.Equal(got, want[1:]) {
+		t.Errorf("check after repair: %v, want %v: the loss must still show", got, want[1:])
+	}
 }
