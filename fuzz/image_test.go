@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"runtime"
+	"strings"
 	"testing"
 
 	"vhdkit/engine"
@@ -102,7 +103,8 @@ func FuzzOpen(f *testing.F) {
 }
 
 // salvageOpen opens data as vhd convert --salvage does. An image that
-// opens the usual way opens so too, loses nothing and reads the same;
+// opens the usual way opens so too, loses nothing (but lists the blocks
+// whose bitmap is a hole) and reads the same;
 // one that does not may be refused, as corrupt; one that opens reads
 // wholly (within readBudget) without an error, and its lost ranges lie
 // in the disk, in order, on sector boundaries, and add up.
@@ -121,8 +123,13 @@ func salvageOpen(t *testing.T, data []byte, opens bool) {
 		img.SetParent(patternDisk{size})
 	}
 	if lost := img.Lost(); lost != nil {
-		if opens {
-			t.Fatalf("salvage of an image that opens lost %d bytes: %+v", lost.Bytes, lost.Ranges)
+		for _, r := range lost.Ranges {
+			// A bitmap the file holds as a hole (MemFile's zero
+			// pages) reads as never written either way: listed, not
+			// lost by the salvage.
+			if opens && !strings.Contains(r.Why, "bitmap is a hole") {
+				t.Fatalf("salvage of an image that opens lost %d bytes: %+v", lost.Bytes, lost.Ranges)
+			}
 		}
 		var at, sum int64
 		for _, r := range lost.Ranges {
