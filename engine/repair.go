@@ -52,7 +52,7 @@ func RepairFile(f File, name string, opts RepairOptions) ([]string, error) {
 		}
 	}
 	if len(unfixable) > 0 {
-		return nil, fmt.Errorf("%s: %w: cannot repair safely, nothing changed: %s", name, ErrCorrupt, listSome(unfixable, 3))
+		return nil, fmt.Errorf("%s: %w: cannot repair safely, nothing changed: %s", name, ErrCorrupt, listSome(unfixable, 1))
 	}
 	size, err := f.Size()
 	if err != nil {
@@ -175,5 +175,5 @@ func listSome(items []string, n int) string {
 	if len(items) <= n {
 		return strings.Join(items, "; ")
 	}
-	return fmt.Sprintf("%s; and %d more ('vhd check' lists them all)", strings.Join(items[:n], "; "), len(items)-n)
+	return fmt.Sprintf("%s; and %d more it cannot fix ('vhd check' lists them all)", strings.Join(items[:n], "; "), len(items)-n)
 }

@@ -79,6 +79,23 @@ func TestMutatingJSON(t *testing.T) {
 	if rep.Repaired == nil || len(rep.Repaired) != 0 {
 		t.Errorf("repair --json of a sound image: %+v, want repaired []", rep)
 	}
+
+	// Refused (a block past the end of the file): the JSON says why and
+	// lists the damage, and nothing changes.
+	cut := filepath.Join(dir, "cut.vhd")
+	vhdOK(t, "create", "--size", "8M", cut)
+	writeChain(t, cut, bytes.Repeat([]byte{3}, 4<<20), 0)
+	st, _ := os.Stat(cut)
+	os.Truncate(cut, st.Size()-1<<20)
+	var refused struct {
+		Repaired []string
+		Left     []struct{ Code string }
+		Refused  string
+	}
+	vhdJSONCode(t, exitFailed, &refused, "repair", "--json", cut)
+	if refused.Refused == "" || len(refused.Repaired) != 0 || len(refused.Left) == 0 || refused.Left[len(refused.Left)-1].Code != "bat-out-of-range" {
+		t.Errorf("repair --json of damage it cannot fix: %+v", refused)
+	}
 	checkOK(t, solo)
 	checkOK(t, top)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/spf13/pflag"
@@ -28,7 +29,8 @@ using the image first: repair takes it for writing.
 Prints each thing it did, or "nothing to repair", then any problems
 'vhd check' still finds that repair leaves alone (warnings). JSON keys:
 file, repaired (what it did, in words; [] for nothing), left (the
-problems left, as 'vhd check --json' lists them).`,
+problems left, as 'vhd check --json' lists them), and refused (why,
+when it changed nothing: then left lists the damage; exit status 1).`,
 	setup: func(fs *pflag.FlagSet) runFunc {
 		fs.Bool("bitmaps", false, "accepted for old scripts: bitmaps are always repaired now")
 		fs.MarkHidden("bitmaps")
@@ -39,6 +41,14 @@ problems left, as 'vhd check --json' lists them).`,
 			}
 			path := args[0]
 			did, err := engine.Repair(path, engine.RepairOptions{})
+			if *asJSON && err != nil && errors.Is(err, engine.ErrCorrupt) && !errors.Is(err, engine.ErrOtherFormat) {
+				// Refused, nothing changed: the JSON says why, with the
+				// problems check lists; the error goes to stderr too.
+				if rep, cerr := engine.CheckPath(path, engine.CheckOptions{}); cerr == nil {
+					writeRepairJSON(e, path, did, rep.Problems, err.Error())
+				}
+				return err
+			}
 			for _, d := range did {
 				if !*asJSON || err != nil {
 					fmt.Fprintf(e.stdout, "%s: %s\n", path, d)
@@ -52,16 +62,7 @@ problems left, as 'vhd check --json' lists them).`,
 				return err
 			}
 			if *asJSON {
-				out := struct {
-					File     string           `json:"file"`
-					Repaired []string         `json:"repaired"`
-					Left     []engine.Problem `json:"left"`
-				}{path, []string{}, []engine.Problem{}}
-				for _, d := range did {
-					out.Repaired = append(out.Repaired, fmt.Sprint(d))
-				}
-				out.Left = append(out.Left, rep.Problems...)
-				return writeJSON(e, out)
+				return writeRepairJSON(e, path, did, rep.Problems, "")
 			}
 			if len(did) == 0 {
 				fmt.Fprintf(e.stdout, "%s: nothing to repair\n", path)
@@ -72,4 +73,18 @@ problems left, as 'vhd check --json' lists them).`,
 			return nil
 		}
 	},
+}
+
+// writeRepairJSON prints repair --json: what was done, the problems
+// left, and why the repair was refused ("" when it was not).
+func writeRepairJSON(e *env, path string, did []string, left []engine.Problem, refused string) error {
+	out := struct {
+		File     string           `json:"file"`
+		Repaired []string         `json:"repaired"`
+		Left     []engine.Problem `json:"left"`
+		Refused  string           `json:"refused,omitempty"`
+	}{path, []string{}, []engine.Problem{}, refused}
+	out.Repaired = append(out.Repaired, did...)
+	out.Left = append(out.Left, left...)
+	return writeJSON(e, out)
 }
