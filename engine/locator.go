@@ -89,9 +89,13 @@ func (l Locator) spaceBytes() int64 {
 	return int64(l.DataSpace)
 }
 
-// validate checks the entry against the file size: a known code, a sane
-// length and data inside the file.
-func (l Locator) validate(fileSize int64) error {
+// validate checks the entry against the end of the file's data area
+// (before the footer at the end, or the end of the file when the copy at
+// offset 0 stands in for it): a known code, a sane length, and the data
+// and the space it reserves inside that area. Checked against the file's
+// end, a locator's space could reach into the footer, and a new link
+// written into that space (set-parent) would overwrite the footer.
+func (l Locator) validate(dataEnd int64) error {
 	if l.Empty() {
 		return nil
 	}
@@ -104,15 +108,15 @@ func (l Locator) validate(fileSize int64) error {
 		return corrupt("parent locator", "data length", l.at+8, "%d bytes is too long for a path", l.DataLength)
 	}
 	end := l.DataOffset + uint64(l.DataLength)
-	if l.DataOffset > uint64(fileSize) || end > uint64(fileSize) {
-		return corrupt("parent locator", "data offset", l.at+16, "%#x+%d runs past the end of the file (%#x)", l.DataOffset, l.DataLength, fileSize)
+	if l.DataOffset > uint64(dataEnd) || end > uint64(dataEnd) {
+		return corrupt("parent locator", "data offset", l.at+16, "%#x+%d runs past the end of the data area (%#x)", l.DataOffset, l.DataLength, dataEnd)
 	}
 	// The space the entry reserves must lie inside the file too: it is
 	// a span blocks must not overlap, and a lying data space (up to 2
 	// TiB read as sectors) made every block "overlap the parent
 	// locator" instead of naming the field at fault.
-	if space := uint64(l.spaceBytes()); l.DataOffset+space > uint64(fileSize) {
-		return corrupt("parent locator", "data space", l.at+4, "%#x+%d runs past the end of the file (%#x)", l.DataOffset, space, fileSize)
+	if space := uint64(l.spaceBytes()); l.DataOffset+space > uint64(dataEnd) {
+		return corrupt("parent locator", "data space", l.at+4, "%#x+%d runs past the end of the data area (%#x)", l.DataOffset, space, dataEnd)
 	}
 	if l.DataOffset < FooterSize {
 		return corrupt("parent locator", "data offset", l.at+16, "%#x overlaps the footer copy", l.DataOffset)

@@ -249,7 +249,7 @@ func (s *sparse) setReserved(r []span) {
 // file.
 func (s *sparse) reservedSpans(fileSize int64) ([]span, error) {
 	for _, l := range s.hdr.Locators {
-		if err := l.validate(fileSize); err != nil {
+		if err := l.validate(s.img.dataLimit(fileSize)); err != nil {
 			return nil, err
 		}
 	}
