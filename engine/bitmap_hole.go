@@ -8,21 +8,26 @@ import (
 	"slices"
 )
 
-// A writer always writes a block's bitmap when it allocates the block,
-// so a bitmap sector the file holds as a hole (SEEK_DATA) was never
-// written to this file. That is what a download or copy leaves that set
-// the file's full length first and did not finish: the block table and
-// the footer copy came through, the blocks did not, and every block
-// past the cut reads as never written. Nothing in the format tells that
-// apart from a block that held nothing, so check warns (bitmap-hole)
-// and a salvage lists such blocks as lost.
+// A download or copy that set the file's full length first and did not
+// finish leaves the rest of the file a hole: the block table and the
+// footer copy came through, the blocks and the footer at the end did
+// not, and every block past the cut reads as never written. A bitmap
+// sector the file holds as a hole (SEEK_DATA) was never written there.
+// But vhd itself leaves such bitmaps too: it allocates a block by
+// growing the file over it and writes the bitmap at a flush, so a
+// flush or a kill can leave an allocated block whose bitmap is still a
+// hole, holding nothing. The two are told apart by the footer at the
+// end: vhd writes it before it grows the file, the cut copy lost it. So
+// only where the footer copy stands in does check warn (bitmap-hole)
+// and a salvage list such blocks as lost.
 
 // bitmapHoles calls fn, in file order, for each allocated block whose
-// bitmap lies in a hole of f; nothing where f cannot tell holes. It asks
-// f once per data region it passes, not once per block.
-func (s *sparse) bitmapHoles(f File, fn func(b, off int64) bool) {
+// bitmap lies in a hole of f, when cut says the file lost its footer at
+// the end (above); nothing where f cannot tell holes. It asks f once
+// per data region it passes, not once per block.
+func (s *sparse) bitmapHoles(f File, cut bool, fn func(b, off int64) bool) {
 	ds, ok := f.(dataSeeker)
-	if !ok {
+	if !ok || !cut {
 		return
 	}
 	type placed struct{ b, off int64 }

@@ -240,7 +240,7 @@ func (c *checker) checkSparse(img *Image, size int64, opts CheckOptions) error {
 	if !c.usable() {
 		return nil
 	}
-	s.bitmapHoles(c.f, func(b, off int64) bool {
+	s.bitmapHoles(c.f, img.footerFromCopy, func(b, off int64) bool {
 		c.problem(CodeBitmapHole, false, false, off, "block %d's bitmap is a hole in the file: nothing was ever written there, so the block reads as never written; a download or copy that set the file's length first and did not finish leaves this, and then the block's data is lost (copy the image again)", b)
 		return len(c.r.Problems) < maxProblems
 	})

@@ -133,7 +133,7 @@ func (s *sparse) salvageBAT(fileSize int64) {
 	s.salvageEnd = dataEnd
 	// First the blocks whose bitmap the file holds as a hole (those past
 	// its end are placed below, and said so).
-	s.bitmapHoles(s.f, func(b, off int64) bool {
+	s.bitmapHoles(s.f, s.img.footerFromCopy, func(b, off int64) bool {
 		if off+s.bitmapSize <= dataEnd {
 			s.drop(b, "its bitmap is a hole in the file, never written there: a download or copy that set the file's length first and did not finish?")
 		}

@@ -290,10 +290,48 @@ func TestBitmapHoles(t *testing.T) {
 		t.Errorf("salvage lost %+v, want blocks 6 and 7 (bitmaps in the hole)", lost)
 	}
 
+	// Once repair has written the footer back, the file cannot be told
+	// from one vhd left empty blocks in (bitmap_hole.go): vhd repair
+	// says what it saw before (TestRepairSaysBitmapHoles).
 	if _, err := Repair(path, RepairOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if got := holes(); !slices.Equal(got, want[1:]) {
-		t.Errorf("check after repair: %v, want %v: the loss must still show", got, want[1:])
+	if got := holes(); len(got) != 0 {
+		t.Errorf("check after repair: %v", got)
+	}
+}
+
+// TestBitmapHolesOfAKill: vhd allocates a block by growing the file over
+// it and writes its bitmap at a flush, so an allocated block whose
+// bitmap is a hole is what a kill can leave; with the footer at the end
+// sound, check does not call it a loss (a backup pull resumed after a
+// kill was refused as 'does not pass vhd check').
+func TestBitmapHolesOfAKill(t *testing.T) {
+	path, _, offs := salvageImage(t)
+	st, _ := os.Stat(path)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Block 7, bitmap and data, never written; the footer after it is.
+	from := offs[7] / 4096 * 4096
+	err = unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, from, st.Size()-FooterSize-from)
+	if err == nil {
+		if start, _ := unix.Seek(int(f.Fd()), offs[7], unix.SEEK_DATA); start <= offs[7] {
+			t.Fatalf("block 7's bitmap at %#x is no hole (next data %#x): the test tests nothing", offs[7], start)
+		}
+	}
+	f.Close()
+	if err != nil {
+		t.Skipf("this file system cannot punch holes: %v", err)
+	}
+	checkClean(t, path)
+	img, err := Open(path, Options{ReadOnly: true, Salvage: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	if img.Lost() != nil {
+		t.Errorf("a salvage of it lists %+v as lost", img.Lost())
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"vhdkit/engine"
 )
 
@@ -216,5 +218,42 @@ func TestCheckNotAVHD(t *testing.T) {
 	r = vhdCode(t, 3, "check", fixed)
 	if !strings.Contains(r.stdout, "footer-invalid") {
 		t.Errorf("fixed VHD with a damaged cookie: want footer-invalid reported; got %s", r)
+	}
+}
+
+// TestRepairSaysBitmapHoles: a copy that set the file's length first and
+// did not finish (its end a hole, the footer there included). check
+// warns of the blocks whose bitmap is a hole; repair writes the footer
+// back and still says so, in text and JSON, since check can no longer
+// tell those blocks from empty ones afterwards.
+func TestRepairSaysBitmapHoles(t *testing.T) {
+	dir := t.TempDir()
+	cutCopy := func(name string) string {
+		img := filepath.Join(dir, name)
+		vhdOK(t, "create", "--size", "16M", "--block-size", "1M", img)
+		writeChain(t, img, bytes.Repeat([]byte{0x11}, 8<<20), 0)
+		st, _ := os.Stat(img)
+		f, err := os.OpenFile(img, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 5<<20, st.Size()-5<<20)
+		f.Close()
+		if err != nil {
+			t.Skipf("this file system cannot punch holes: %v", err)
+		}
+		return img
+	}
+	img, two := cutCopy("d.vhd"), cutCopy("two.vhd")
+	if r := vhdCode(t, exitProblems, "check", img); strings.Count(r.stdout, "bitmap-hole") < 2 {
+		t.Errorf("check of the unfinished copy: %s", r)
+	}
+	if r := vhdOK(t, "repair", img); strings.Count(r.stdout, "left as is: warning bitmap-hole") < 2 {
+		t.Errorf("repair of the unfinished copy does not say what is lost: %s", r)
+	}
+	var rep struct{ Left []struct{ Code string } }
+	vhdJSON(t, &rep, "repair", "--json", two)
+	if len(rep.Left) < 2 || rep.Left[0].Code != "bitmap-hole" {
+		t.Errorf("repair --json of the unfinished copy: %+v", rep)
 	}
 }

@@ -40,6 +40,7 @@ when it changed nothing: then left lists the damage; exit status 1).`,
 				return err
 			}
 			path := args[0]
+			holes := bitmapHoles(path)
 			did, err := engine.Repair(path, engine.RepairOptions{})
 			if *asJSON && err != nil && errors.Is(err, engine.ErrCorrupt) && !errors.Is(err, engine.ErrOtherFormat) {
 				// Refused, nothing changed: the JSON says why, with the
@@ -61,6 +62,9 @@ when it changed nothing: then left lists the damage; exit status 1).`,
 			if err != nil {
 				return err
 			}
+			// Once the footer is back, check can no longer tell blocks an
+			// unfinished copy lost from empty ones: say what was seen.
+			rep.Problems = append(holes, rep.Problems...)
 			if *asJSON {
 				return writeRepairJSON(e, path, did, rep.Problems, "")
 			}
@@ -87,4 +91,21 @@ func writeRepairJSON(e *env, path string, did []string, left []engine.Problem, r
 	out.Repaired = append(out.Repaired, did...)
 	out.Left = append(out.Left, left...)
 	return writeJSON(e, out)
+}
+
+// bitmapHoles are the bitmap-hole warnings check gives before a repair:
+// blocks a copy cut short never wrote, seen only while the footer at
+// the end is missing (engine/bitmap_hole.go).
+func bitmapHoles(path string) []engine.Problem {
+	rep, err := engine.CheckPath(path, engine.CheckOptions{})
+	if err != nil {
+		return nil
+	}
+	var holes []engine.Problem
+	for _, p := range rep.Problems {
+		if p.Code == engine.CodeBitmapHole {
+			holes = append(holes, p)
+		}
+	}
+	return holes
 }
