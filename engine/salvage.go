@@ -19,6 +19,8 @@ import (
 //     reads as never written;
 //   - a block over a structure or over another block, or whose entry is
 //     zero (a hole in the table), is dropped: never written;
+//   - where the footer at the end is lost too, a block whose bitmap the
+//     file holds as a hole is listed (bitmap_hole.go);
 //
 // and lists what it could not read (Lost). A part never written reads
 // as zeros, or in a differencing image as its parent's data.
@@ -114,8 +116,8 @@ func (z zeroPastEOF) NextData(off int64) (int64, int64, error) {
 	return 0, 0, ErrUnsupported
 }
 
-// salvageBAT places every allocated block as the usual open checks it
-// (batProblems), but drops what is misplaced instead of refusing, and
+// salvageBAT places every allocated block, as batProblems does for the
+// usual open, but drops what is misplaced instead of refusing, and
 // lists each block it drops or cuts once:
 //
 //   - a block whose bitmap is not wholly in the file is dropped;
@@ -184,6 +186,11 @@ func (s *sparse) salvageBAT(fileSize int64) {
 // it as lost, for why.
 func (s *sparse) drop(b int64, why string) {
 	s.bat[b] = batUnused
+	s.lostBlock(b, why)
+}
+
+// lostBlock lists all of block b as lost, for why.
+func (s *sparse) lostBlock(b int64, why string) {
 	start := b << s.blockShift
 	s.lost.add(start, min(s.blockSize, s.size-start), why)
 }
@@ -217,8 +224,7 @@ func (s *sparse) clearPastEnd(e uint32, bits []byte) {
 // zeroEntryLost is readBAT's onZero for a salvage open: a zero entry
 // (a hole in the table) is a block never written, and lost.
 func (s *sparse) zeroEntryLost(b int64) {
-	start := b << s.blockShift
-	s.lost.add(start, min(s.blockSize, s.size-start), "its BAT entry is zero (a hole in the table?)")
+	s.lostBlock(b, "its BAT entry is zero (a hole in the table?)")
 }
 
 // checkSalvage refuses a salvage open that could write.
